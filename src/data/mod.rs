@@ -1,0 +1,495 @@
+//! Dataset loading: IDX (MNIST-like), CIFAR-10/100 binary, SVHN `.mat`, and image folders.
+//!
+//! Every format is decoded into one in-memory [`Dataset`] of u8 CHW images so that the rest of
+//! the engine (augmentation, batching, training) never cares where the data came from.
+//! Each format lives in its own module; [`Dataset::open`] only parses the spec and dispatches.
+
+pub mod augment;
+pub mod cifar;
+pub mod folder;
+pub mod idx;
+pub mod loader;
+pub mod svhn;
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+pub use augment::{Augment, Normalization, Transform};
+pub use loader::{Batch, Loader};
+
+/// Errors from reading a dataset. Every variant that concerns a file names it first, so a
+/// user looking at a one-line message knows which file to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: no such file or directory")]
+    NotFound { path: String },
+    #[error("{path}: {err}")]
+    Io { path: String, err: io::Error },
+    #[error("{path}: truncated (needs {missing} more bytes)")]
+    Truncated { path: String, missing: u64 },
+    /// The file exists and was read, but its content is not what the format requires.
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("{path}: cannot decode image: {err}")]
+    Image { path: String, err: image::ImageError },
+    #[error("{path}: no images found")]
+    NoImages { path: String },
+    #[error("unknown dataset format '{format}' (expected idx, cifar10, cifar100, svhn, folder)")]
+    UnknownFormat { format: String },
+    #[error(
+        "{path}: cannot detect the dataset format; write FORMAT:PATH with FORMAT one of \
+         idx, cifar10, cifar100, svhn, folder"
+    )]
+    Undetected { path: String },
+}
+
+impl DataError {
+    pub(crate) fn invalid(path: &Path, message: impl Into<String>) -> Self {
+        DataError::Invalid {
+            path: path.display().to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn truncated(path: &Path, missing: usize) -> Self {
+        DataError::Truncated {
+            path: path.display().to_string(),
+            missing: missing as u64,
+        }
+    }
+
+    /// Maps "not found" to its own variant so the message reads the same on every OS.
+    pub(crate) fn io(path: &Path, err: io::Error) -> Self {
+        let path = path.display().to_string();
+        if err.kind() == io::ErrorKind::NotFound {
+            DataError::NotFound { path }
+        } else {
+            DataError::Io { path, err }
+        }
+    }
+}
+
+/// Reads a whole file, with the path in any error.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    fs::read(path).map_err(|e| DataError::io(path, e))
+}
+
+/// The on-disk formats understood by [`Dataset::open`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Idx,
+    Cifar10,
+    Cifar100,
+    Svhn,
+    Folder,
+}
+
+impl Format {
+    /// The prefix used in a dataset spec (`idx:PATH`).
+    pub fn from_name(name: &str) -> Option<Format> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "idx" => Format::Idx,
+            "cifar10" => Format::Cifar10,
+            "cifar100" => Format::Cifar100,
+            "svhn" => Format::Svhn,
+            "folder" => Format::Folder,
+            _ => return None,
+        })
+    }
+
+    /// Guesses the format of an existing path from names and magic numbers.
+    pub fn detect(path: &Path) -> Result<Format, DataError> {
+        let undetected = || DataError::Undetected {
+            path: path.display().to_string(),
+        };
+        if path.is_dir() {
+            let has = |name: &str| path.join(name).is_file();
+            return if has("data_batch_1.bin") || has("test_batch.bin") {
+                Ok(Format::Cifar10)
+            } else if has("train.bin") || has("test.bin") {
+                Ok(Format::Cifar100)
+            } else if idx::default_images_file(path).is_some() {
+                Ok(Format::Idx)
+            } else if folder::has_images(path) {
+                Ok(Format::Folder)
+            } else {
+                Err(undetected())
+            };
+        }
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase());
+        if ext.as_deref() == Some("mat") {
+            return Ok(Format::Svhn);
+        }
+        if idx::is_idx_images(path) {
+            return Ok(Format::Idx);
+        }
+        if ext.as_deref() == Some("bin") {
+            let size = fs::metadata(path).map_err(|e| DataError::io(path, e))?.len();
+            if size > 0 && size % cifar::Variant::Cifar10.record_size() as u64 == 0 {
+                return Ok(Format::Cifar10);
+            }
+            if size > 0 && size % cifar::Variant::Cifar100.record_size() as u64 == 0 {
+                return Ok(Format::Cifar100);
+            }
+        }
+        Err(undetected())
+    }
+}
+
+/// Splits "FORMAT:PATH" into its parts; a bare PATH (or an existing path that happens to
+/// contain ':') has no format.
+fn parse_spec(spec: &str) -> Result<(Option<Format>, &str), DataError> {
+    if let Some((prefix, rest)) = spec.split_once(':') {
+        // Single letters are left alone so Windows drive letters ("C:\...") stay paths.
+        let looks_like_prefix = prefix.len() > 1
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if looks_like_prefix && !Path::new(spec).exists() {
+            return match Format::from_name(prefix) {
+                Some(format) => Ok((Some(format), rest)),
+                None => Err(DataError::UnknownFormat {
+                    format: prefix.to_string(),
+                }),
+            };
+        }
+    }
+    Ok((None, spec))
+}
+
+/// A labelled image dataset held in memory.
+///
+/// Images are stored as u8, CHW per image, contiguous:
+/// `images.len() == len * channels * height * width`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    pub name: String,
+    pub images: Vec<u8>,
+    pub labels: Vec<u32>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub num_classes: usize,
+}
+
+impl Dataset {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Number of u8 values in one image (`channels * height * width`).
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Image `i` as CHW u8.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.image_len();
+        &self.images[i * n..(i + 1) * n]
+    }
+
+    /// Parses a dataset spec "FORMAT:PATH" or a bare PATH (format auto-detected).
+    /// FORMAT is one of idx, cifar10, cifar100, svhn, folder.
+    pub fn open(spec: &str) -> Result<Dataset, DataError> {
+        let (format, path) = parse_spec(spec)?;
+        let path = Path::new(path);
+        fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+        let format = match format {
+            Some(format) => format,
+            None => Format::detect(path)?,
+        };
+        match format {
+            Format::Idx => idx::load(path),
+            Format::Cifar10 => cifar::load(path, cifar::Variant::Cifar10),
+            Format::Cifar100 => cifar::load(path, cifar::Variant::Cifar100),
+            Format::Svhn => svhn::load(path),
+            Format::Folder => folder::load(path),
+        }
+    }
+
+    /// Keeps the first `n` samples (for subsets and quick runs).
+    pub fn truncate(&mut self, n: usize) {
+        let n = n.min(self.len());
+        self.labels.truncate(n);
+        self.images.truncate(n * self.image_len());
+    }
+
+    /// Converts to `channels` (1 <-> 3: ITU-R 601 luminance / replicate) and to
+    /// `height` x `width` (bilinear, via `image`). Used to feed e.g. MNIST to a CIFAR model
+    /// for out-of-distribution tests.
+    ///
+    /// # Panics
+    /// If the channel conversion is not one of identity, 1 -> 3 or 3 -> 1.
+    pub fn converted(&self, channels: usize, height: usize, width: usize) -> Dataset {
+        assert!(
+            channels == self.channels || (channels, self.channels) == (1, 3) || (channels, self.channels) == (3, 1),
+            "Dataset::converted: cannot convert {} channels to {channels}",
+            self.channels
+        );
+        assert!(height > 0 && width > 0, "Dataset::converted: empty target size");
+        let (h0, w0) = (self.height, self.width);
+        let plane0 = h0 * w0;
+        let plane = height * width;
+        let mut images = Vec::with_capacity(self.len() * channels * plane);
+        let mut src_planes: Vec<Vec<u8>> = Vec::with_capacity(channels);
+        for i in 0..self.len() {
+            let img = self.image(i);
+            src_planes.clear();
+            match (self.channels, channels) {
+                (3, 1) => {
+                    let (r, rest) = img.split_at(plane0);
+                    let (g, b) = rest.split_at(plane0);
+                    let luma = (0..plane0)
+                        .map(|p| {
+                            let y = 0.299 * f32::from(r[p]) + 0.587 * f32::from(g[p]) + 0.114 * f32::from(b[p]);
+                            y.round().clamp(0.0, 255.0) as u8
+                        })
+                        .collect();
+                    src_planes.push(luma);
+                }
+                (1, 3) => src_planes.extend(std::iter::repeat_n(img.to_vec(), 3)),
+                _ => src_planes.extend(img.chunks(plane0).map(<[u8]>::to_vec)),
+            }
+            for p in &src_planes {
+                if (height, width) == (h0, w0) {
+                    images.extend_from_slice(p);
+                } else {
+                    let buf = image::GrayImage::from_raw(w0 as u32, h0 as u32, p.clone())
+                        .expect("plane has height * width bytes");
+                    let resized = image::imageops::resize(
+                        &buf,
+                        width as u32,
+                        height as u32,
+                        image::imageops::FilterType::Triangle,
+                    );
+                    images.extend_from_slice(resized.as_raw());
+                }
+            }
+        }
+        Dataset {
+            name: self.name.clone(),
+            images,
+            labels: self.labels.clone(),
+            channels,
+            height,
+            width,
+            num_classes: self.num_classes,
+        }
+    }
+
+    /// Deterministic split: shuffles the indices with `seed`; the first `n_holdout` go to the
+    /// second dataset, the rest to the first. Both keep the original sample order.
+    pub fn split_holdout(self, n_holdout: usize, seed: u64) -> (Dataset, Dataset) {
+        let n_holdout = n_holdout.min(self.len());
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(seed));
+        let (held, kept) = order.split_at_mut(n_holdout);
+        held.sort_unstable();
+        kept.sort_unstable();
+        let holdout = self.select(held, format!("{}-holdout", self.name));
+        let rest = self.select(kept, self.name.clone());
+        (rest, holdout)
+    }
+
+    /// Keeps only samples whose label is in `classes`, relabelled `0..classes.len()` in the
+    /// given order (for open-set / out-of-distribution splits).
+    pub fn filter_classes(&self, classes: &[u32]) -> Dataset {
+        let new_label = |l: u32| classes.iter().position(|&c| c == l);
+        let indices: Vec<usize> = (0..self.len())
+            .filter(|&i| new_label(self.labels[i]).is_some())
+            .collect();
+        let mut out = self.select(&indices, self.name.clone());
+        for l in &mut out.labels {
+            *l = new_label(*l).expect("filtered above") as u32;
+        }
+        out.num_classes = classes.len();
+        out
+    }
+
+    /// A new dataset made of the samples at `indices`, in that order.
+    pub fn select(&self, indices: &[usize], name: String) -> Dataset {
+        let mut images = Vec::with_capacity(indices.len() * self.image_len());
+        for &i in indices {
+            images.extend_from_slice(self.image(i));
+        }
+        Dataset {
+            name,
+            images,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            num_classes: self.num_classes,
+        }
+    }
+}
+
+/// Helpers shared by the format tests: unique temp dirs that clean up after themselves.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(tag: &str) -> TempDir {
+            static COUNTER: AtomicUsize = AtomicUsize::new(0);
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!(
+                "isomax-data-{tag}-{}-{n}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+
+        pub fn join(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A small dataset with distinct pixel values, for split/filter/convert tests.
+    pub fn toy(n: usize, channels: usize, h: usize, w: usize, classes: usize) -> super::Dataset {
+        let len = channels * h * w;
+        super::Dataset {
+            name: "toy".into(),
+            images: (0..n * len).map(|v| (v % 251) as u8).collect(),
+            labels: (0..n).map(|i| (i % classes) as u32).collect(),
+            channels,
+            height: h,
+            width: w,
+            num_classes: classes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::{TempDir, toy};
+    use super::*;
+
+    #[test]
+    fn unknown_prefix_is_reported() {
+        let err = Dataset::open("foo:/nonexistent/x").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown dataset format 'foo' (expected idx, cifar10, cifar100, svhn, folder)"
+        );
+    }
+
+    #[test]
+    fn missing_path_is_reported() {
+        let err = Dataset::open("idx:/nonexistent/train-images-idx3-ubyte.gz").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/nonexistent/train-images-idx3-ubyte.gz: no such file or directory"
+        );
+        let err = Dataset::open("/nonexistent/dir").unwrap_err();
+        assert!(matches!(err, DataError::NotFound { .. }));
+    }
+
+    #[test]
+    fn undetectable_file_lists_prefixes() {
+        let dir = TempDir::new("undetected");
+        let p = dir.join("notes.txt");
+        std::fs::write(&p, b"hello").unwrap();
+        let msg = Dataset::open(p.to_str().unwrap()).unwrap_err().to_string();
+        assert!(msg.contains("notes.txt") && msg.contains("cifar100"), "{msg}");
+        let empty = TempDir::new("undetected-dir");
+        let msg = Dataset::open(empty.path().to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("cannot detect"), "{msg}");
+    }
+
+    #[test]
+    fn truncate_keeps_prefix() {
+        let mut d = toy(10, 3, 2, 2, 4);
+        let first = d.image(0).to_vec();
+        d.truncate(3);
+        assert_eq!(d.len(), 3);
+        assert_eq!(d.images.len(), 3 * 12);
+        assert_eq!(d.image(0), &first[..]);
+        d.truncate(100);
+        assert_eq!(d.len(), 3);
+    }
+
+    #[test]
+    fn split_holdout_is_deterministic_and_disjoint() {
+        let d = toy(50, 1, 2, 2, 5);
+        let (a1, b1) = d.clone().split_holdout(10, 7);
+        let (a2, b2) = d.clone().split_holdout(10, 7);
+        assert_eq!((a1.len(), b1.len()), (40, 10));
+        assert_eq!(a1, a2);
+        assert_eq!(b1, b2);
+        let (_, b3) = d.clone().split_holdout(10, 8);
+        assert_ne!(b1.images, b3.images);
+        // Every original image lands in exactly one side.
+        let mut all: Vec<Vec<u8>> = (0..a1.len()).map(|i| a1.image(i).to_vec()).collect();
+        all.extend((0..b1.len()).map(|i| b1.image(i).to_vec()));
+        all.sort();
+        let mut orig: Vec<Vec<u8>> = (0..d.len()).map(|i| d.image(i).to_vec()).collect();
+        orig.sort();
+        assert_eq!(all, orig);
+    }
+
+    #[test]
+    fn filter_classes_relabels_in_given_order() {
+        let d = toy(12, 1, 1, 2, 4); // labels 0,1,2,3,0,1,...
+        let f = d.filter_classes(&[3, 1]);
+        assert_eq!(f.num_classes, 2);
+        assert_eq!(f.labels, vec![1, 0, 1, 0, 1, 0]);
+        assert_eq!(f.image(0), d.image(1));
+        assert_eq!(f.image(1), d.image(3));
+    }
+
+    #[test]
+    fn converted_channels_and_size() {
+        let d = Dataset {
+            name: "g".into(),
+            images: vec![10, 20, 30, 40],
+            labels: vec![0],
+            channels: 1,
+            height: 2,
+            width: 2,
+            num_classes: 1,
+        };
+        let rgb = d.converted(3, 2, 2);
+        assert_eq!(rgb.images, [10, 20, 30, 40].repeat(3));
+        let back = rgb.converted(1, 2, 2);
+        assert_eq!(back.images, d.images);
+        let big = d.converted(3, 4, 6);
+        assert_eq!((big.channels, big.height, big.width), (3, 4, 6));
+        assert_eq!(big.images.len(), 3 * 4 * 6);
+        let flat = Dataset {
+            images: vec![77; 4],
+            ..d.clone()
+        };
+        assert!(flat.converted(1, 5, 5).images.iter().all(|&v| v == 77));
+    }
+}

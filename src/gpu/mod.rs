@@ -1,0 +1,363 @@
+//! Device and memory: the [`Gpu`] context owns (or borrows from a host application) the
+//! wgpu device and queue, the buffer pool, the pipeline cache and the command recorder.
+//!
+//! Ops never submit on their own: they record compute passes into one pending command
+//! encoder, and their small parameter blocks go into one uniform arena written just before
+//! the submit. Work reaches the GPU on [`Gpu::flush`] or when something is read back.
+
+mod kernel;
+pub(crate) mod pool;
+mod readback;
+
+pub use kernel::KernelSpec;
+pub(crate) use kernel::{groups_1d as kernel_groups_1d, Binding, ParamBuilder};
+pub use pool::MemoryStats;
+pub use readback::PendingRead;
+
+use crate::autograd::Tape;
+use crate::error::{Error, Result};
+use kernel::Recorder;
+use pool::{Pool, SharedPool};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// How to pick an adapter when the engine creates its own device.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Backends to consider; `None` means `WGPU_BACKEND` from the environment, else all.
+    pub backends: Option<wgpu::Backends>,
+    /// Keep only adapters whose name contains this (case-insensitive); `None` reads
+    /// `ISOMAX_ADAPTER` from the environment.
+    pub adapter_name: Option<String>,
+    /// Request WebGPU's default limits only (what every vendor guarantees). When false,
+    /// buffer-size limits are raised to what the adapter offers.
+    pub portable_limits: bool,
+}
+
+/// A description of the adapter in use, for `isomax info` and logs.
+#[derive(Debug, Clone)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_storage_buffers_per_shader_stage: u32,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub timestamp_queries: bool,
+}
+
+impl std::fmt::Display for AdapterReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "adapter:  {} ({}, {})", self.name, self.backend, self.device_type)?;
+        writeln!(f, "driver:   {}", self.driver)?;
+        writeln!(
+            f,
+            "limits:   storage binding {} MiB, buffer {} MiB, {} storage buffers/stage, \
+             {} KiB workgroup memory, {} invocations/workgroup",
+            self.max_storage_buffer_binding_size >> 20,
+            self.max_buffer_size >> 20,
+            self.max_storage_buffers_per_shader_stage,
+            self.max_compute_workgroup_storage_size >> 10,
+            self.max_compute_invocations_per_workgroup
+        )?;
+        write!(f, "timestamp queries: {}", self.timestamp_queries)
+    }
+}
+
+pub(crate) struct GpuInner {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) report: AdapterReport,
+    pub(crate) is_cpu: bool,
+    pub(crate) pool: SharedPool,
+    pub(crate) kernels: RefCell<HashMap<String, Rc<kernel::Kernel>>>,
+    pub(crate) recorder: RefCell<Recorder>,
+    pub(crate) tape: RefCell<Tape>,
+    pub(crate) grad_enabled: Cell<bool>,
+    pub(crate) staging: RefCell<HashMap<u64, Vec<wgpu::Buffer>>>,
+}
+
+/// The engine's handle on a device: cheap to clone, single-threaded.
+///
+/// ```no_run
+/// let gpu = isomax::Gpu::new()?;
+/// println!("{}", gpu.report());
+/// # Ok::<(), isomax::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Gpu(pub(crate) Rc<GpuInner>);
+
+/// Minimal limits the engine's kernels need, on top of WebGPU's defaults.
+fn required_limits(adapter_limits: &wgpu::Limits, portable: bool) -> wgpu::Limits {
+    let mut l = wgpu::Limits::default();
+    if !portable {
+        l.max_storage_buffer_binding_size = adapter_limits
+            .max_storage_buffer_binding_size
+            .max(l.max_storage_buffer_binding_size);
+        l.max_buffer_size = adapter_limits.max_buffer_size.max(l.max_buffer_size);
+    }
+    l
+}
+
+fn device_type_rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+impl Gpu {
+    /// Create a device on the best adapter (real GPUs first, then software ones),
+    /// honouring `WGPU_BACKEND` and `ISOMAX_ADAPTER`.
+    pub fn new() -> Result<Gpu> {
+        Self::with_options(&GpuOptions::default())
+    }
+
+    /// Create a device with WebGPU's portable default limits (what the tests use).
+    pub fn portable() -> Result<Gpu> {
+        Self::with_options(&GpuOptions {
+            portable_limits: true,
+            ..Default::default()
+        })
+    }
+
+    /// Create a device as `options` say.
+    pub fn with_options(options: &GpuOptions) -> Result<Gpu> {
+        let backends = options
+            .backends
+            .or_else(wgpu::Backends::from_env)
+            .unwrap_or(wgpu::Backends::all());
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let filter = options
+            .adapter_name
+            .clone()
+            .or_else(|| std::env::var("ISOMAX_ADAPTER").ok())
+            .map(|s| s.to_lowercase());
+        let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let all_names: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?})", i.name, i.backend)
+            })
+            .collect();
+        if let Some(f) = &filter {
+            adapters.retain(|a| a.get_info().name.to_lowercase().contains(f));
+        }
+        // Real GPUs first; among equals prefer Vulkan/Metal/DX12 over GL (faster compute).
+        adapters.sort_by_key(|a| {
+            let i = a.get_info();
+            (
+                device_type_rank(i.device_type),
+                (i.backend == wgpu::Backend::Gl) as u8,
+            )
+        });
+        let Some(adapter) = adapters.into_iter().next() else {
+            return Err(Error::Device(if all_names.is_empty() {
+                format!(
+                    "no GPU adapter found for backends {backends:?}. On a headless Linux machine \
+                     install Mesa's software drivers (`apt-get install -y mesa-vulkan-drivers` \
+                     for Vulkan/lavapipe; GL/llvmpipe comes with libegl-mesa0), or unset \
+                     WGPU_BACKEND to try every backend."
+                )
+            } else {
+                format!(
+                    "no adapter matches '{}'; available: {}",
+                    filter.unwrap_or_default(),
+                    all_names.join(", ")
+                )
+            }));
+        };
+        let limits = required_limits(&adapter.limits(), options.portable_limits);
+        let mut features = wgpu::Features::empty();
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        if adapter.features().contains(wanted) {
+            features |= wanted;
+        }
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("isomax"),
+            required_features: features,
+            required_limits: limits,
+            ..Default::default()
+        }))
+        .map_err(|e| {
+            Error::Device(format!(
+                "cannot create a device on {}: {e}",
+                adapter.get_info().name
+            ))
+        })?;
+        let info = adapter.get_info();
+        Ok(Self::assemble(device, queue, Some(info)))
+    }
+
+    /// Wrap a device and queue that a host application created. The engine checks that the
+    /// device's limits are enough for its kernels and never polls it from another thread.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Gpu> {
+        let l = device.limits();
+        let need = wgpu::Limits::default();
+        let mut short = Vec::new();
+        if l.max_storage_buffers_per_shader_stage < 8 {
+            short.push(format!(
+                "max_storage_buffers_per_shader_stage {} < 8",
+                l.max_storage_buffers_per_shader_stage
+            ));
+        }
+        if l.max_compute_invocations_per_workgroup < 256 {
+            short.push(format!(
+                "max_compute_invocations_per_workgroup {} < 256",
+                l.max_compute_invocations_per_workgroup
+            ));
+        }
+        if l.max_compute_workgroup_size_x < 256 {
+            short.push(format!(
+                "max_compute_workgroup_size_x {} < 256",
+                l.max_compute_workgroup_size_x
+            ));
+        }
+        if l.max_compute_workgroup_storage_size < need.max_compute_workgroup_storage_size {
+            short.push(format!(
+                "max_compute_workgroup_storage_size {} < {}",
+                l.max_compute_workgroup_storage_size, need.max_compute_workgroup_storage_size
+            ));
+        }
+        if l.max_uniform_buffer_binding_size < 256 {
+            short.push("max_uniform_buffer_binding_size < 256".into());
+        }
+        if !short.is_empty() {
+            return Err(Error::Device(format!(
+                "the host device's limits are too small for isomax: {}",
+                short.join(", ")
+            )));
+        }
+        Ok(Self::assemble(device, queue, None))
+    }
+
+    fn assemble(device: wgpu::Device, queue: wgpu::Queue, info: Option<wgpu::AdapterInfo>) -> Gpu {
+        let l = device.limits();
+        let (name, backend, device_type, driver) = match &info {
+            Some(i) => (
+                i.name.clone(),
+                format!("{:?}", i.backend),
+                format!("{:?}", i.device_type),
+                format!("{} {}", i.driver, i.driver_info),
+            ),
+            None => ("host-provided device".into(), "host".into(), "unknown".into(), String::new()),
+        };
+        let is_cpu = info
+            .as_ref()
+            .map(|i| i.device_type == wgpu::DeviceType::Cpu)
+            .unwrap_or(false);
+        let report = AdapterReport {
+            name,
+            backend,
+            device_type,
+            driver,
+            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
+            max_buffer_size: l.max_buffer_size,
+            max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
+            max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+            timestamp_queries: device.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+        };
+        let recorder = Recorder::new(&device);
+        Gpu(Rc::new(GpuInner {
+            device,
+            queue,
+            report,
+            is_cpu,
+            pool: Rc::new(RefCell::new(Pool::default())),
+            kernels: RefCell::new(HashMap::new()),
+            recorder: RefCell::new(recorder),
+            tape: RefCell::new(Tape::default()),
+            grad_enabled: Cell::new(true),
+            staging: RefCell::new(HashMap::new()),
+        }))
+    }
+
+    /// The wgpu device (for host applications that share it).
+    pub fn device(&self) -> &wgpu::Device {
+        &self.0.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.0.queue
+    }
+
+    /// What adapter this is and what it allows.
+    pub fn report(&self) -> &AdapterReport {
+        &self.0.report
+    }
+
+    /// True on software adapters (lavapipe, llvmpipe), where kernels pick register tiles
+    /// without workgroup barriers.
+    pub fn is_cpu(&self) -> bool {
+        self.0.is_cpu
+    }
+
+    /// Buffer-pool statistics (peak bytes of GPU buffers the engine holds).
+    pub fn memory(&self) -> MemoryStats {
+        self.0.pool.borrow().stats
+    }
+
+    /// Free the pool's idle buffers.
+    pub fn trim_memory(&self) {
+        self.0.pool.borrow_mut().trim();
+    }
+
+    /// Submit everything recorded so far. Does not wait.
+    pub fn flush(&self) {
+        self.0.recorder.borrow_mut().submit(&self.0.device, &self.0.queue);
+    }
+
+    /// Submit and wait until the GPU is idle (benchmarks, explicit sync points).
+    pub fn sync(&self) -> Result<()> {
+        self.flush();
+        self.0
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Device(format!("device poll failed: {e}")))
+    }
+
+    /// Number of dispatches recorded since the context was created (for tests of batching).
+    pub fn dispatch_count(&self) -> u64 {
+        self.0.recorder.borrow().total_dispatches
+    }
+
+    /// Number of queue submissions made so far.
+    pub fn submit_count(&self) -> u64 {
+        self.0.recorder.borrow().total_submits
+    }
+
+    pub(crate) fn acquire(&self, bytes: u64) -> pool::PooledBuffer {
+        let buffer = self.0.pool.borrow_mut().acquire(&self.0.device, bytes);
+        pool::PooledBuffer {
+            buffer: Some(buffer),
+            pool: self.0.pool.clone(),
+        }
+    }
+
+    /// Run `f` with gradient recording off (inference): nothing is taped, so no activation
+    /// is kept alive.
+    pub fn no_grad<T>(&self, f: impl FnOnce() -> T) -> T {
+        let prev = self.0.grad_enabled.replace(false);
+        let out = f();
+        self.0.grad_enabled.set(prev);
+        out
+    }
+
+    /// Whether ops currently record onto the tape.
+    pub fn grad_enabled(&self) -> bool {
+        self.0.grad_enabled.get()
+    }
+}

@@ -1,0 +1,87 @@
+//! Buffer pool: GPU buffers are recycled by size so that a training step in steady state
+//! allocates nothing new. Sizes are rounded up to 256 bytes, and every buffer can be bound
+//! as storage and copied from and to.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Every pooled buffer is usable as storage and as a copy source/destination.
+pub const POOL_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// Allocation statistics, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Bytes of all buffers the pool has created and still holds (in use or free).
+    pub allocated: u64,
+    /// The largest `allocated` ever reached.
+    pub peak_allocated: u64,
+    /// Bytes currently handed out to live tensors.
+    pub in_use: u64,
+    /// The largest `in_use` ever reached.
+    pub peak_in_use: u64,
+    /// How many buffers the pool has created since it started.
+    pub buffers_created: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Pool {
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    pub(crate) stats: MemoryStats,
+}
+
+pub(crate) type SharedPool = Rc<RefCell<Pool>>;
+
+/// Round a byte count up to the pool's size class.
+pub(crate) fn size_class(bytes: u64) -> u64 {
+    bytes.max(4).div_ceil(256) * 256
+}
+
+impl Pool {
+    pub(crate) fn acquire(&mut self, device: &wgpu::Device, bytes: u64) -> wgpu::Buffer {
+        let size = size_class(bytes);
+        self.stats.in_use += size;
+        self.stats.peak_in_use = self.stats.peak_in_use.max(self.stats.in_use);
+        if let Some(buf) = self.free.get_mut(&size).and_then(|v| v.pop()) {
+            return buf;
+        }
+        self.stats.allocated += size;
+        self.stats.peak_allocated = self.stats.peak_allocated.max(self.stats.allocated);
+        self.stats.buffers_created += 1;
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("isomax pooled"),
+            size,
+            usage: POOL_USAGE,
+            mapped_at_creation: false,
+        })
+    }
+
+    pub(crate) fn release(&mut self, buf: wgpu::Buffer) {
+        let size = buf.size();
+        self.stats.in_use -= size;
+        self.free.entry(size).or_default().push(buf);
+    }
+
+    /// Drop every free buffer (memory goes back to the driver).
+    pub(crate) fn trim(&mut self) {
+        for (size, bufs) in self.free.drain() {
+            self.stats.allocated -= size * bufs.len() as u64;
+        }
+    }
+}
+
+/// A buffer on loan from the pool; it goes back when dropped.
+pub(crate) struct PooledBuffer {
+    pub(crate) buffer: Option<wgpu::Buffer>,
+    pub(crate) pool: SharedPool,
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(b) = self.buffer.take() {
+            self.pool.borrow_mut().release(b);
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Elementwise arithmetic, broadcasts over one axis (biases, per-channel scales) and ReLU.
+
+use super::{groups_1d, kernel};
+use crate::error::{Error, Result};
+use crate::gpu::{KernelSpec, ParamBuilder};
+use crate::tensor::Tensor;
+
+const AXPBY: KernelSpec = kernel!("elementwise", "axpby", 2, 1);
+const MUL: KernelSpec = kernel!("elementwise", "mul", 2, 1);
+const ADD_BROADCAST: KernelSpec = kernel!("elementwise", "add_broadcast", 2, 1);
+const MUL_BROADCAST: KernelSpec = kernel!("elementwise", "mul_broadcast", 2, 1);
+const RELU: KernelSpec = kernel!("elementwise", "relu", 1, 1);
+const AFFINE: KernelSpec = kernel!("elementwise", "affine", 1, 1);
+const RELU_BACKWARD: KernelSpec = kernel!("elementwise", "relu_backward", 2, 1);
+
+fn params(n: usize, inner: usize, c: usize, alpha: f32, beta: f32) -> ParamBuilder {
+    ParamBuilder::new().u(n).u(inner).u(c).f(alpha).f(beta)
+}
+
+/// Where a per-axis vector broadcasts over a tensor: `index / inner % c`.
+fn broadcast_axis(x: &Tensor, b: &Tensor, axis: usize, op: &'static str) -> Result<(usize, usize)> {
+    if axis >= x.shape().len() || b.shape() != [x.shape()[axis]] {
+        return Err(Error::shape(
+            op,
+            format!("vector {:?} does not match axis {axis} of {:?}", b.shape(), x.shape()),
+        ));
+    }
+    let inner: usize = x.shape()[axis + 1..].iter().product();
+    Ok((inner, x.shape()[axis]))
+}
+
+impl Tensor {
+    fn binary(&self, other: &Tensor, spec: &KernelSpec, alpha: f32, beta: f32) -> Result<Tensor> {
+        let out = Tensor::empty(self.gpu(), self.shape())?;
+        let n = self.numel();
+        self.gpu().dispatch(
+            spec,
+            &[],
+            params(n, 1, 1, alpha, beta),
+            &[self.binding(), other.binding(), out.binding()],
+            groups_1d(n, 256),
+        )?;
+        Ok(out)
+    }
+
+    fn unary(&self, spec: &KernelSpec, alpha: f32, beta: f32) -> Result<Tensor> {
+        let out = Tensor::empty(self.gpu(), self.shape())?;
+        let n = self.numel();
+        self.gpu().dispatch(
+            spec,
+            &[],
+            params(n, 1, 1, alpha, beta),
+            &[self.binding(), out.binding()],
+            groups_1d(n, 256),
+        )?;
+        Ok(out)
+    }
+
+    /// `alpha * self + beta * other`, same shapes.
+    pub fn axpby(&self, alpha: f32, other: &Tensor, beta: f32) -> Result<Tensor> {
+        self.same_shape(other, "axpby")?;
+        let out = self.binary(other, &AXPBY, alpha, beta)?;
+        self.gpu().record(&out, &[self, other], move |g| {
+            Ok(vec![Some(g.scale(alpha)?), Some(g.scale(beta)?)])
+        });
+        Ok(out)
+    }
+
+    /// `self + other`.
+    pub fn add(&self, other: &Tensor) -> Result<Tensor> {
+        self.axpby(1.0, other, 1.0)
+    }
+
+    /// `self - other`.
+    pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
+        self.axpby(1.0, other, -1.0)
+    }
+
+    /// Elementwise product.
+    pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
+        self.same_shape(other, "mul")?;
+        let out = self.binary(other, &MUL, 1.0, 0.0)?;
+        let (a, b) = (self.clone(), other.clone());
+        self.gpu().record(&out, &[self, other], move |g| {
+            Ok(vec![Some(g.mul(&b)?), Some(g.mul(&a)?)])
+        });
+        Ok(out)
+    }
+
+    /// `alpha * self + beta`.
+    pub fn affine(&self, alpha: f32, beta: f32) -> Result<Tensor> {
+        let out = self.unary(&AFFINE, alpha, beta)?;
+        self.gpu()
+            .record(&out, &[self], move |g| Ok(vec![Some(g.scale(alpha)?)]));
+        Ok(out)
+    }
+
+    /// `alpha * self`.
+    pub fn scale(&self, alpha: f32) -> Result<Tensor> {
+        self.affine(alpha, 0.0)
+    }
+
+    /// `max(self, 0)`.
+    pub fn relu(&self) -> Result<Tensor> {
+        let out = self.unary(&RELU, 1.0, 0.0)?;
+        let y = out.detach();
+        self.gpu().record(&out, &[self], move |g| {
+            Ok(vec![Some(y.binary(g, &RELU_BACKWARD, 1.0, 0.0)?)])
+        });
+        Ok(out)
+    }
+
+    /// Add vector `b` along `axis` (a bias: axis 1 of `[N, C, H, W]` or of `[B, D]`).
+    pub fn add_along(&self, b: &Tensor, axis: usize) -> Result<Tensor> {
+        let (inner, c) = broadcast_axis(self, b, axis, "add_along")?;
+        let out = Tensor::empty(self.gpu(), self.shape())?;
+        let n = self.numel();
+        self.gpu().dispatch(
+            &ADD_BROADCAST,
+            &[],
+            params(n, inner, c, 1.0, 0.0),
+            &[self.binding(), b.binding(), out.binding()],
+            groups_1d(n, 256),
+        )?;
+        let shape = self.shape().to_vec();
+        self.gpu().record(&out, &[self, b], move |g| {
+            let outer: usize = shape[..axis].iter().product();
+            Ok(vec![Some(g.clone()), Some(g.sum_to_axis(outer, c, inner)?)])
+        });
+        Ok(out)
+    }
+
+    /// Multiply by vector `s` along `axis` (per-channel scale). `s` gets no gradient.
+    pub fn mul_along(&self, s: &Tensor, axis: usize) -> Result<Tensor> {
+        let (inner, c) = broadcast_axis(self, s, axis, "mul_along")?;
+        let out = Tensor::empty(self.gpu(), self.shape())?;
+        let n = self.numel();
+        self.gpu().dispatch(
+            &MUL_BROADCAST,
+            &[],
+            params(n, inner, c, 1.0, 0.0),
+            &[self.binding(), s.binding(), out.binding()],
+            groups_1d(n, 256),
+        )?;
+        let s = s.detach();
+        self.gpu()
+            .record(&out, &[self], move |g| Ok(vec![Some(g.mul_along(&s, axis)?)]));
+        Ok(out)
+    }
+}
+
+/// Plain-Rust references for the tests.
+pub mod cpu {
+    /// `x + b` broadcast along `axis` with `inner` trailing elements and `c` entries.
+    pub fn add_along(x: &[f32], b: &[f32], inner: usize, c: usize) -> Vec<f32> {
+        x.iter().enumerate().map(|(i, v)| v + b[(i / inner) % c]).collect()
+    }
+    /// ReLU.
+    pub fn relu(x: &[f32]) -> Vec<f32> {
+        x.iter().map(|v| v.max(0.0)).collect()
+    }
+}

@@ -1,0 +1,28 @@
+//! Ops: one file per kernel family. Each op checks shapes in Rust, records its kernel
+//! into the pending encoder, and (when gradients are on) tapes its backward rule.
+//! Each file also holds a plain-Rust reference (`cpu`) that the tests compare against.
+
+pub mod batchnorm;
+pub mod concat;
+pub mod conv;
+pub mod elementwise;
+pub mod loss;
+pub mod matmul;
+pub mod pool;
+pub mod reduce;
+
+/// A `KernelSpec` for entry `$entry` of `shaders/$family.wgsl`.
+macro_rules! kernel {
+    ($family:literal, $entry:literal, $reads:expr, $writes:expr) => {
+        $crate::gpu::KernelSpec {
+            family: $family,
+            source: include_str!(concat!("../../shaders/", $family, ".wgsl")),
+            entry: $entry,
+            reads: $reads,
+            writes: $writes,
+        }
+    };
+}
+pub(crate) use kernel;
+
+pub(crate) use crate::gpu::kernel_groups_1d as groups_1d;

@@ -1,0 +1,68 @@
+//! Shared test helpers: the device, seeded random data, comparisons and finite differences.
+#![allow(dead_code)]
+
+use isomax::{Gpu, Tensor};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+/// A device with WebGPU's portable limits on whatever adapter `WGPU_BACKEND` selects.
+pub fn gpu() -> Gpu {
+    Gpu::portable().expect("no adapter: install mesa-vulkan-drivers or set WGPU_BACKEND=gl")
+}
+
+/// Seeded uniform values in [-1, 1).
+pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+pub fn tensor(gpu: &Gpu, shape: &[usize], seed: u64) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_slice(gpu, &rand_vec(n, seed), shape).unwrap()
+}
+
+pub fn param(gpu: &Gpu, shape: &[usize], seed: u64) -> Tensor {
+    let t = tensor(gpu, shape, seed);
+    t.set_requires_grad(true);
+    t
+}
+
+/// Assert elementwise closeness: |a - b| <= atol + rtol * |b|.
+#[track_caller]
+pub fn assert_close(got: &[f32], want: &[f32], rtol: f32, atol: f32) {
+    assert_eq!(got.len(), want.len(), "length differs");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= atol + rtol * w.abs() && g.is_finite(),
+            "element {i}: got {g}, want {w} (len {})",
+            got.len()
+        );
+    }
+}
+
+/// Central finite differences of a scalar function `f` at `x`, in f64 on the host.
+pub fn numeric_grad(x: &[f32], eps: f32, mut f: impl FnMut(&[f32]) -> f64) -> Vec<f32> {
+    let mut xs = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let orig = xs[i];
+            xs[i] = orig + eps;
+            let hi = f(&xs);
+            xs[i] = orig - eps;
+            let lo = f(&xs);
+            xs[i] = orig;
+            ((hi - lo) / (2.0 * eps as f64)) as f32
+        })
+        .collect()
+}
+
+/// The loss `sum(out * w)` for a fixed random `w`: its gradient wrt `out` is `w`.
+pub fn weighted_sum(out: &Tensor, seed: u64) -> (Tensor, Vec<f32>) {
+    let w = rand_vec(out.numel(), seed);
+    let wt = Tensor::from_slice(out.gpu(), &w, out.shape()).unwrap();
+    (out.mul(&wt).unwrap().sum().unwrap(), w)
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+}

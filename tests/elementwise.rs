@@ -1,0 +1,115 @@
+//! Elementwise ops, broadcasts and reductions against CPU references and finite differences.
+mod common;
+use common::*;
+use isomax::ops::{elementwise, reduce};
+use isomax::Tensor;
+
+#[test]
+fn add_sub_mul_scale_relu_match_cpu() {
+    let gpu = gpu();
+    for (k, shape) in [vec![1], vec![7], vec![3, 5, 17], vec![257, 301]].into_iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let (a, b) = (rand_vec(n, k as u64), rand_vec(n, 100 + k as u64));
+        let ta = Tensor::from_slice(&gpu, &a, &shape).unwrap();
+        let tb = Tensor::from_slice(&gpu, &b, &shape).unwrap();
+        let sum: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        let diff: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
+        let prod: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x * y).collect();
+        let aff: Vec<f32> = a.iter().map(|x| 2.5 * x - 0.5).collect();
+        assert_close(&ta.add(&tb).unwrap().to_vec().unwrap(), &sum, 1e-6, 1e-7);
+        assert_close(&ta.sub(&tb).unwrap().to_vec().unwrap(), &diff, 1e-6, 1e-7);
+        assert_close(&ta.mul(&tb).unwrap().to_vec().unwrap(), &prod, 1e-6, 1e-7);
+        assert_close(&ta.affine(2.5, -0.5).unwrap().to_vec().unwrap(), &aff, 1e-6, 1e-7);
+        assert_close(&ta.relu().unwrap().to_vec().unwrap(), &elementwise::cpu::relu(&a), 0.0, 0.0);
+    }
+}
+
+#[test]
+fn large_tensor_uses_two_dimensional_dispatch() {
+    // 70 000 workgroups of 256 > 65535: exercises the gid.y path.
+    let gpu = gpu();
+    let n = 256 * 70_000;
+    let a: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
+    let t = Tensor::from_slice(&gpu, &a, &[n]).unwrap();
+    let out = t.affine(1.0, 1.0).unwrap().to_vec().unwrap();
+    assert_eq!(out[n - 1], a[n - 1] + 1.0);
+    assert_eq!(out[12345], a[12345] + 1.0);
+}
+
+#[test]
+fn shape_mismatch_is_an_error_naming_both_shapes() {
+    let gpu = gpu();
+    let a = Tensor::zeros(&gpu, &[2, 3]).unwrap();
+    let b = Tensor::zeros(&gpu, &[3, 2]).unwrap();
+    let e = a.add(&b).unwrap_err().to_string();
+    assert!(e.contains("[2, 3]") && e.contains("[3, 2]"), "{e}");
+}
+
+#[test]
+fn broadcast_and_reductions_match_cpu() {
+    let gpu = gpu();
+    let shape = [3, 5, 7, 2];
+    let n = 3 * 5 * 7 * 2;
+    let x = rand_vec(n, 1);
+    let b = rand_vec(5, 2);
+    let tx = Tensor::from_slice(&gpu, &x, &shape).unwrap();
+    let tb = Tensor::from_slice(&gpu, &b, &[5]).unwrap();
+    let got = tx.add_along(&tb, 1).unwrap().to_vec().unwrap();
+    assert_close(&got, &elementwise::cpu::add_along(&x, &b, 14, 5), 1e-6, 1e-7);
+    let s = tx.sum_axes(2..4).unwrap();
+    assert_eq!(s.shape(), &[3, 5]);
+    assert_close(&s.to_vec().unwrap(), &reduce::cpu::sum_mid(&x, 15, 14, 1), 1e-5, 1e-6);
+    let s = tx.sum_to_axis(3, 5, 14).unwrap().to_vec().unwrap();
+    assert_close(&s, &reduce::cpu::sum_keep_mid(&x, 3, 5, 14), 1e-5, 1e-6);
+    let m = tx.mean().unwrap().item().unwrap();
+    let want = x.iter().map(|v| *v as f64).sum::<f64>() / n as f64;
+    assert!((m as f64 - want).abs() < 1e-5);
+}
+
+#[test]
+fn gradients_of_elementwise_chain_match_finite_differences() {
+    // loss = sum(w * relu((a * b + bias_along_axis1) * 0.5 - a)) ; check d/da, d/db, d/dbias.
+    let gpu = gpu();
+    let shape = [2, 3, 5];
+    let n = 30;
+    let (a, b, bias) = (rand_vec(n, 3), rand_vec(n, 4), rand_vec(3, 5));
+    let w = rand_vec(n, 6);
+    let host = |a: &[f32], b: &[f32], bias: &[f32]| -> f64 {
+        (0..n)
+            .map(|i| {
+                let v = ((a[i] * b[i] + bias[(i / 5) % 3]) * 0.5 - a[i]).max(0.0);
+                v as f64 * w[i] as f64
+            })
+            .sum()
+    };
+    let ta = Tensor::from_slice(&gpu, &a, &shape).unwrap();
+    let tb = Tensor::from_slice(&gpu, &b, &shape).unwrap();
+    let tbias = Tensor::from_slice(&gpu, &bias, &[3]).unwrap();
+    for t in [&ta, &tb, &tbias] {
+        t.set_requires_grad(true);
+    }
+    let tw = Tensor::from_slice(&gpu, &w, &shape).unwrap();
+    let y = ta.mul(&tb).unwrap().add_along(&tbias, 1).unwrap().scale(0.5).unwrap().sub(&ta).unwrap().relu().unwrap();
+    let loss = y.mul(&tw).unwrap().sum().unwrap();
+    assert!((loss.item().unwrap() as f64 - host(&a, &b, &bias)).abs() < 1e-4);
+    loss.backward().unwrap();
+    let ga = numeric_grad(&a, 1e-3, |v| host(v, &b, &bias));
+    let gb = numeric_grad(&b, 1e-3, |v| host(&a, v, &bias));
+    let gbias = numeric_grad(&bias, 1e-3, |v| host(&a, &b, v));
+    assert_close(&ta.grad().unwrap().to_vec().unwrap(), &ga, 1e-2, 2e-3);
+    assert_close(&tb.grad().unwrap().to_vec().unwrap(), &gb, 1e-2, 2e-3);
+    assert_close(&tbias.grad().unwrap().to_vec().unwrap(), &gbias, 1e-2, 2e-3);
+    assert_eq!(gpu.tape_len(), 0, "backward consumes the tape");
+}
+
+#[test]
+fn gradients_accumulate_and_no_grad_records_nothing() {
+    let gpu = gpu();
+    let a = param(&gpu, &[4], 9);
+    for _ in 0..2 {
+        a.scale(3.0).unwrap().sum().unwrap().backward().unwrap();
+    }
+    assert_close(&a.grad().unwrap().to_vec().unwrap(), &[6.0; 4], 0.0, 0.0);
+    gpu.no_grad(|| a.scale(2.0).unwrap().relu().unwrap());
+    assert_eq!(gpu.tape_len(), 0);
+}
