@@ -23,7 +23,12 @@ pub enum Error {
     /// Backward was called wrongly (non-scalar loss, nothing recorded...).
     #[error("autograd: {0}")]
     Autograd(String),
-    // INTEGRATE: Data(#[from] crate::data::DataError), Metrics(#[from] crate::ood::MetricsError)
+    /// Loading or decoding a dataset failed.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// Reading scores or computing metrics failed.
+    #[error(transparent)]
+    Metrics(#[from] crate::ood::MetricsError),
     /// A checkpoint could not be written or read.
     #[error("checkpoint {path}: {detail}")]
     Checkpoint { path: String, detail: String },

@@ -8,8 +8,10 @@
 //! - [`ops`]: one file per kernel family (WGSL in `shaders/`), with gradients and CPU references
 
 pub mod autograd;
+pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod ood;
 pub mod ops;
 pub mod tensor;
 

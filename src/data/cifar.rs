@@ -72,7 +72,10 @@ pub fn files_for(path: &Path, variant: Variant) -> Result<Vec<PathBuf>, DataErro
         Variant::Cifar10 => (data_batches(path)?, "test_batch.bin"),
         Variant::Cifar100 => {
             let train = path.join("train.bin");
-            (if train.is_file() { vec![train] } else { vec![] }, "test.bin")
+            (
+                if train.is_file() { vec![train] } else { vec![] },
+                "test.bin",
+            )
         }
     };
     if !batches.is_empty() {
@@ -174,7 +177,10 @@ mod tests {
         let recs = [record(&[3], 1), record(&[9], 2)];
         std::fs::write(&p, recs.concat()).unwrap();
         let d = Dataset::open(&format!("cifar10:{}", p.display())).unwrap();
-        assert_eq!((d.len(), d.channels, d.height, d.width, d.num_classes), (2, 3, 32, 32, 10));
+        assert_eq!(
+            (d.len(), d.channels, d.height, d.width, d.num_classes),
+            (2, 3, 32, 32, 10)
+        );
         assert_eq!(d.labels, vec![3, 9]);
         assert_eq!(d.image(0), &recs[0][1..]);
         assert_eq!(d.image(1), &recs[1][1..]);
@@ -186,7 +192,11 @@ mod tests {
     fn cifar10_directory_concatenates_batches_in_numeric_order() {
         let dir = TempDir::new("cifar10-dir");
         for n in [2, 10, 1] {
-            std::fs::write(dir.join(&format!("data_batch_{n}.bin")), record(&[n as u8 % 10], n as u8)).unwrap();
+            std::fs::write(
+                dir.join(&format!("data_batch_{n}.bin")),
+                record(&[n as u8 % 10], n as u8),
+            )
+            .unwrap();
         }
         std::fs::write(dir.join("test_batch.bin"), record(&[5], 0)).unwrap();
         let d = Dataset::open(dir.path().to_str().unwrap()).unwrap();
@@ -195,7 +205,12 @@ mod tests {
         // Without data batches, the directory means the test batch.
         let test_only = TempDir::new("cifar10-test");
         std::fs::write(test_only.join("test_batch.bin"), record(&[5], 0)).unwrap();
-        assert_eq!(Dataset::open(test_only.path().to_str().unwrap()).unwrap().labels, vec![5]);
+        assert_eq!(
+            Dataset::open(test_only.path().to_str().unwrap())
+                .unwrap()
+                .labels,
+            vec![5]
+        );
     }
 
     #[test]
@@ -218,13 +233,24 @@ mod tests {
         let mut bytes = [record(&[1], 0), record(&[2], 0)].concat();
         bytes.extend_from_slice(&[0; 7]);
         std::fs::write(&p, &bytes).unwrap();
-        let msg = Dataset::open(&format!("cifar10:{}", p.display())).unwrap_err().to_string();
+        let msg = Dataset::open(&format!("cifar10:{}", p.display()))
+            .unwrap_err()
+            .to_string();
         assert!(
-            msg.ends_with("data_batch_1.bin: size 6153 is not a multiple of the CIFAR-10 record size 3073"),
+            msg.ends_with(
+                "data_batch_1.bin: size 6153 is not a multiple of the CIFAR-10 record size 3073"
+            ),
             "{msg}"
         );
-        let msg = Dataset::open(&format!("cifar100:{}", p.display())).unwrap_err().to_string();
-        assert!(msg.contains("data_batch_1.bin: size 6153 is not a multiple of the CIFAR-100 record size 3074"), "{msg}");
+        let msg = Dataset::open(&format!("cifar100:{}", p.display()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(
+                "data_batch_1.bin: size 6153 is not a multiple of the CIFAR-100 record size 3074"
+            ),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -233,9 +259,14 @@ mod tests {
         let p = dir.join("test_batch.bin");
         std::fs::write(&p, [record(&[1], 0), record(&[10], 0)].concat()).unwrap();
         let msg = load(&p, Variant::Cifar10).unwrap_err().to_string();
-        assert!(msg.contains("test_batch.bin: record 1: label 10 out of range"), "{msg}");
+        assert!(
+            msg.contains("test_batch.bin: record 1: label 10 out of range"),
+            "{msg}"
+        );
         let empty = TempDir::new("cifar-empty");
-        let msg = load(empty.path(), Variant::Cifar100).unwrap_err().to_string();
+        let msg = load(empty.path(), Variant::Cifar100)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("no train.bin or test.bin"), "{msg}");
         let z = empty.join("data_batch_1.bin");
         std::fs::write(&z, b"").unwrap();

@@ -55,7 +55,10 @@ pub fn load(dir: &Path) -> Result<Dataset, DataError> {
     let channels = if all_gray { 1 } else { 3 };
     let images = if all_gray {
         // Gray images were replicated into R, G and B: keep one plane.
-        rgb.chunks_exact(3 * h * w).flat_map(|img| &img[..h * w]).copied().collect()
+        rgb.chunks_exact(3 * h * w)
+            .flat_map(|img| &img[..h * w])
+            .copied()
+            .collect()
     } else {
         rgb
     };
@@ -90,9 +93,11 @@ fn decode(path: &Path) -> Result<image::DynamicImage, DataError> {
 }
 
 fn is_image_name(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| ["png", "jpg", "jpeg"].iter().any(|x| e.eq_ignore_ascii_case(x)))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["png", "jpg", "jpeg"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    })
 }
 
 /// Sorted entries of `dir` that satisfy `keep`; hidden entries (".git", ".ipynb_checkpoints")
@@ -101,7 +106,10 @@ fn sorted_entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBu
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
         let path = entry.map_err(|e| DataError::io(dir, e))?.path();
-        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
         if !hidden && keep(&path) {
             out.push(path);
         }
@@ -117,7 +125,9 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 
 /// Subdirectories of `dir` that contain images, sorted by name: the classes.
 fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    sorted_entries(dir, |p| p.is_dir() && image_files(p).is_ok_and(|f| !f.is_empty()))
+    sorted_entries(dir, |p| {
+        p.is_dir() && image_files(p).is_ok_and(|f| !f.is_empty())
+    })
 }
 
 #[cfg(test)]
@@ -143,7 +153,10 @@ mod tests {
         rgb(4, 3, 3).save(dir.join("cat/x.png")).unwrap();
         std::fs::write(dir.join("cat/notes.txt"), "ignored").unwrap();
         let d = Dataset::open(dir.path().to_str().unwrap()).unwrap();
-        assert_eq!((d.len(), d.channels, d.height, d.width, d.num_classes), (3, 3, 3, 4, 2));
+        assert_eq!(
+            (d.len(), d.channels, d.height, d.width, d.num_classes),
+            (3, 3, 3, 4, 2)
+        );
         assert_eq!(d.labels, vec![0, 1, 1]);
         // cat/x.png first; CHW: R plane is the seed, G plane is 10*x, B plane is 10*y.
         let img = d.image(0);
@@ -158,13 +171,24 @@ mod tests {
     #[test]
     fn flat_grayscale_folder_with_resize_and_jpeg() {
         let dir = TempDir::new("folder-flat");
-        GrayImage::from_pixel(5, 4, Luma([200])).save(dir.join("a.png")).unwrap();
-        GrayImage::from_pixel(10, 8, Luma([50])).save(dir.join("b.jpg")).unwrap();
+        GrayImage::from_pixel(5, 4, Luma([200]))
+            .save(dir.join("a.png"))
+            .unwrap();
+        GrayImage::from_pixel(10, 8, Luma([50]))
+            .save(dir.join("b.jpg"))
+            .unwrap();
         let d = Dataset::open(&format!("folder:{}", dir.path().display())).unwrap();
-        assert_eq!((d.len(), d.channels, d.height, d.width, d.num_classes), (2, 1, 4, 5, 1));
+        assert_eq!(
+            (d.len(), d.channels, d.height, d.width, d.num_classes),
+            (2, 1, 4, 5, 1)
+        );
         assert_eq!(d.labels, vec![0, 0]);
         assert!(d.image(0).iter().all(|&v| v == 200));
-        assert!(d.image(1).iter().all(|&v| v.abs_diff(50) <= 3), "{:?}", d.image(1));
+        assert!(
+            d.image(1).iter().all(|&v| v.abs_diff(50) <= 3),
+            "{:?}",
+            d.image(1)
+        );
         // One colour image makes the whole set RGB.
         rgb(2, 2, 9).save(dir.join("c.png")).unwrap();
         let d = load(dir.path()).unwrap();
@@ -176,7 +200,9 @@ mod tests {
     fn empty_folder() {
         let dir = TempDir::new("folder-empty");
         std::fs::write(dir.join("readme.txt"), "no images").unwrap();
-        let msg = Dataset::open(&format!("folder:{}", dir.path().display())).unwrap_err().to_string();
+        let msg = Dataset::open(&format!("folder:{}", dir.path().display()))
+            .unwrap_err()
+            .to_string();
         assert_eq!(msg, format!("{}: no images found", dir.path().display()));
     }
 

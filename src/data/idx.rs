@@ -26,10 +26,11 @@ pub fn load(path: &Path) -> Result<Dataset, DataError> {
     } else {
         path.to_path_buf()
     };
-    // Find the labels before decompressing the (much larger) images file.
+    let mut bytes = read_maybe_gz(&images_path)?;
+    let (count, rows, cols, _) = parse_images(&bytes, &images_path)?;
     let labels_path = labels_path_for(&images_path)?;
-    let bytes = read_maybe_gz(&images_path)?;
-    let (count, rows, cols, pixels) = parse_images(&bytes, &images_path)?;
+    // Keep the decompressed buffer as the pixel storage instead of copying it.
+    bytes.drain(..16);
     let labels = parse_labels(&read_maybe_gz(&labels_path)?, &labels_path)?;
     if labels.len() != count {
         return Err(DataError::invalid(
@@ -44,7 +45,7 @@ pub fn load(path: &Path) -> Result<Dataset, DataError> {
     let max_label = labels.iter().copied().max().unwrap_or(0) as usize;
     Ok(Dataset {
         name: images_path.display().to_string(),
-        images: pixels.to_vec(),
+        images: bytes,
         labels,
         channels: 1,
         height: rows,
@@ -79,17 +80,24 @@ pub fn labels_path_for(images: &Path) -> Result<PathBuf, DataError> {
         Some(raw) => raw.to_string(),
         None => format!("{labels_name}.gz"),
     };
-    let candidates = [images.with_file_name(&labels_name), images.with_file_name(alternative)];
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        DataError::invalid(
-            images,
-            format!(
-                "labels file not found (tried {} and {})",
-                candidates[0].display(),
-                candidates[1].display()
-            ),
-        )
-    })
+    let candidates = [
+        images.with_file_name(&labels_name),
+        images.with_file_name(alternative),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            DataError::invalid(
+                images,
+                format!(
+                    "labels file not found (tried {} and {})",
+                    candidates[0].display(),
+                    candidates[1].display()
+                ),
+            )
+        })
 }
 
 /// Reads a file, gunzipping it if it starts with the gzip magic.
@@ -105,23 +113,28 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     Ok(out)
 }
 
-/// True if the (possibly gzipped) file starts with the IDX images magic. Reads only the start.
-pub fn is_idx_images(path: &Path) -> bool {
+/// The first big-endian u32 of the (possibly gzipped) file, reading only the start; used by
+/// format detection.
+pub fn peek_magic(path: &Path) -> Option<u32> {
     fn first4(path: &Path) -> std::io::Result<[u8; 4]> {
-        let mut file = File::open(path)?;
         let mut head = [0u8; 4];
-        file.read_exact(&mut head)?;
+        File::open(path)?.read_exact(&mut head)?;
         if head[..2] == GZIP_MAGIC {
-            let mut gz = GzDecoder::new(File::open(path)?);
-            gz.read_exact(&mut head)?;
+            GzDecoder::new(File::open(path)?).read_exact(&mut head)?;
         }
         Ok(head)
     }
-    first4(path).is_ok_and(|h| u32::from_be_bytes(h) == IMAGES_MAGIC)
+    first4(path).ok().map(u32::from_be_bytes)
 }
 
 /// Reads `n` big-endian u32 header fields after checking the magic and the length.
-fn header(bytes: &[u8], path: &Path, magic: u32, what: &str, n: usize) -> Result<Vec<usize>, DataError> {
+fn header(
+    bytes: &[u8],
+    path: &Path,
+    magic: u32,
+    what: &str,
+    n: usize,
+) -> Result<Vec<usize>, DataError> {
     if bytes.len() < 4 {
         return Err(DataError::truncated(path, 4 - bytes.len()));
     }
@@ -143,7 +156,12 @@ fn header(bytes: &[u8], path: &Path, magic: u32, what: &str, n: usize) -> Result
 }
 
 /// Checks that the payload after the header has exactly `len` bytes and returns it.
-fn payload<'a>(bytes: &'a [u8], path: &Path, start: usize, len: usize) -> Result<&'a [u8], DataError> {
+fn payload<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+    start: usize,
+    len: usize,
+) -> Result<&'a [u8], DataError> {
     let end = start.saturating_add(len);
     if bytes.len() < end {
         return Err(DataError::truncated(path, end - bytes.len()));
@@ -151,7 +169,10 @@ fn payload<'a>(bytes: &'a [u8], path: &Path, start: usize, len: usize) -> Result
     if bytes.len() > end {
         return Err(DataError::invalid(
             path,
-            format!("{} unexpected bytes after the data announced by the header", bytes.len() - end),
+            format!(
+                "{} unexpected bytes after the data announced by the header",
+                bytes.len() - end
+            ),
         ));
     }
     Ok(&bytes[start..end])
@@ -174,7 +195,10 @@ pub fn parse_images<'a>(
 /// Parses a labels file.
 pub fn parse_labels(bytes: &[u8], path: &Path) -> Result<Vec<u32>, DataError> {
     let count = header(bytes, path, LABELS_MAGIC, "labels", 1)?[0];
-    Ok(payload(bytes, path, 8, count)?.iter().map(|&l| u32::from(l)).collect())
+    Ok(payload(bytes, path, 8, count)?
+        .iter()
+        .map(|&l| u32::from(l))
+        .collect())
 }
 
 #[cfg(test)]
@@ -213,9 +237,15 @@ pub(crate) mod tests {
 
     /// Three 2x3 images with pixel = 10*image + position, labels 7, 0, 11.
     fn sample() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-        let pixels: Vec<u8> = (0..3).flat_map(|i| (0..6).map(move |p| 10 * i + p)).collect();
+        let pixels: Vec<u8> = (0..3)
+            .flat_map(|i| (0..6).map(move |p| 10 * i + p))
+            .collect();
         let labels = vec![7, 0, 11];
-        (images_bytes(3, 2, 3, &pixels), labels_bytes(&labels), pixels)
+        (
+            images_bytes(3, 2, 3, &pixels),
+            labels_bytes(&labels),
+            pixels,
+        )
     }
 
     fn check(d: &Dataset, pixels: &[u8]) {
@@ -233,10 +263,16 @@ pub(crate) mod tests {
         std::fs::write(dir.join("train-images-idx3-ubyte"), img).unwrap();
         std::fs::write(dir.join("train-labels-idx1-ubyte"), lab).unwrap();
         let p = dir.join("train-images-idx3-ubyte");
-        check(&Dataset::open(&format!("idx:{}", p.display())).unwrap(), &pixels);
+        check(
+            &Dataset::open(&format!("idx:{}", p.display())).unwrap(),
+            &pixels,
+        );
         // Auto-detected, as a file and as a directory.
         check(&Dataset::open(p.to_str().unwrap()).unwrap(), &pixels);
-        check(&Dataset::open(dir.path().to_str().unwrap()).unwrap(), &pixels);
+        check(
+            &Dataset::open(dir.path().to_str().unwrap()).unwrap(),
+            &pixels,
+        );
     }
 
     #[test]
@@ -247,11 +283,15 @@ pub(crate) mod tests {
         // Labels stored raw although the images are gzipped: found without `.gz`.
         std::fs::write(dir.join("t10k-labels-idx1-ubyte"), lab).unwrap();
         let p = dir.join("t10k-images-idx3-ubyte.gz");
-        assert!(is_idx_images(&p));
+        assert_eq!(peek_magic(&p), Some(IMAGES_MAGIC));
         check(&Dataset::open(p.to_str().unwrap()).unwrap(), &pixels);
         // Gzip is detected by magic, not by name.
         std::fs::write(dir.join("x-images-idx3-ubyte"), gz(&img)).unwrap();
-        std::fs::write(dir.join("x-labels-idx1-ubyte.gz"), gz(&labels_bytes(&[7, 0, 11]))).unwrap();
+        std::fs::write(
+            dir.join("x-labels-idx1-ubyte.gz"),
+            gz(&labels_bytes(&[7, 0, 11])),
+        )
+        .unwrap();
         check(&load(&dir.join("x-images-idx3-ubyte")).unwrap(), &pixels);
     }
 
@@ -262,11 +302,19 @@ pub(crate) mod tests {
         let p = dir.join("train-images-idx3-ubyte.gz");
         std::fs::write(&p, gz(&lab)).unwrap(); // a labels file where images are expected
         std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), gz(&lab)).unwrap();
-        let msg = Dataset::open(&format!("idx:{}", p.display())).unwrap_err().to_string();
+        let msg = Dataset::open(&format!("idx:{}", p.display()))
+            .unwrap_err()
+            .to_string();
         assert!(
             msg.ends_with("train-images-idx3-ubyte.gz: bad IDX magic 0x00000801 (expected 0x00000803 for images)"),
             "{msg}"
         );
+        // A bare labels file is detected as IDX and rejected precisely.
+        let labels = dir.join("train-labels-idx1-ubyte.gz");
+        let msg = Dataset::open(labels.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.ends_with("train-labels-idx1-ubyte.gz: bad IDX magic 0x00000801 (expected 0x00000803 for images)"), "{msg}");
     }
 
     #[test]
@@ -277,19 +325,31 @@ pub(crate) mod tests {
         std::fs::write(&p, &img[..img.len() - 5]).unwrap();
         std::fs::write(dir.join("train-labels-idx1-ubyte"), &lab).unwrap();
         let msg = load(&p).unwrap_err().to_string();
-        assert!(msg.ends_with("train-images-idx3-ubyte: truncated (needs 5 more bytes)"), "{msg}");
+        assert!(
+            msg.ends_with("train-images-idx3-ubyte: truncated (needs 5 more bytes)"),
+            "{msg}"
+        );
         std::fs::write(&p, &img[..10]).unwrap();
         let msg = load(&p).unwrap_err().to_string();
-        assert!(msg.ends_with("train-images-idx3-ubyte: truncated (needs 6 more bytes)"), "{msg}");
+        assert!(
+            msg.ends_with("train-images-idx3-ubyte: truncated (needs 6 more bytes)"),
+            "{msg}"
+        );
         std::fs::write(&p, &img).unwrap();
         std::fs::write(dir.join("train-labels-idx1-ubyte"), &lab[..lab.len() - 1]).unwrap();
         let msg = load(&p).unwrap_err().to_string();
-        assert!(msg.ends_with("train-labels-idx1-ubyte: truncated (needs 1 more bytes)"), "{msg}");
+        assert!(
+            msg.ends_with("train-labels-idx1-ubyte: truncated (needs 1 more bytes)"),
+            "{msg}"
+        );
         // A truncated gzip stream is reported as such.
         let z = gz(&img);
         std::fs::write(&p, &z[..z.len() / 2]).unwrap();
         let msg = load(&p).unwrap_err().to_string();
-        assert!(msg.contains("train-images-idx3-ubyte: cannot decompress gzip data"), "{msg}");
+        assert!(
+            msg.contains("train-images-idx3-ubyte: cannot decompress gzip data"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -300,16 +360,23 @@ pub(crate) mod tests {
         std::fs::write(&p, &img).unwrap();
         let msg = load(&p).unwrap_err().to_string();
         assert!(
-            msg.contains("train-images-idx3-ubyte: labels file not found") && msg.contains("train-labels-idx1-ubyte.gz"),
+            msg.contains("train-images-idx3-ubyte: labels file not found")
+                && msg.contains("train-labels-idx1-ubyte.gz"),
             "{msg}"
         );
         std::fs::write(dir.join("train-labels-idx1-ubyte"), labels_bytes(&[1, 2])).unwrap();
         let msg = load(&p).unwrap_err().to_string();
-        assert!(msg.contains("3 images but") && msg.contains("has 2 labels"), "{msg}");
+        assert!(
+            msg.contains("3 images but") && msg.contains("has 2 labels"),
+            "{msg}"
+        );
         let other = dir.join("pixels.idx");
         std::fs::write(&other, &img).unwrap();
         let msg = load(&other).unwrap_err().to_string();
-        assert!(msg.contains("pixels.idx: cannot locate the labels file"), "{msg}");
+        assert!(
+            msg.contains("pixels.idx: cannot locate the labels file"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -321,7 +388,10 @@ pub(crate) mod tests {
         std::fs::write(&p, &img).unwrap();
         std::fs::write(dir.join("train-labels-idx1-ubyte"), &lab).unwrap();
         let msg = load(&p).unwrap_err().to_string();
-        assert!(msg.contains("train-images-idx3-ubyte: 1 unexpected bytes"), "{msg}");
+        assert!(
+            msg.contains("train-images-idx3-ubyte: 1 unexpected bytes"),
+            "{msg}"
+        );
     }
 
     /// The subsets shipped in `assets/` for the default run.
@@ -334,7 +404,10 @@ pub(crate) mod tests {
             ("fashion-mnist/t10k-images-idx3-ubyte.gz", 500),
         ] {
             let d = Dataset::open(&format!("{root}/{file}")).unwrap();
-            assert_eq!((d.len(), d.channels, d.height, d.width, d.num_classes), (n, 1, 28, 28, 10));
+            assert_eq!(
+                (d.len(), d.channels, d.height, d.width, d.num_classes),
+                (n, 1, 28, 28, 10)
+            );
             assert!(d.labels.iter().all(|&l| l < 10));
             // Every class appears in the subsets.
             for c in 0..10 {

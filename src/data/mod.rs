@@ -36,7 +36,10 @@ pub enum DataError {
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
     #[error("{path}: cannot decode image: {err}")]
-    Image { path: String, err: image::ImageError },
+    Image {
+        path: String,
+        err: image::ImageError,
+    },
     #[error("{path}: no images found")]
     NoImages { path: String },
     #[error("unknown dataset format '{format}' (expected idx, cifar10, cifar100, svhn, folder)")]
@@ -128,11 +131,17 @@ impl Format {
         if ext.as_deref() == Some("mat") {
             return Ok(Format::Svhn);
         }
-        if idx::is_idx_images(path) {
+        // A labels file is taken as IDX too, so the user gets a precise "bad IDX magic" error.
+        if matches!(
+            idx::peek_magic(path),
+            Some(idx::IMAGES_MAGIC | idx::LABELS_MAGIC)
+        ) {
             return Ok(Format::Idx);
         }
         if ext.as_deref() == Some("bin") {
-            let size = fs::metadata(path).map_err(|e| DataError::io(path, e))?.len();
+            let size = fs::metadata(path)
+                .map_err(|e| DataError::io(path, e))?
+                .len();
             if size > 0 && size % cifar::Variant::Cifar10.record_size() as u64 == 0 {
                 return Ok(Format::Cifar10);
             }
@@ -235,11 +244,16 @@ impl Dataset {
     /// If the channel conversion is not one of identity, 1 -> 3 or 3 -> 1.
     pub fn converted(&self, channels: usize, height: usize, width: usize) -> Dataset {
         assert!(
-            channels == self.channels || (channels, self.channels) == (1, 3) || (channels, self.channels) == (3, 1),
+            channels == self.channels
+                || (channels, self.channels) == (1, 3)
+                || (channels, self.channels) == (3, 1),
             "Dataset::converted: cannot convert {} channels to {channels}",
             self.channels
         );
-        assert!(height > 0 && width > 0, "Dataset::converted: empty target size");
+        assert!(
+            height > 0 && width > 0,
+            "Dataset::converted: empty target size"
+        );
         let (h0, w0) = (self.height, self.width);
         let plane0 = h0 * w0;
         let plane = height * width;
@@ -254,7 +268,9 @@ impl Dataset {
                     let (g, b) = rest.split_at(plane0);
                     let luma = (0..plane0)
                         .map(|p| {
-                            let y = 0.299 * f32::from(r[p]) + 0.587 * f32::from(g[p]) + 0.114 * f32::from(b[p]);
+                            let y = 0.299 * f32::from(r[p])
+                                + 0.587 * f32::from(g[p])
+                                + 0.114 * f32::from(b[p]);
                             y.round().clamp(0.0, 255.0) as u8
                         })
                         .collect();
@@ -349,10 +365,8 @@ pub(crate) mod testutil {
         pub fn new(tag: &str) -> TempDir {
             static COUNTER: AtomicUsize = AtomicUsize::new(0);
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!(
-                "isomax-data-{tag}-{}-{n}",
-                std::process::id()
-            ));
+            let dir =
+                std::env::temp_dir().join(format!("isomax-data-{tag}-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             TempDir(dir)
@@ -419,7 +433,10 @@ mod tests {
         let p = dir.join("notes.txt");
         std::fs::write(&p, b"hello").unwrap();
         let msg = Dataset::open(p.to_str().unwrap()).unwrap_err().to_string();
-        assert!(msg.contains("notes.txt") && msg.contains("cifar100"), "{msg}");
+        assert!(
+            msg.contains("notes.txt") && msg.contains("cifar100"),
+            "{msg}"
+        );
         let empty = TempDir::new("undetected-dir");
         let msg = Dataset::open(empty.path().to_str().unwrap())
             .unwrap_err()

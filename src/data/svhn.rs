@@ -52,9 +52,10 @@ pub fn load(path: &Path) -> Result<Dataset, DataError> {
         }
         Ok(())
     })?;
-    let (images, [h, w, c, n]) =
-        images.ok_or_else(|| DataError::invalid(path, "no variable 'X' (images) in this MAT file"))?;
-    let labels = labels.ok_or_else(|| DataError::invalid(path, "no variable 'y' (labels) in this MAT file"))?;
+    let (images, [h, w, c, n]) = images
+        .ok_or_else(|| DataError::invalid(path, "no variable 'X' (images) in this MAT file"))?;
+    let labels = labels
+        .ok_or_else(|| DataError::invalid(path, "no variable 'y' (labels) in this MAT file"))?;
     if labels.len() != n {
         return Err(DataError::invalid(
             path,
@@ -131,17 +132,29 @@ impl<'p> MatFile<'p> {
 
     fn u16(&self, b: &[u8]) -> u16 {
         let b = b[..2].try_into().expect("2 bytes");
-        if self.big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) }
+        if self.big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
     }
 
     fn u32(&self, b: &[u8]) -> u32 {
         let b = b[..4].try_into().expect("4 bytes");
-        if self.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
+        if self.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
     }
 
     fn u64(&self, b: &[u8]) -> u64 {
         let b = b[..8].try_into().expect("8 bytes");
-        if self.big_endian { u64::from_be_bytes(b) } else { u64::from_le_bytes(b) }
+        if self.big_endian {
+            u64::from_be_bytes(b)
+        } else {
+            u64::from_le_bytes(b)
+        }
     }
 
     fn invalid(&self, message: impl Into<String>) -> DataError {
@@ -158,7 +171,9 @@ impl<'p> MatFile<'p> {
             // Small element: type and size share the first word, data in the second.
             let n = (first >> 16) as usize;
             if n > 4 {
-                return Err(self.invalid(format!("small data element claims {n} bytes (at most 4)")));
+                return Err(
+                    self.invalid(format!("small data element claims {n} bytes (at most 4)"))
+                );
             }
             return Ok(Element {
                 ty: first & 0xffff,
@@ -199,7 +214,9 @@ impl<'p> MatFile<'p> {
                     let mut inner = Vec::new();
                     ZlibDecoder::new(el.data)
                         .read_to_end(&mut inner)
-                        .map_err(|e| self.invalid(format!("cannot decompress miCOMPRESSED element: {e}")))?;
+                        .map_err(|e| {
+                            self.invalid(format!("cannot decompress miCOMPRESSED element: {e}"))
+                        })?;
                     let el = self.element(&inner, 0)?;
                     if el.ty == MI_MATRIX
                         && let Some(var) = self.matrix(el.data)?
@@ -210,7 +227,11 @@ impl<'p> MatFile<'p> {
                 _ => {} // Other top-level elements carry nothing we need.
             }
             // Compressed elements are not padded; a missing final padding is tolerated.
-            off = if el.ty == MI_COMPRESSED { el.end } else { el.padded_end.min(bytes.len()) };
+            off = if el.ty == MI_COMPRESSED {
+                el.end
+            } else {
+                el.padded_end.min(bytes.len())
+            };
         }
         Ok(())
     }
@@ -233,13 +254,22 @@ impl<'p> MatFile<'p> {
         let dims = dims_el
             .data
             .chunks_exact(4)
-            .map(|c| usize::try_from(self.u32(c) as i32).map_err(|_| self.invalid("negative dimension")))
+            .map(|c| {
+                usize::try_from(self.u32(c) as i32).map_err(|_| self.invalid("negative dimension"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let name_el = self.element(data, dims_el.padded_end)?;
         let name = String::from_utf8_lossy(name_el.data).into_owned();
         if !(MX_DOUBLE_CLASS..=MX_UINT64_CLASS).contains(&class) {
             // Cells, structs, chars, sparse: not used by SVHN, and not parsed further.
-            return Ok(Some(Variable { name, class, complex: false, dims, ty: 0, data: &[] }));
+            return Ok(Some(Variable {
+                name,
+                class,
+                complex: false,
+                dims,
+                ty: 0,
+                data: &[],
+            }));
         }
         let real = self.element(data, name_el.padded_end)?;
         Ok(Some(Variable {
@@ -257,7 +287,10 @@ impl<'p> MatFile<'p> {
     fn check_numeric(&self, var: &Variable) -> Result<(usize, usize), DataError> {
         let name = &var.name;
         if !(MX_DOUBLE_CLASS..=MX_UINT64_CLASS).contains(&var.class) {
-            return Err(self.invalid(format!("variable '{name}' has non-numeric class {}", var.class)));
+            return Err(self.invalid(format!(
+                "variable '{name}' has non-numeric class {}",
+                var.class
+            )));
         }
         if var.complex {
             return Err(self.invalid(format!("variable '{name}' is complex")));
@@ -267,10 +300,24 @@ impl<'p> MatFile<'p> {
             MI_INT16 | MI_UINT16 => 2,
             MI_INT32 | MI_UINT32 | MI_SINGLE => 4,
             MI_DOUBLE | MI_INT64 | MI_UINT64 => 8,
-            other => return Err(self.invalid(format!("variable '{name}' has unsupported data type {other}"))),
+            other => {
+                return Err(self.invalid(format!(
+                    "variable '{name}' has unsupported data type {other}"
+                )));
+            }
         };
-        let count: usize = var.dims.iter().product();
-        let needed = count * size;
+        let too_big = || {
+            self.invalid(format!(
+                "variable '{name}' has absurd dimensions {:?}",
+                var.dims
+            ))
+        };
+        let count = var
+            .dims
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(too_big)?;
+        let needed = count.checked_mul(size).ok_or_else(too_big)?;
         if var.data.len() < needed {
             return Err(DataError::truncated(self.path, needed - var.data.len()));
         }
@@ -364,14 +411,22 @@ mod tests {
 
     impl Writer {
         fn u32(&self, v: u32) -> [u8; 4] {
-            if self.big_endian { v.to_be_bytes() } else { v.to_le_bytes() }
+            if self.big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
         }
 
         fn header(&self) -> Vec<u8> {
             let mut h = b"MATLAB 5.0 MAT-file, written by isomax tests".to_vec();
             h.resize(116, b' ');
             h.extend_from_slice(&[0; 8]); // subsystem data offset
-            h.extend_from_slice(&if self.big_endian { 0x0100u16.to_be_bytes() } else { 0x0100u16.to_le_bytes() });
+            h.extend_from_slice(&if self.big_endian {
+                0x0100u16.to_be_bytes()
+            } else {
+                0x0100u16.to_le_bytes()
+            });
             h.extend_from_slice(if self.big_endian { b"MI" } else { b"IM" });
             h
         }
@@ -418,7 +473,13 @@ mod tests {
 
         fn doubles(&self, v: &[f64]) -> Vec<u8> {
             v.iter()
-                .flat_map(|x| if self.big_endian { x.to_be_bytes() } else { x.to_le_bytes() })
+                .flat_map(|x| {
+                    if self.big_endian {
+                        x.to_be_bytes()
+                    } else {
+                        x.to_le_bytes()
+                    }
+                })
                 .collect()
         }
     }
@@ -446,8 +507,20 @@ mod tests {
     }
 
     fn file(w: &Writer, compress: bool, labels: &[f64]) -> Vec<u8> {
-        let x = w.matrix("X", 9, &[H as u32, W as u32, 3, 2], MI_UINT8, &x_column_major());
-        let y = w.matrix("y", MX_DOUBLE_CLASS, &[labels.len() as u32, 1], MI_DOUBLE, &w.doubles(labels));
+        let x = w.matrix(
+            "X",
+            9,
+            &[H as u32, W as u32, 3, 2],
+            MI_UINT8,
+            &x_column_major(),
+        );
+        let y = w.matrix(
+            "y",
+            MX_DOUBLE_CLASS,
+            &[labels.len() as u32, 1],
+            MI_DOUBLE,
+            &w.doubles(labels),
+        );
         let mut out = w.header();
         for el in [x, y] {
             out.extend(if compress { w.compressed(&el) } else { el });
@@ -456,7 +529,10 @@ mod tests {
     }
 
     fn check(d: &Dataset) {
-        assert_eq!((d.len(), d.channels, d.height, d.width, d.num_classes), (2, 3, H, W, 10));
+        assert_eq!(
+            (d.len(), d.channels, d.height, d.width, d.num_classes),
+            (2, 3, H, W, 10)
+        );
         assert_eq!(d.labels, vec![0, 3]);
         // Row-major CHW per image: index ch*H*W + r*W + c.
         for n in 0..2 {
@@ -499,8 +575,20 @@ mod tests {
     fn integer_labels_and_skipped_variables() {
         let w = Writer { big_endian: false };
         let mut out = w.header();
-        out.extend(w.matrix("junk", MX_DOUBLE_CLASS, &[1, 1], MI_DOUBLE, &w.doubles(&[1.5])));
-        out.extend(w.matrix("X", 9, &[H as u32, W as u32, 3, 2], MI_UINT8, &x_column_major()));
+        out.extend(w.matrix(
+            "junk",
+            MX_DOUBLE_CLASS,
+            &[1, 1],
+            MI_DOUBLE,
+            &w.doubles(&[1.5]),
+        ));
+        out.extend(w.matrix(
+            "X",
+            9,
+            &[H as u32, W as u32, 3, 2],
+            MI_UINT8,
+            &x_column_major(),
+        ));
         // y stored as int32 in a uint8-class array, as MATLAB may choose compact storage.
         let y: Vec<u8> = [10i32, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
         out.extend(w.compressed(&w.matrix("y", 9, &[2, 1], MI_INT32, &y)));
@@ -508,6 +596,37 @@ mod tests {
         let p = dir.join("x.mat");
         std::fs::write(&p, out).unwrap();
         check(&load(&p).unwrap());
+    }
+
+    /// The same X and y as [`file`], written by scipy.io.savemat(..., do_compression=True):
+    /// checks the reader against an independent writer.
+    const SCIPY_MAT: &[u8] = &[
+        0x4d, 0x41, 0x54, 0x4c, 0x41, 0x42, 0x20, 0x35, 0x2e, 0x30, 0x20, 0x4d, 0x41, 0x54, 0x2d,
+        0x66, 0x69, 0x6c, 0x65, 0x20, 0x50, 0x6c, 0x61, 0x74, 0x66, 0x6f, 0x72, 0x6d, 0x3a, 0x20,
+        0x70, 0x6f, 0x73, 0x69, 0x78, 0x2c, 0x20, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x64, 0x20,
+        0x6f, 0x6e, 0x3a, 0x20, 0x54, 0x75, 0x65, 0x20, 0x44, 0x65, 0x63, 0x20, 0x20, 0x31, 0x20,
+        0x31, 0x36, 0x3a, 0x30, 0x31, 0x3a, 0x33, 0x36, 0x20, 0x32, 0x30, 0x32, 0x36, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x49, 0x4d, 0x0f, 0x00, 0x00, 0x00, 0x50, 0x00, 0x00,
+        0x00, 0x78, 0x9c, 0xe3, 0x63, 0x60, 0x60, 0x48, 0x00, 0x62, 0x36, 0x20, 0xe6, 0x00, 0x62,
+        0x4e, 0x06, 0x08, 0x60, 0x05, 0x62, 0x01, 0x20, 0x66, 0x02, 0x62, 0x66, 0x28, 0x06, 0xb1,
+        0x19, 0x81, 0x30, 0x02, 0xca, 0x56, 0x01, 0x29, 0x64, 0x66, 0x64, 0x61, 0x62, 0xe5, 0xe2,
+        0xe5, 0xe6, 0xe3, 0xe1, 0x17, 0x11, 0x17, 0x95, 0x10, 0x93, 0x4c, 0x49, 0x4f, 0xcd, 0x48,
+        0xcb, 0xcc, 0x2b, 0xcc, 0x2f, 0x2a, 0x28, 0xae, 0xa8, 0xae, 0xac, 0xa9, 0xaa, 0x05, 0x29,
+        0x03, 0x00, 0xd6, 0x20, 0x09, 0xef, 0x0f, 0x00, 0x00, 0x00, 0x2d, 0x00, 0x00, 0x00, 0x78,
+        0x9c, 0xe3, 0x63, 0x60, 0x60, 0x70, 0x00, 0x62, 0x36, 0x20, 0xe6, 0x80, 0xd2, 0x20, 0xc0,
+        0x0a, 0xe5, 0x33, 0x01, 0x31, 0x23, 0x18, 0x33, 0x32, 0x54, 0x02, 0x69, 0x4e, 0x20, 0x16,
+        0x60, 0x80, 0x01, 0x15, 0x07, 0x08, 0xcd, 0xe1, 0x00, 0x00, 0x30, 0x36, 0x01, 0xb3,
+    ];
+
+    #[test]
+    fn scipy_written_file() {
+        let dir = TempDir::new("svhn-scipy");
+        let p = dir.join("scipy.mat");
+        std::fs::write(&p, SCIPY_MAT).unwrap();
+        check(&Dataset::open(p.to_str().unwrap()).unwrap());
     }
 
     #[test]
@@ -518,17 +637,26 @@ mod tests {
         // Drop y (72 bytes) and the last 28 bytes of X: X's tag announces more than is left.
         std::fs::write(&p, &full[..full.len() - 100]).unwrap();
         let msg = load(&p).unwrap_err().to_string();
-        assert!(msg.ends_with("x.mat: truncated (needs 28 more bytes)"), "{msg}");
+        assert!(
+            msg.ends_with("x.mat: truncated (needs 28 more bytes)"),
+            "{msg}"
+        );
         std::fs::write(&p, &full[..100]).unwrap();
         let msg = load(&p).unwrap_err().to_string();
-        assert!(msg.ends_with("x.mat: truncated (needs 28 more bytes)"), "{msg}");
+        assert!(
+            msg.ends_with("x.mat: truncated (needs 28 more bytes)"),
+            "{msg}"
+        );
         // A matrix whose dimensions announce more data than its real part holds.
         let w = Writer { big_endian: false };
         let mut out = w.header();
         out.extend(w.matrix("X", 9, &[32, 32, 3, 2], MI_UINT8, &[0; 3072]));
         std::fs::write(&p, out).unwrap();
         let msg = load(&p).unwrap_err().to_string();
-        assert!(msg.ends_with("x.mat: truncated (needs 3072 more bytes)"), "{msg}");
+        assert!(
+            msg.ends_with("x.mat: truncated (needs 3072 more bytes)"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -540,24 +668,42 @@ mod tests {
         bad_header[126..128].copy_from_slice(b"XX");
         std::fs::write(&p, &bad_header).unwrap();
         let msg = load(&p).unwrap_err().to_string();
-        assert!(msg.contains("bad.mat: not a MATLAB level-5 MAT file"), "{msg}");
+        assert!(
+            msg.contains("bad.mat: not a MATLAB level-5 MAT file"),
+            "{msg}"
+        );
 
         let mut v73 = file(&w, false, &[10.0, 3.0]);
         v73[124..126].copy_from_slice(&0x0200u16.to_le_bytes());
         std::fs::write(&p, &v73).unwrap();
         let msg = load(&p).unwrap_err().to_string();
-        assert!(msg.contains("bad.mat: unsupported MAT-file version 0x0200"), "{msg}");
+        assert!(
+            msg.contains("bad.mat: unsupported MAT-file version 0x0200"),
+            "{msg}"
+        );
 
         std::fs::write(&p, file(&w, false, &[10.0, 3.0, 4.0])).unwrap();
         let msg = load(&p).unwrap_err().to_string();
-        assert!(msg.contains("bad.mat: X holds 2 images but y holds 3 labels"), "{msg}");
+        assert!(
+            msg.contains("bad.mat: X holds 2 images but y holds 3 labels"),
+            "{msg}"
+        );
 
         std::fs::write(&p, file(&w, true, &[10.0, 11.0])).unwrap();
         let msg = load(&p).unwrap_err().to_string();
-        assert!(msg.contains("bad.mat: y[1] = 11 is not a digit label"), "{msg}");
+        assert!(
+            msg.contains("bad.mat: y[1] = 11 is not a digit label"),
+            "{msg}"
+        );
 
         let mut no_y = w.header();
-        no_y.extend(w.matrix("X", 9, &[H as u32, W as u32, 3, 2], MI_UINT8, &x_column_major()));
+        no_y.extend(w.matrix(
+            "X",
+            9,
+            &[H as u32, W as u32, 3, 2],
+            MI_UINT8,
+            &x_column_major(),
+        ));
         std::fs::write(&p, &no_y).unwrap();
         let msg = load(&p).unwrap_err().to_string();
         assert!(msg.contains("bad.mat: no variable 'y'"), "{msg}");
@@ -568,6 +714,9 @@ mod tests {
         corrupt[len - 6..].copy_from_slice(&[0xff; 6]);
         std::fs::write(&p, &corrupt).unwrap();
         let msg = load(&p).unwrap_err().to_string();
-        assert!(msg.contains("bad.mat: cannot decompress miCOMPRESSED element"), "{msg}");
+        assert!(
+            msg.contains("bad.mat: cannot decompress miCOMPRESSED element"),
+            "{msg}"
+        );
     }
 }

@@ -390,7 +390,7 @@ fn logsumexp(x: &[f64]) -> f64 {
     m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
 }
 
-/// Entropic cross-entropy: loss = mean_i −log softmax(scale·z_i)[y_i].
+/// Entropic cross-entropy: `loss = mean_i −log softmax(scale·z_i)[y_i]`.
 ///
 /// Returns the loss and its gradient wrt z (B×C), already divided by B:
 /// scale·(softmax(scale·z) − onehot(y)) / B. Use scale E_s = 10 for the distance heads.
