@@ -8,12 +8,18 @@
 //! - [`ops`]: one file per kernel family (WGSL in `shaders/`), with gradients and CPU references
 
 pub mod autograd;
+pub mod checkpoint;
 pub mod data;
+pub mod demo;
 pub mod error;
+pub mod eval;
 pub mod gpu;
+pub mod nn;
 pub mod ood;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};

@@ -113,3 +113,27 @@ fn gradients_accumulate_and_no_grad_records_nothing() {
     gpu.no_grad(|| a.scale(2.0).unwrap().relu().unwrap());
     assert_eq!(gpu.tape_len(), 0);
 }
+
+#[test]
+fn sgd_nesterov_step_matches_pytorch_rule() {
+    use isomax::optim::{Sgd, SgdConfig};
+    let gpu = gpu();
+    let p0 = rand_vec(7, 11);
+    let p = Tensor::from_slice(&gpu, &p0, &[7]).unwrap();
+    p.set_requires_grad(true);
+    let cfg = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.01, milestones: vec![], gamma: 0.1 };
+    let mut opt = Sgd::new(vec![p.clone()], cfg).unwrap();
+    let (mut host_p, mut host_v) = (p0.clone(), vec![0.0f32; 7]);
+    for _ in 0..3 {
+        // loss = sum(p^2) / 2 -> grad = p
+        p.mul(&p).unwrap().sum().unwrap().scale(0.5).unwrap().backward().unwrap();
+        opt.step(0.1).unwrap();
+        for i in 0..7 {
+            let d = host_p[i] + 0.01 * host_p[i];
+            host_v[i] = 0.9 * host_v[i] + d;
+            host_p[i] -= 0.1 * (d + 0.9 * host_v[i]);
+        }
+    }
+    assert_close(&p.to_vec().unwrap(), &host_p, 1e-5, 1e-6);
+    assert!(p.grad().is_none(), "step clears gradients");
+}

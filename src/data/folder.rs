@@ -29,12 +29,20 @@ pub fn load(dir: &Path) -> Result<Dataset, DataError> {
             path: dir.display().to_string(),
         });
     }
+    from_files(&dir.display().to_string(), &files, classes.len().max(1))
+}
 
+/// Decode the given image files (with their labels) into one dataset named `name`; images
+/// are resized to the first one's size.
+pub fn from_files(name: &str, files: &[(PathBuf, u32)], num_classes: usize) -> Result<Dataset, DataError> {
+    if files.is_empty() {
+        return Err(DataError::NoImages { path: name.to_string() });
+    }
     let mut size = None;
     let mut all_gray = true;
     let mut rgb = Vec::new();
     let mut labels = Vec::with_capacity(files.len());
-    for (path, label) in &files {
+    for (path, label) in files {
         let img = decode(path)?;
         all_gray &= !img.color().has_color();
         let (w, h) = *size.get_or_insert((img.width(), img.height()));
@@ -63,13 +71,13 @@ pub fn load(dir: &Path) -> Result<Dataset, DataError> {
         rgb
     };
     Ok(Dataset {
-        name: dir.display().to_string(),
+        name: name.to_string(),
         images,
         labels,
         channels,
         height: h,
         width: w,
-        num_classes: classes.len().max(1),
+        num_classes,
     })
 }
 

@@ -16,7 +16,7 @@ macro_rules! kernel {
     ($family:literal, $entry:literal, $reads:expr, $writes:expr) => {
         $crate::gpu::KernelSpec {
             family: $family,
-            source: include_str!(concat!("../../shaders/", $family, ".wgsl")),
+            source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $family, ".wgsl")),
             entry: $entry,
             reads: $reads,
             writes: $writes,
@@ -24,5 +24,6 @@ macro_rules! kernel {
     };
 }
 pub(crate) use kernel;
+
 
 pub(crate) use crate::gpu::kernel_groups_1d as groups_1d;

@@ -1,0 +1,173 @@
+//! Evaluation: run a model over datasets (no tape, eval-mode batch norm), collect every
+//! score per image, and turn them into accuracy and the paper's OOD metrics.
+
+use crate::data::augment::normalize_into;
+use crate::data::{Dataset, Normalization};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::{HeadKind, Model};
+use crate::ood::metrics::{OodMetrics, ood_metrics, threshold_at_tpr};
+use crate::ood::scores::{RowScores, row_scores};
+use crate::tensor::Tensor;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+/// Names of the scores, in CSV column order.
+pub const SCORE_NAMES: [&str; 6] = ["mps", "es", "mds", "energy", "max_logit", "mmles"];
+
+/// The scores worth reporting for each head (the paper's pairs first).
+pub fn scores_for(head: HeadKind) -> &'static [&'static str] {
+    match head {
+        HeadKind::SoftMax => &["mps", "es", "energy", "max_logit"],
+        HeadKind::IsoMax | HeadKind::IsoMaxPlus => &["mps", "es", "mds"],
+        HeadKind::DisMax => &["mps", "es", "mds", "mmles"],
+    }
+}
+
+fn pick(s: &RowScores, name: &str) -> f32 {
+    match name {
+        "mps" => s.mps,
+        "es" => s.es,
+        "mds" => s.mds,
+        "energy" => s.energy,
+        "max_logit" => s.max_logit,
+        "mmles" => s.mmles,
+        _ => f32::NAN,
+    }
+}
+
+/// Per-image results on one dataset.
+#[derive(Debug, Clone, Default)]
+pub struct Scored {
+    pub labels: Vec<u32>,
+    pub scores: Vec<RowScores>,
+}
+
+impl Scored {
+    /// Fraction of correct predictions.
+    pub fn accuracy(&self) -> f32 {
+        let ok = self.labels.iter().zip(&self.scores).filter(|(y, s)| **y == s.prediction).count();
+        ok as f32 / self.labels.len().max(1) as f32
+    }
+
+    /// One score for every image.
+    pub fn column(&self, name: &str) -> Vec<f32> {
+        self.scores.iter().map(|s| pick(s, name)).collect()
+    }
+
+    /// The ES threshold that keeps fraction `tpr` of these (in-distribution) images.
+    pub fn threshold_es(&self, tpr: f64) -> f32 {
+        threshold_at_tpr(&self.column("es"), tpr)
+    }
+}
+
+/// Bring a dataset to the model's channels and size (OOD sets may differ).
+pub fn prepare(data: &Dataset, model: &Model) -> Dataset {
+    let c = &model.config;
+    if data.channels == c.in_channels && data.height == c.height && data.width == c.width {
+        data.clone()
+    } else {
+        data.converted(c.in_channels, c.height, c.width)
+    }
+}
+
+/// Scores of already-normalised images `[n, C, H, W]` (host data).
+pub fn score_normalized(gpu: &Gpu, model: &Model, images: &[f32], n: usize) -> Result<Vec<RowScores>> {
+    let c = &model.config;
+    let x = Tensor::from_slice(gpu, images, &[n, c.in_channels, c.height, c.width])?;
+    let logits = gpu.no_grad(|| model.forward(&x, false))?;
+    let z = logits.to_vec()?;
+    if z.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Config("the model produced non-finite logits (diverged weights?)".into()));
+    }
+    Ok(row_scores(&z, n, c.num_classes).1)
+}
+
+/// Run the model over a whole dataset in batches.
+pub fn score_dataset(gpu: &Gpu, model: &Model, data: &Dataset, batch: usize) -> Result<Scored> {
+    let data = prepare(data, model);
+    let c = &model.config;
+    let norm = Normalization { mean: c.mean.clone(), std: c.std.clone() };
+    let per = data.image_len();
+    let mut out = Scored { labels: data.labels.clone(), scores: Vec::with_capacity(data.len()) };
+    let mut buf = Vec::new();
+    for start in (0..data.len()).step_by(batch.max(1)) {
+        let n = batch.min(data.len() - start);
+        buf.resize(n * per, 0.0);
+        for i in 0..n {
+            normalize_into(data.image(start + i), data.channels, data.height, data.width, &norm, &mut buf[i * per..(i + 1) * per]);
+        }
+        out.scores.extend(score_normalized(gpu, model, &buf, n)?);
+    }
+    Ok(out)
+}
+
+/// Accuracy and, per OOD set and score, the five metrics.
+#[derive(Debug, Clone, Default)]
+pub struct EvalReport {
+    pub accuracy: f32,
+    pub ood: BTreeMap<String, BTreeMap<String, OodMetrics>>,
+}
+
+impl EvalReport {
+    /// `{"accuracy": .., "ood": {SET: {SCORE: {tnr_at_tpr95, auroc, dtacc, auin, auout}}}}`
+    /// (accuracy and metrics in percent).
+    pub fn to_json(&self) -> serde_json::Value {
+        let ood: serde_json::Map<String, serde_json::Value> = self
+            .ood
+            .iter()
+            .map(|(set, m)| {
+                let inner: serde_json::Map<String, serde_json::Value> = m.iter().map(|(s, v)| (s.clone(), v.to_json())).collect();
+                (set.clone(), serde_json::Value::Object(inner))
+            })
+            .collect();
+        serde_json::json!({ "accuracy": 100.0 * self.accuracy as f64, "ood": ood })
+    }
+
+    /// A plain-text table like the paper's.
+    pub fn table(&self) -> String {
+        let mut s = format!("accuracy: {:.2}%\n", 100.0 * self.accuracy);
+        s += &format!("{:<24} {:<10} {:>7} {:>7} {:>7} {:>7} {:>7}\n", "ood set", "score", "TNR95", "AUROC", "DTACC", "AUIN", "AUOUT");
+        for (set, m) in &self.ood {
+            for (score, v) in m {
+                s += &format!(
+                    "{:<24} {:<10} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2}\n",
+                    set, score, v.tnr_at_tpr95, v.auroc, v.dtacc, v.auin, v.auout
+                );
+            }
+        }
+        s
+    }
+}
+
+/// Metrics of in-distribution `inside` against each OOD set, for the head's scores.
+pub fn report(head: HeadKind, inside: &Scored, outside: &[(String, Scored)]) -> Result<EvalReport> {
+    let mut rep = EvalReport { accuracy: inside.accuracy(), ood: BTreeMap::new() };
+    for (name, out) in outside {
+        let mut m = BTreeMap::new();
+        for score in scores_for(head) {
+            m.insert(score.to_string(), ood_metrics(&inside.column(score), &out.column(score))?);
+        }
+        rep.ood.insert(name.clone(), m);
+    }
+    Ok(rep)
+}
+
+/// One CSV row per image: set, in/out, label, prediction, every score.
+pub fn write_scores_csv(path: &Path, test_name: &str, inside: &Scored, outside: &[(String, Scored)]) -> Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| Error::io(path, e))?);
+    let mut w = || -> std::io::Result<()> {
+        writeln!(f, "set,distribution,label,prediction,{}", SCORE_NAMES.join(","))?;
+        let sets = std::iter::once((test_name, "in", inside)).chain(outside.iter().map(|(n, s)| (n.as_str(), "out", s)));
+        for (name, dist, scored) in sets {
+            for (i, s) in scored.scores.iter().enumerate() {
+                let label = if dist == "in" { scored.labels[i].to_string() } else { String::new() };
+                let cols: Vec<String> = SCORE_NAMES.iter().map(|n| format!("{}", pick(s, n))).collect();
+                writeln!(f, "{name},{dist},{label},{},{}", s.prediction, cols.join(","))?;
+            }
+        }
+        f.flush()
+    };
+    w().map_err(|e| Error::io(path, e))
+}

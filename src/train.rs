@@ -1,0 +1,261 @@
+//! Training: SGD over mini-batches with the paper's protocol, progress, per-epoch JSON log,
+//! atomic checkpoints, exact resume, and the calibrated entropic-score threshold.
+
+use crate::checkpoint::{self, Checkpoint, TrainState};
+use crate::data::{Augment, Batch, Dataset, Loader, Normalization};
+use crate::error::{Error, Result};
+use crate::eval::{self, Scored};
+use crate::gpu::Gpu;
+use crate::nn::{HeadKind, Model, ModelConfig};
+use crate::optim::{Sgd, SgdConfig};
+use crate::tensor::Tensor;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What to train and how.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub arch: crate::nn::Arch,
+    pub head: HeadKind,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub sgd: SgdConfig,
+    pub seed: u64,
+    /// Random crop (4-pixel zero padding) and horizontal flip.
+    pub augment: bool,
+    /// Images held out of training to calibrate the ES threshold.
+    pub holdout: usize,
+    pub out_dir: PathBuf,
+    /// Continue from `out_dir/checkpoint.safetensors`.
+    pub resume: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Override the normalisation (else computed from the training data).
+    pub normalization: Option<Normalization>,
+}
+
+/// What training produced.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub checkpoint: PathBuf,
+    pub final_loss: f32,
+    pub train_accuracy: f32,
+    pub test_accuracy: Option<f32>,
+    pub es_threshold: Option<f32>,
+    pub images_per_second: f64,
+}
+
+/// Upload buffers for one batch shape, reused every step.
+struct Inputs {
+    images: Tensor,
+    labels: Tensor,
+}
+
+fn labels_f32(b: &Batch) -> Vec<f32> {
+    b.labels.iter().map(|&l| l as f32).collect()
+}
+
+/// Train a model on `train` (and report accuracy on `test` after each epoch).
+pub fn train(gpu: &Gpu, cfg: &TrainConfig, train: Dataset, test: Option<&Dataset>) -> Result<TrainSummary> {
+    if train.is_empty() {
+        return Err(Error::Config(format!("training set {} is empty", train.name)));
+    }
+    if cfg.batch_size == 0 || cfg.epochs == 0 {
+        return Err(Error::Config("batch size and epochs must be positive".into()));
+    }
+    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
+    let ck_path = cfg.out_dir.join("checkpoint.safetensors");
+    let train_name = train.name.clone();
+    let holdout_n = cfg.holdout.min(train.len() / 5);
+    let (train, holdout) = train.split_holdout(holdout_n, cfg.seed);
+    if train.len() < cfg.batch_size {
+        return Err(Error::Config(format!(
+            "training set has {} images after holding out {holdout_n}, fewer than one batch of {}",
+            train.len(),
+            cfg.batch_size
+        )));
+    }
+    let norm = cfg.normalization.clone().unwrap_or_else(|| Normalization::from_dataset(&train));
+    let config = ModelConfig {
+        arch: cfg.arch,
+        head: cfg.head,
+        in_channels: train.channels,
+        height: train.height,
+        width: train.width,
+        num_classes: train.num_classes,
+        mean: norm.mean.clone(),
+        std: norm.std.clone(),
+    };
+    let model = Model::new(gpu, config, cfg.seed)?;
+    let mut opt = Sgd::new(model.params(), cfg.sgd.clone())?;
+    let mut start_epoch = 0;
+    if cfg.resume {
+        let ck = Checkpoint::load(&ck_path)?;
+        if ck.config != model.config {
+            return Err(Error::Config(format!(
+                "{}: checkpoint config {:?} differs from this run's {:?}",
+                ck_path.display(),
+                ck.config,
+                model.config
+            )));
+        }
+        ck.restore(&model, Some(opt.velocity()))?;
+        start_epoch = ck.state.epoch;
+    }
+    let augment = cfg.augment.then(Augment::cifar);
+    let loader = Loader::new(&train, cfg.batch_size, true, cfg.seed, augment, norm.clone(), true);
+    let scale = cfg.head.train_scale();
+    let shape = [cfg.batch_size, train.channels, train.height, train.width];
+    let inputs = Inputs { images: Tensor::zeros(gpu, &shape)?, labels: Tensor::zeros(gpu, &[cfg.batch_size])? };
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cfg.out_dir.join("log.jsonl"))
+        .map_err(|e| Error::io(cfg.out_dir.join("log.jsonl"), e))?;
+    let mut summary = TrainSummary {
+        checkpoint: ck_path.clone(),
+        final_loss: f32::NAN,
+        train_accuracy: 0.0,
+        test_accuracy: None,
+        es_threshold: None,
+        images_per_second: 0.0,
+    };
+    let mut batch = Batch::default();
+    for epoch in start_epoch..cfg.epochs {
+        let lr = cfg.sgd.lr_at(epoch);
+        let bar = progress_bar(cfg.progress, loader.num_batches() as u64, epoch, cfg.epochs);
+        let t0 = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut pending: Option<(crate::gpu::PendingRead, crate::gpu::PendingRead, Vec<u32>)> = None;
+        let mut epoch_iter = loader.epoch(epoch);
+        let mut step = 0;
+        while epoch_iter.next_into(&mut batch) {
+            inputs.images.write(&batch.images)?;
+            inputs.labels.write(&labels_f32(&batch))?;
+            let logits = model.forward(&inputs.images, true)?;
+            let loss = logits.cross_entropy(&inputs.labels, scale)?;
+            loss.backward()?;
+            opt.step(lr)?;
+            // Read the previous step's results while this one runs: one submit per step.
+            let next = (loss.read_async(), logits.read_async(), batch.labels.clone());
+            if let Some(prev) = pending.replace(next) {
+                let (l, c) = resolve(prev, train.num_classes)?;
+                loss_sum += l as f64;
+                correct += c;
+                seen += cfg.batch_size;
+                step += 1;
+                update_bar(&bar, loss_sum / step as f64, correct, seen, t0);
+            }
+        }
+        if let Some(prev) = pending.take() {
+            let (l, c) = resolve(prev, train.num_classes)?;
+            loss_sum += l as f64;
+            correct += c;
+            seen += cfg.batch_size;
+            step += 1;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        let train_loss = (loss_sum / step.max(1) as f64) as f32;
+        if !train_loss.is_finite() {
+            return Err(Error::Config(format!("training diverged at epoch {}: loss is {train_loss}", epoch + 1)));
+        }
+        let train_acc = correct as f32 / seen.max(1) as f32;
+        let test_acc = match test {
+            Some(t) => Some(eval::score_dataset(gpu, &model, t, 256)?.accuracy()),
+            None => None,
+        };
+        let es_threshold = if epoch + 1 == cfg.epochs && !holdout.is_empty() {
+            let held: Scored = eval::score_dataset(gpu, &model, &holdout, 256)?;
+            Some(held.threshold_es(0.95))
+        } else {
+            None
+        };
+        let ips = seen as f64 / secs;
+        let state = TrainState {
+            epoch: epoch + 1,
+            epochs: cfg.epochs,
+            sgd: cfg.sgd.clone(),
+            batch_size: cfg.batch_size,
+            seed: cfg.seed,
+            es_threshold,
+            train_data: train_name.clone(),
+            augment: cfg.augment,
+            holdout: holdout_n,
+        };
+        checkpoint::save(&ck_path, &model, Some(opt.velocity()), &state)?;
+        let line = serde_json::json!({
+            "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": train_acc,
+            "test_accuracy": test_acc, "seconds": secs, "images_per_second": ips,
+        });
+        writeln!(log, "{line}").map_err(|e| Error::io(cfg.out_dir.join("log.jsonl"), e))?;
+        if cfg.progress {
+            eprintln!(
+                "epoch {}/{}  loss {train_loss:.4}  train acc {:.2}%{}  {ips:.1} img/s",
+                epoch + 1,
+                cfg.epochs,
+                100.0 * train_acc,
+                test_acc.map(|a| format!("  test acc {:.2}%", 100.0 * a)).unwrap_or_default()
+            );
+        }
+        summary = TrainSummary {
+            checkpoint: ck_path.clone(),
+            final_loss: train_loss,
+            train_accuracy: train_acc,
+            test_accuracy: test_acc,
+            es_threshold: es_threshold.or(summary.es_threshold),
+            images_per_second: ips,
+        };
+    }
+    Ok(summary)
+}
+
+/// Wait for a step's loss and logits; count correct predictions.
+fn resolve(p: (crate::gpu::PendingRead, crate::gpu::PendingRead, Vec<u32>), classes: usize) -> Result<(f32, usize)> {
+    let (loss, logits, labels) = p;
+    let l = loss.wait()?[0];
+    let z = logits.wait()?;
+    let correct = labels
+        .iter()
+        .enumerate()
+        .filter(|(i, y)| {
+            let row = &z[i * classes..(i + 1) * classes];
+            let arg = row.iter().enumerate().fold(0, |best, (j, v)| if *v > row[best] { j } else { best });
+            arg == **y as usize
+        })
+        .count();
+    Ok((l, correct))
+}
+
+fn progress_bar(show: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
+    bar
+}
+
+fn update_bar(bar: &ProgressBar, loss: f64, correct: usize, seen: usize, t0: Instant) {
+    bar.inc(1);
+    bar.set_message(format!(
+        "loss {loss:.4} acc {:.1}% {:.1} img/s",
+        100.0 * correct as f64 / seen.max(1) as f64,
+        seen as f64 / t0.elapsed().as_secs_f64()
+    ));
+}
+
+/// Load a model from a checkpoint file.
+pub fn load_model(gpu: &Gpu, path: &Path) -> Result<(Model, Checkpoint)> {
+    let ck = Checkpoint::load(path)?;
+    let model = Model::new(gpu, ck.config.clone(), ck.state.seed)?;
+    ck.restore(&model, None)?;
+    Ok((model, ck))
+}
