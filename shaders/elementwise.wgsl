@@ -76,3 +76,20 @@ fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if (i >= p.n) { return; }
     out[i] = select(0.0, b[i], a[i] > 0.0);
 }
+
+// out = sqrt(a)
+@compute @workgroup_size(256)
+fn sqrt_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out1[i] = sqrt(a[i]);
+}
+
+// out = b / (2 a) where a > 0 else 0   (sqrt backward: a = forward output, b = output
+// gradient; 0 at sqrt(0) is the subgradient convention of the distance heads, never inf/NaN)
+@compute @workgroup_size(256)
+fn sqrt_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out[i] = select(0.0, 0.5 * b[i] / a[i], a[i] > 0.0);
+}

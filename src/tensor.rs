@@ -14,7 +14,10 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) enum Storage {
     Pooled(crate::gpu::pool::PooledBuffer),
     /// A buffer owned by a host application, bound at `offset`.
-    External { buffer: wgpu::Buffer, offset: u64 },
+    External {
+        buffer: wgpu::Buffer,
+        offset: u64,
+    },
 }
 
 impl Storage {
@@ -95,7 +98,11 @@ impl Tensor {
         if data.len() != numel(shape) {
             return Err(Error::shape(
                 "from_slice",
-                format!("{} values given for shape {shape:?} ({} elements)", data.len(), numel(shape)),
+                format!(
+                    "{} values given for shape {shape:?} ({} elements)",
+                    data.len(),
+                    numel(shape)
+                ),
             ));
         }
         let t = Self::empty(gpu, shape)?;
@@ -170,7 +177,12 @@ impl Tensor {
     /// Build a tensor over a buffer a host application owns. The buffer must have STORAGE
     /// usage (and COPY_SRC to be read back), `offset` must be a multiple of the device's
     /// storage offset alignment, and the range must hold the shape.
-    pub fn from_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, offset: u64, shape: &[usize]) -> Result<Tensor> {
+    pub fn from_buffer(
+        gpu: &Gpu,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        shape: &[usize],
+    ) -> Result<Tensor> {
         let usage = buffer.usage();
         if !usage.contains(wgpu::BufferUsages::STORAGE) {
             return Err(Error::Buffer(format!(
@@ -270,7 +282,10 @@ impl Tensor {
     /// Read a one-element tensor.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {
-            return Err(Error::shape("item", format!("tensor {:?} is not a scalar", self.shape())));
+            return Err(Error::shape(
+                "item",
+                format!("tensor {:?} is not a scalar", self.shape()),
+            ));
         }
         Ok(self.to_vec()?[0])
     }
@@ -280,7 +295,12 @@ impl Tensor {
         if numel(shape) != self.numel() {
             return Err(Error::shape(
                 "reshape",
-                format!("{:?} ({} elements) to {shape:?} ({} elements)", self.shape(), self.numel(), numel(shape)),
+                format!(
+                    "{:?} ({} elements) to {shape:?} ({} elements)",
+                    self.shape(),
+                    self.numel(),
+                    numel(shape)
+                ),
             ));
         }
         let out = Tensor(Rc::new(TensorInner {
@@ -291,7 +311,9 @@ impl Tensor {
             requires_grad: Cell::new(false),
         }));
         let in_shape = self.shape().to_vec();
-        self.gpu().record(&out, &[self], move |g| Ok(vec![Some(g.reshape(&in_shape)?)]));
+        self.gpu().record(&out, &[self], move |g| {
+            Ok(vec![Some(g.reshape(&in_shape)?)])
+        });
         Ok(out)
     }
 
@@ -330,7 +352,10 @@ impl Tensor {
     /// Check that two shapes are equal, for op `op`.
     pub(crate) fn same_shape(&self, other: &Tensor, op: &'static str) -> Result<()> {
         if self.shape() != other.shape() {
-            return Err(Error::shape(op, format!("{:?} vs {:?}", self.shape(), other.shape())));
+            return Err(Error::shape(
+                op,
+                format!("{:?} vs {:?}", self.shape(), other.shape()),
+            ));
         }
         Ok(())
     }

@@ -1,13 +1,16 @@
 //! Elementwise ops, broadcasts and reductions against CPU references and finite differences.
 mod common;
 use common::*;
-use isomax::ops::{elementwise, reduce};
 use isomax::Tensor;
+use isomax::ops::{elementwise, reduce};
 
 #[test]
 fn add_sub_mul_scale_relu_match_cpu() {
     let gpu = gpu();
-    for (k, shape) in [vec![1], vec![7], vec![3, 5, 17], vec![257, 301]].into_iter().enumerate() {
+    for (k, shape) in [vec![1], vec![7], vec![3, 5, 17], vec![257, 301]]
+        .into_iter()
+        .enumerate()
+    {
         let n: usize = shape.iter().product();
         let (a, b) = (rand_vec(n, k as u64), rand_vec(n, 100 + k as u64));
         let ta = Tensor::from_slice(&gpu, &a, &shape).unwrap();
@@ -19,8 +22,18 @@ fn add_sub_mul_scale_relu_match_cpu() {
         assert_close(&ta.add(&tb).unwrap().to_vec().unwrap(), &sum, 1e-6, 1e-7);
         assert_close(&ta.sub(&tb).unwrap().to_vec().unwrap(), &diff, 1e-6, 1e-7);
         assert_close(&ta.mul(&tb).unwrap().to_vec().unwrap(), &prod, 1e-6, 1e-7);
-        assert_close(&ta.affine(2.5, -0.5).unwrap().to_vec().unwrap(), &aff, 1e-6, 1e-7);
-        assert_close(&ta.relu().unwrap().to_vec().unwrap(), &elementwise::cpu::relu(&a), 0.0, 0.0);
+        assert_close(
+            &ta.affine(2.5, -0.5).unwrap().to_vec().unwrap(),
+            &aff,
+            1e-6,
+            1e-7,
+        );
+        assert_close(
+            &ta.relu().unwrap().to_vec().unwrap(),
+            &elementwise::cpu::relu(&a),
+            0.0,
+            0.0,
+        );
     }
 }
 
@@ -55,10 +68,20 @@ fn broadcast_and_reductions_match_cpu() {
     let tx = Tensor::from_slice(&gpu, &x, &shape).unwrap();
     let tb = Tensor::from_slice(&gpu, &b, &[5]).unwrap();
     let got = tx.add_along(&tb, 1).unwrap().to_vec().unwrap();
-    assert_close(&got, &elementwise::cpu::add_along(&x, &b, 14, 5), 1e-6, 1e-7);
+    assert_close(
+        &got,
+        &elementwise::cpu::add_along(&x, &b, 14, 5),
+        1e-6,
+        1e-7,
+    );
     let s = tx.sum_axes(2..4).unwrap();
     assert_eq!(s.shape(), &[3, 5]);
-    assert_close(&s.to_vec().unwrap(), &reduce::cpu::sum_mid(&x, 15, 14, 1), 1e-5, 1e-6);
+    assert_close(
+        &s.to_vec().unwrap(),
+        &reduce::cpu::sum_mid(&x, 15, 14, 1),
+        1e-5,
+        1e-6,
+    );
     let s = tx.sum_to_axis(3, 5, 14).unwrap().to_vec().unwrap();
     assert_close(&s, &reduce::cpu::sum_keep_mid(&x, 3, 5, 14), 1e-5, 1e-6);
     let m = tx.mean().unwrap().item().unwrap();
@@ -89,7 +112,17 @@ fn gradients_of_elementwise_chain_match_finite_differences() {
         t.set_requires_grad(true);
     }
     let tw = Tensor::from_slice(&gpu, &w, &shape).unwrap();
-    let y = ta.mul(&tb).unwrap().add_along(&tbias, 1).unwrap().scale(0.5).unwrap().sub(&ta).unwrap().relu().unwrap();
+    let y = ta
+        .mul(&tb)
+        .unwrap()
+        .add_along(&tbias, 1)
+        .unwrap()
+        .scale(0.5)
+        .unwrap()
+        .sub(&ta)
+        .unwrap()
+        .relu()
+        .unwrap();
     let loss = y.mul(&tw).unwrap().sum().unwrap();
     assert!((loss.item().unwrap() as f64 - host(&a, &b, &bias)).abs() < 1e-4);
     loss.backward().unwrap();

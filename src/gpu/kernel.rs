@@ -53,7 +53,8 @@ impl ParamBuilder {
         ParamBuilder(Vec::with_capacity(16))
     }
     pub fn u(mut self, v: usize) -> Self {
-        self.0.push(u32::try_from(v).expect("kernel parameter exceeds u32"));
+        self.0
+            .push(u32::try_from(v).expect("kernel parameter exceeds u32"));
         self
     }
     pub fn f(mut self, v: f32) -> Self {

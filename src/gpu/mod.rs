@@ -10,7 +10,7 @@ pub(crate) mod pool;
 mod readback;
 
 pub use kernel::KernelSpec;
-pub(crate) use kernel::{groups_1d as kernel_groups_1d, Binding, ParamBuilder};
+pub(crate) use kernel::{Binding, ParamBuilder, groups_1d as kernel_groups_1d};
 pub use pool::MemoryStats;
 pub use readback::PendingRead;
 
@@ -52,7 +52,11 @@ pub struct AdapterReport {
 
 impl std::fmt::Display for AdapterReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "adapter:  {} ({}, {})", self.name, self.backend, self.device_type)?;
+        writeln!(
+            f,
+            "adapter:  {} ({}, {})",
+            self.name, self.backend, self.device_type
+        )?;
         writeln!(f, "driver:   {}", self.driver)?;
         writeln!(
             f,
@@ -179,7 +183,8 @@ impl Gpu {
         };
         let limits = required_limits(&adapter.limits(), options.portable_limits);
         let mut features = wgpu::Features::empty();
-        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let wanted =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         if adapter.features().contains(wanted) {
             features |= wanted;
         }
@@ -250,7 +255,12 @@ impl Gpu {
                 format!("{:?}", i.device_type),
                 format!("{} {}", i.driver, i.driver_info),
             ),
-            None => ("host-provided device".into(), "host".into(), "unknown".into(), String::new()),
+            None => (
+                "host-provided device".into(),
+                "host".into(),
+                "unknown".into(),
+                String::new(),
+            ),
         };
         let is_cpu = info
             .as_ref()
@@ -316,7 +326,10 @@ impl Gpu {
 
     /// Submit everything recorded so far. Does not wait.
     pub fn flush(&self) {
-        self.0.recorder.borrow_mut().submit(&self.0.device, &self.0.queue);
+        self.0
+            .recorder
+            .borrow_mut()
+            .submit(&self.0.device, &self.0.queue);
     }
 
     /// Submit and wait until the GPU is idle (benchmarks, explicit sync points).

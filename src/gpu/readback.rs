@@ -18,7 +18,13 @@ pub struct PendingRead {
 
 impl Gpu {
     fn staging_buffer(&self, size: u64) -> wgpu::Buffer {
-        if let Some(b) = self.0.staging.borrow_mut().get_mut(&size).and_then(|v| v.pop()) {
+        if let Some(b) = self
+            .0
+            .staging
+            .borrow_mut()
+            .get_mut(&size)
+            .and_then(|v| v.pop())
+        {
             return b;
         }
         self.0.device.create_buffer(&wgpu::BufferDescriptor {
@@ -58,14 +64,22 @@ impl PendingRead {
     /// Non-blocking: poll the device once; `Some` when the data is ready.
     pub fn try_take(&mut self) -> Option<Result<Vec<f32>>> {
         let _ = self.gpu.0.device.poll(wgpu::PollType::Poll);
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).as_ref()?;
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()?;
         Some(self.finish())
     }
 
     /// Block until the data is ready.
     pub fn wait(mut self) -> Result<Vec<f32>> {
         loop {
-            if self.state.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            if self
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+            {
                 return self.finish();
             }
             self.gpu

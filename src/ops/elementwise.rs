@@ -12,6 +12,8 @@ const MUL_BROADCAST: KernelSpec = kernel!("elementwise", "mul_broadcast", 2, 1);
 const RELU: KernelSpec = kernel!("elementwise", "relu", 1, 1);
 const AFFINE: KernelSpec = kernel!("elementwise", "affine", 1, 1);
 const RELU_BACKWARD: KernelSpec = kernel!("elementwise", "relu_backward", 2, 1);
+const SQRT: KernelSpec = kernel!("elementwise", "sqrt_fwd", 1, 1);
+const SQRT_BACKWARD: KernelSpec = kernel!("elementwise", "sqrt_backward", 2, 1);
 
 fn params(n: usize, inner: usize, c: usize, alpha: f32, beta: f32) -> ParamBuilder {
     ParamBuilder::new().u(n).u(inner).u(c).f(alpha).f(beta)
@@ -22,7 +24,11 @@ fn broadcast_axis(x: &Tensor, b: &Tensor, axis: usize, op: &'static str) -> Resu
     if axis >= x.shape().len() || b.shape() != [x.shape()[axis]] {
         return Err(Error::shape(
             op,
-            format!("vector {:?} does not match axis {axis} of {:?}", b.shape(), x.shape()),
+            format!(
+                "vector {:?} does not match axis {axis} of {:?}",
+                b.shape(),
+                x.shape()
+            ),
         ));
     }
     let inner: usize = x.shape()[axis + 1..].iter().product();
@@ -110,6 +116,17 @@ impl Tensor {
         Ok(out)
     }
 
+    /// Elementwise square root. Its gradient g/(2√x) is taken as 0 at x = 0 (the
+    /// subgradient convention of the distance heads), so ‖f − p‖ at f = p gives 0, not NaN.
+    pub fn sqrt(&self) -> Result<Tensor> {
+        let out = self.unary(&SQRT, 1.0, 0.0)?;
+        let y = out.detach();
+        self.gpu().record(&out, &[self], move |g| {
+            Ok(vec![Some(y.binary(g, &SQRT_BACKWARD, 1.0, 0.0)?)])
+        });
+        Ok(out)
+    }
+
     /// Add vector `b` along `axis` (a bias: axis 1 of `[N, C, H, W]` or of `[B, D]`).
     pub fn add_along(&self, b: &Tensor, axis: usize) -> Result<Tensor> {
         let (inner, c) = broadcast_axis(self, b, axis, "add_along")?;
@@ -143,8 +160,9 @@ impl Tensor {
             groups_1d(n, 256),
         )?;
         let s = s.detach();
-        self.gpu()
-            .record(&out, &[self], move |g| Ok(vec![Some(g.mul_along(&s, axis)?)]));
+        self.gpu().record(&out, &[self], move |g| {
+            Ok(vec![Some(g.mul_along(&s, axis)?)])
+        });
         Ok(out)
     }
 }
@@ -153,7 +171,10 @@ impl Tensor {
 pub mod cpu {
     /// `x + b` broadcast along `axis` with `inner` trailing elements and `c` entries.
     pub fn add_along(x: &[f32], b: &[f32], inner: usize, c: usize) -> Vec<f32> {
-        x.iter().enumerate().map(|(i, v)| v + b[(i / inner) % c]).collect()
+        x.iter()
+            .enumerate()
+            .map(|(i, v)| v + b[(i / inner) % c])
+            .collect()
     }
     /// ReLU.
     pub fn relu(x: &[f32]) -> Vec<f32> {

@@ -6,6 +6,7 @@ pub mod batchnorm;
 pub mod concat;
 pub mod conv;
 pub mod elementwise;
+pub mod isomax;
 pub mod loss;
 pub mod matmul;
 pub mod pool;

@@ -15,9 +15,16 @@ fn params(outer: usize, r: usize, inner: usize, alpha: f32) -> ParamBuilder {
 }
 
 /// `(outer, r, inner)` for reducing the contiguous axes `axes` of `shape`.
-fn split(shape: &[usize], axes: std::ops::Range<usize>, op: &'static str) -> Result<(usize, usize, usize)> {
+fn split(
+    shape: &[usize],
+    axes: std::ops::Range<usize>,
+    op: &'static str,
+) -> Result<(usize, usize, usize)> {
     if axes.start >= axes.end || axes.end > shape.len() {
-        return Err(Error::shape(op, format!("axes {axes:?} out of range for shape {shape:?}")));
+        return Err(Error::shape(
+            op,
+            format!("axes {axes:?} out of range for shape {shape:?}"),
+        ));
     }
     Ok((
         shape[..axes.start].iter().product(),
@@ -27,7 +34,14 @@ fn split(shape: &[usize], axes: std::ops::Range<usize>, op: &'static str) -> Res
 }
 
 impl Tensor {
-    fn reduce_mid(&self, outer: usize, r: usize, inner: usize, alpha: f32, out_shape: &[usize]) -> Result<Tensor> {
+    fn reduce_mid(
+        &self,
+        outer: usize,
+        r: usize,
+        inner: usize,
+        alpha: f32,
+        out_shape: &[usize],
+    ) -> Result<Tensor> {
         let out = Tensor::empty(self.gpu(), out_shape)?;
         self.gpu().dispatch(
             &SUM_MID,
@@ -55,15 +69,51 @@ impl Tensor {
     /// Sum over the contiguous axes `axes` (they are removed from the shape).
     pub fn sum_axes(&self, axes: std::ops::Range<usize>) -> Result<Tensor> {
         let (outer, r, inner) = split(self.shape(), axes.clone(), "sum_axes")?;
-        let shape: Vec<usize> = self.shape()[..axes.start].iter().chain(&self.shape()[axes.end..]).copied().collect();
+        let shape: Vec<usize> = self.shape()[..axes.start]
+            .iter()
+            .chain(&self.shape()[axes.end..])
+            .copied()
+            .collect();
         self.reduce_mid(outer, r, inner, 1.0, &shape)
     }
 
     /// Mean over the contiguous axes `axes`.
     pub fn mean_axes(&self, axes: std::ops::Range<usize>) -> Result<Tensor> {
         let (outer, r, inner) = split(self.shape(), axes.clone(), "mean_axes")?;
-        let shape: Vec<usize> = self.shape()[..axes.start].iter().chain(&self.shape()[axes.end..]).copied().collect();
+        let shape: Vec<usize> = self.shape()[..axes.start]
+            .iter()
+            .chain(&self.shape()[axes.end..])
+            .copied()
+            .collect();
         self.reduce_mid(outer, r, inner, 1.0 / r as f32, &shape)
+    }
+
+    /// Repeat along a new axis of size `n` inserted before axis `axis` (`axis` may equal the
+    /// rank): `[B, D].expand(1, C)` is `[B, C, D]`. Backward sums over the new axis.
+    pub fn expand(&self, axis: usize, n: usize) -> Result<Tensor> {
+        let shape = self.shape();
+        if axis > shape.len() {
+            return Err(Error::shape(
+                "expand",
+                format!("axis {axis} out of range for shape {shape:?}"),
+            ));
+        }
+        let outer: usize = shape[..axis].iter().product();
+        let inner: usize = shape[axis..].iter().product();
+        let mut out_shape = shape.to_vec();
+        out_shape.insert(axis, n);
+        let out = Tensor::empty(self.gpu(), &out_shape)?;
+        self.gpu().dispatch(
+            &EXPAND_MID,
+            &[],
+            params(outer, n, inner, 1.0),
+            &[self.binding(), out.binding()],
+            groups_1d(outer * n * inner, 256),
+        )?;
+        self.gpu().record(&out, &[self], move |g| {
+            Ok(vec![Some(g.sum_axes(axis..axis + 1)?)])
+        });
+        Ok(out)
     }
 
     /// Sum of all elements, shape `[1]`.
