@@ -123,7 +123,7 @@ fn every_tile_variant_and_split_weight_gradient_match_cpu() {
                 1,
                 0,
                 ConvConfig {
-                    forward: Tile::new(9, 4, 64),
+                    forward: Tile::new(17, 4, 64),
                     ..ConvConfig::CPU
                 }
             )

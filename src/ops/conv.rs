@@ -1,17 +1,27 @@
 //! 2-D convolution (NCHW) as implicit GEMMs: forward, backward data and backward weight,
 //! each register-tiled without workgroup memory (see `shaders/conv2d.wgsl`).
 
-use super::kernel;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelSpec, ParamBuilder};
 use crate::tensor::Tensor;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
-const FORWARD: KernelSpec = kernel!("conv2d", "forward", 2, 1);
-const BACKWARD_DATA: KernelSpec = kernel!("conv2d", "backward_data", 2, 1);
-const BACKWARD_WEIGHT: KernelSpec = kernel!("conv2d", "backward_weight", 2, 1);
+const COMMON: &str = include_str!("../../shaders/conv2d.wgsl");
 
-/// The register tile of one conv kernel: `rows` channels × `cols` columns per invocation,
-/// `workgroup` invocations per workgroup. Rows are 1..=8; cols are 4 or 8 (vec4 groups).
+/// The three conv kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Forward,
+    BackwardData,
+    BackwardWeight,
+}
+
+/// The register tile of one conv kernel: `rows` × `cols` accumulators per invocation
+/// (rows are channels, uniform over a workgroup; cols are spread over lanes, `workgroup`
+/// apart). Forward rows are output channels and cols output positions; backward data rows
+/// are input channels and cols input positions; backward weight rows are output channels
+/// and cols weight entries `(c, kh, kw)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tile {
     pub rows: u32,
@@ -29,28 +39,24 @@ impl Tile {
     }
 
     fn check(&self) -> Result<()> {
-        if !(1..=8).contains(&self.rows)
-            || !(self.cols == 4 || self.cols == 8)
+        if !(1..=16).contains(&self.rows)
+            || !(1..=16).contains(&self.cols)
             || !(1..=256).contains(&self.workgroup)
         {
             return Err(Error::Config(format!(
-                "conv2d: unsupported tile {self:?} (rows 1..=8, cols 4 or 8, workgroup 1..=256)"
+                "conv2d: unsupported tile {self:?} (rows and cols 1..=16, workgroup 1..=256)"
             )));
         }
         Ok(())
     }
 
-    fn constants(&self) -> [(&'static str, f64); 3] {
-        [
-            ("TM", self.rows as f64),
-            ("TNV", (self.cols / 4) as f64),
-            ("WG", self.workgroup as f64),
-        ]
+    /// Columns covered by one workgroup.
+    fn span(&self) -> usize {
+        (self.cols * self.workgroup) as usize
     }
 }
 
-/// Tile shapes for the three conv kernels. The defaults depend on the adapter: software
-/// adapters want small tiles and no splitting; real GPUs want many invocations.
+/// Tile shapes for the three conv kernels, chosen per adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvConfig {
     pub forward: Tile,
@@ -58,30 +64,337 @@ pub struct ConvConfig {
     pub backward_weight: Tile,
     /// Target number of invocations for backward weight: the position sum is split into
     /// partial sums (added in a fixed order afterwards) until about this many run.
-    /// 0 means never split.
+    /// 0 means never split (CPU adapters have few cores and want long loops).
     pub weight_parallelism: usize,
 }
 
 impl ConvConfig {
     /// Measured fastest on lavapipe/llvmpipe (`examples/conv_speed.rs`).
     pub const CPU: ConvConfig = ConvConfig {
-        forward: Tile::new(4, 4, 64),
-        backward_data: Tile::new(4, 4, 64),
-        backward_weight: Tile::new(4, 4, 64),
+        forward: Tile::new(8, 1, 64),
+        backward_data: Tile::new(8, 1, 64),
+        backward_weight: Tile::new(8, 1, 64),
         weight_parallelism: 0,
     };
-    /// A starting point for real GPUs (not tuned here: no GPU on the CI machine).
+    /// A starting point for real GPUs (not tuned: no GPU on the development machine).
     pub const GPU: ConvConfig = ConvConfig {
         forward: Tile::new(4, 4, 64),
         backward_data: Tile::new(4, 4, 64),
         backward_weight: Tile::new(4, 4, 64),
-        weight_parallelism: 32768,
+        weight_parallelism: 65536,
     };
 
     /// The default for `gpu`'s adapter.
     pub fn for_gpu(gpu: &Gpu) -> ConvConfig {
         if gpu.is_cpu() { Self::CPU } else { Self::GPU }
     }
+}
+
+/// The generated entry point for `kind` with tile `rows × cols`, kept for the life of the
+/// process (the pipeline cache keys on the entry name, which encodes the tile).
+fn spec(kind: Kind, t: Tile) -> KernelSpec {
+    type Sources = HashMap<(Kind, u32, u32), (&'static str, &'static str)>;
+    thread_local! {
+        static SOURCES: RefCell<Sources> = RefCell::default();
+    }
+    let (source, entry) = SOURCES.with(|s| {
+        *s.borrow_mut().entry((kind, t.rows, t.cols)).or_insert_with(|| {
+            let (name, body) = match kind {
+                Kind::Forward => ("forward", gen_forward(t.rows, t.cols)),
+                Kind::BackwardData => ("backward_data", gen_backward_data(t.rows, t.cols)),
+                Kind::BackwardWeight => ("backward_weight", gen_backward_weight(t.rows, t.cols)),
+            };
+            let entry = format!("{name}_{}x{}", t.rows, t.cols);
+            let source = format!("{COMMON}\n@compute @workgroup_size(WX)\nfn {entry}(\n    @builtin(workgroup_id) wid: vec3<u32>,\n    @builtin(local_invocation_id) lid: vec3<u32>,\n    @builtin(num_workgroups) nwg: vec3<u32>,\n) {{\n{body}}}\n");
+            (leak(source), leak(entry))
+        })
+    });
+    KernelSpec {
+        family: "conv2d",
+        source,
+        entry,
+        reads: 2,
+        writes: 1,
+    }
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// Emits `line` once per `i` in `0..n` with `{i}` replaced (and `{j}` per `j` in `0..m`
+/// when `m > 0`).
+fn each(out: &mut String, n: u32, m: u32, line: &str) {
+    for i in 0..n {
+        for j in 0..m.max(1) {
+            let l = line
+                .replace("{i}", &i.to_string())
+                .replace("{j}", &j.to_string());
+            out.push_str("    ");
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+}
+
+/// Forward: rows = output channels, cols = output positions `(n, oh, ow)` flattened;
+/// `a` = x, `b` = weight as `[OC, K]`.
+fn gen_forward(tm: u32, tn: u32) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    each(
+        w,
+        1,
+        0,
+        "let ohw = p.oh * p.ow; let npos = p.n * ohw; let hw = p.h * p.w;",
+    );
+    each(
+        w,
+        1,
+        0,
+        "let kk = p.c * p.kh * p.kw; let s = i32(p.stride); let pad = i32(p.pad);",
+    );
+    each(w, 1, 0, &format!("let m0 = wid.y * {tm}u;"));
+    each(
+        w,
+        1,
+        0,
+        &format!("let qb = (wid.x + wid.z * nwg.x) * WX * {tn}u + lid.x;"),
+    );
+    each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.oc - 1u) * kk;");
+    each(
+        w,
+        tn,
+        0,
+        "let q{i} = min(qb + {i}u * WX, npos - 1u); let n{i} = q{i} / ohw; let o{i} = q{i} % ohw;",
+    );
+    each(
+        w,
+        tn,
+        0,
+        "let ih{i} = i32(o{i} / p.ow) * s - pad; let iw{i} = i32(o{i} % p.ow) * s - pad;",
+    );
+    each(w, tn, 0, "var xb{i} = i32(n{i} * p.c * hw);");
+    each(w, tm, tn, "var acc{i}_{j} = 0.0;");
+    each(w, 1, 0, "var k = 0u;");
+    each(w, 1, 0, "for (var c = 0u; c < p.c; c++) {");
+    each(w, 1, 0, "for (var kh = 0u; kh < p.kh; kh++) {");
+    each(
+        w,
+        tn,
+        0,
+        "let y{i} = ih{i} + i32(kh); let hok{i} = u32(y{i}) < p.h; let rb{i} = xb{i} + y{i} * i32(p.w);",
+    );
+    each(w, 1, 0, "for (var kw = 0u; kw < p.kw; kw++) {");
+    each(
+        w,
+        tn,
+        0,
+        "let xw{i} = iw{i} + i32(kw); let ok{i} = hok{i} && u32(xw{i}) < p.w;",
+    );
+    each(
+        w,
+        tn,
+        0,
+        "let x{i} = select(0.0, a[select(0u, u32(rb{i} + xw{i}), ok{i})], ok{i});",
+    );
+    each(w, tm, 0, "let w{i} = b[r{i} + k];");
+    each(w, tm, tn, "acc{i}_{j} = fma(w{i}, x{j}, acc{i}_{j});");
+    each(w, 1, 0, "k += 1u;");
+    each(w, 1, 0, "}");
+    each(w, 1, 0, "}");
+    each(w, tn, 0, "xb{i} += i32(hw);");
+    each(w, 1, 0, "}");
+    each(
+        w,
+        tm,
+        tn,
+        "if (m0 + {i}u < p.oc && qb + {j}u * WX < npos) { out[(n{j} * p.oc + m0 + {i}u) * ohw + o{j}] = acc{i}_{j}; }",
+    );
+    s
+}
+
+/// Backward data: rows = input channels, cols = input positions of one residue class
+/// `(ih mod s, iw mod s)` (workgroup_id.y / tiles), so every tap loop is uniform and only
+/// visits the taps `kh ≡ ih + pad (mod s)` that reach the position; `a` = dY,
+/// `b` = weight `[OC, C, KH, KW]`.
+fn gen_backward_data(tm: u32, tn: u32) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    each(
+        w,
+        1,
+        0,
+        "let st = p.stride; let khw = p.kh * p.kw; let ohw = p.oh * p.ow;",
+    );
+    each(
+        w,
+        1,
+        0,
+        "let cls = wid.y / p.tiles; let rh = cls / st; let rw = cls % st;",
+    );
+    each(
+        w,
+        1,
+        0,
+        "let hm = (p.h + st - 1u) / st; let wm = (p.w + st - 1u) / st; let npos = p.n * hm * wm;",
+    );
+    each(w, 1, 0, &format!("let m0 = (wid.y % p.tiles) * {tm}u;"));
+    each(
+        w,
+        1,
+        0,
+        &format!("let qb = (wid.x + wid.z * nwg.x) * WX * {tn}u + lid.x;"),
+    );
+    each(
+        w,
+        1,
+        0,
+        "let kh0 = (rh + p.pad) % st; let kw0 = (rw + p.pad) % st;",
+    );
+    each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.c - 1u) * khw;");
+    each(
+        w,
+        tn,
+        0,
+        "let q{i} = min(qb + {i}u * WX, npos - 1u); let n{i} = q{i} / (hm * wm);",
+    );
+    each(
+        w,
+        tn,
+        0,
+        "let ih{i} = rh + st * ((q{i} / wm) % hm); let iw{i} = rw + st * (q{i} % wm);",
+    );
+    each(
+        w,
+        tn,
+        0,
+        "let live{i} = qb + {i}u * WX < npos && ih{i} < p.h && iw{i} < p.w;",
+    );
+    // Output row / column reached by the first tap of the class; later taps step back by 1.
+    each(
+        w,
+        tn,
+        0,
+        "let oy{i} = i32((ih{i} + p.pad - kh0) / st); let ox{i} = i32((iw{i} + p.pad - kw0) / st);",
+    );
+    each(w, tn, 0, "var db{i} = i32(n{i} * p.oc * ohw);");
+    each(w, tm, tn, "var acc{i}_{j} = 0.0;");
+    each(w, 1, 0, "var wb = 0u;");
+    each(w, 1, 0, "for (var oc = 0u; oc < p.oc; oc++) {");
+    each(w, 1, 0, "var dh = 0;");
+    each(w, 1, 0, "for (var kh = kh0; kh < p.kh; kh += st) {");
+    each(
+        w,
+        tn,
+        0,
+        "let y{i} = oy{i} - dh; let hok{i} = u32(y{i}) < p.oh; let rb{i} = db{i} + y{i} * i32(p.ow);",
+    );
+    each(w, 1, 0, "var dw = 0;");
+    each(w, 1, 0, "for (var kw = kw0; kw < p.kw; kw += st) {");
+    each(
+        w,
+        tn,
+        0,
+        "let xw{i} = ox{i} - dw; let ok{i} = hok{i} && u32(xw{i}) < p.ow;",
+    );
+    each(
+        w,
+        tn,
+        0,
+        "let d{i} = select(0.0, a[select(0u, u32(rb{i} + xw{i}), ok{i})], ok{i});",
+    );
+    each(w, 1, 0, "let ko = wb + kh * p.kw + kw;");
+    each(w, tm, 0, "let w{i} = b[r{i} + ko];");
+    each(w, tm, tn, "acc{i}_{j} = fma(w{i}, d{j}, acc{i}_{j});");
+    each(w, 1, 0, "dw += 1;");
+    each(w, 1, 0, "}");
+    each(w, 1, 0, "dh += 1;");
+    each(w, 1, 0, "}");
+    each(w, tn, 0, "db{i} += i32(ohw);");
+    each(w, 1, 0, "wb += p.c * khw;");
+    each(w, 1, 0, "}");
+    each(
+        w,
+        tm,
+        tn,
+        "if (m0 + {i}u < p.c && live{j}) { out[((n{j} * p.c + m0 + {i}u) * p.h + ih{j}) * p.w + iw{j}] = acc{i}_{j}; }",
+    );
+    s
+}
+
+/// Backward weight: rows = output channels, cols = weight entries `k = (c, kh, kw)`; the
+/// invocation sums over the `(n, oh)` rows of its split (workgroup_id.z) and every `ow`;
+/// `a` = dY, `b` = x, `out` = `[splits, OC, K]`.
+fn gen_backward_weight(tm: u32, tn: u32) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    each(
+        w,
+        1,
+        0,
+        "let khw = p.kh * p.kw; let kk = p.c * khw; let hw = p.h * p.w; let ohw = p.oh * p.ow;",
+    );
+    each(w, 1, 0, "let s = i32(p.stride); let pad = i32(p.pad);");
+    each(w, 1, 0, &format!("let m0 = wid.y * {tm}u;"));
+    each(w, 1, 0, &format!("let kb = wid.x * WX * {tn}u + lid.x;"));
+    each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.oc - 1u) * ohw;");
+    each(
+        w,
+        tn,
+        0,
+        "let kq{i} = min(kb + {i}u * WX, kk - 1u); let rem{i} = kq{i} % khw;",
+    );
+    each(
+        w,
+        tn,
+        0,
+        "let cx{i} = i32((kq{i} / khw) * hw); let kh{i} = i32(rem{i} / p.kw) - pad; let kw{i} = i32(rem{i} % p.kw) - pad;",
+    );
+    each(w, tm, tn, "var acc{i}_{j} = 0.0;");
+    each(
+        w,
+        1,
+        0,
+        "let rbeg = wid.z * p.chunk; let rend = min(rbeg + p.chunk, p.n * p.oh);",
+    );
+    each(w, 1, 0, "var n = rbeg / p.oh; var oh = rbeg % p.oh;");
+    each(w, 1, 0, "for (var row = rbeg; row < rend; row++) {");
+    each(
+        w,
+        1,
+        0,
+        "let xn = i32(n * p.c * hw); let dyb = n * p.oc * ohw + oh * p.ow;",
+    );
+    each(
+        w,
+        tn,
+        0,
+        "let y{i} = i32(oh) * s + kh{i}; let hok{i} = u32(y{i}) < p.h; let rb{i} = xn + cx{i} + y{i} * i32(p.w);",
+    );
+    each(w, tn, 0, "var xw{i} = kw{i};");
+    each(w, 1, 0, "for (var ow = 0u; ow < p.ow; ow++) {");
+    each(w, tn, 0, "let ok{i} = hok{i} && u32(xw{i}) < p.w;");
+    each(
+        w,
+        tn,
+        0,
+        "let x{i} = select(0.0, b[select(0u, u32(rb{i} + xw{i}), ok{i})], ok{i});",
+    );
+    each(w, tm, 0, "let d{i} = a[dyb + r{i} + ow];");
+    each(w, tm, tn, "acc{i}_{j} = fma(d{i}, x{j}, acc{i}_{j});");
+    each(w, tn, 0, "xw{i} += s;");
+    each(w, 1, 0, "}");
+    each(w, 1, 0, "oh += 1u; if (oh == p.oh) { oh = 0u; n += 1u; }");
+    each(w, 1, 0, "}");
+    each(w, 1, 0, "let ob = wid.z * p.oc * kk;");
+    each(
+        w,
+        tm,
+        tn,
+        "if (m0 + {i}u < p.oc && kb + {j}u * WX < kk) { out[ob + (m0 + {i}u) * kk + kb + {j}u * WX] = acc{i}_{j}; }",
+    );
+    s
 }
 
 /// Sizes of one convolution.
@@ -169,26 +482,26 @@ impl Geom {
     }
 }
 
-/// Workgroups for `invocations` along x (spilling into z past 65535), `row_groups` along y.
-fn groups_xz(invocations: usize, wg: u32, row_groups: usize) -> [u32; 3] {
-    let g = super::groups_1d(invocations, wg);
-    [g[0], row_groups as u32, g[1]]
+/// Workgroups for `cols` columns of tile `t` along x (spilling into z past 65535).
+fn col_groups(cols: usize, t: Tile) -> [u32; 2] {
+    let g = super::groups_1d(cols, t.span() as u32);
+    [g[0], g[1]]
+}
+
+fn wx(t: Tile) -> [(&'static str, f64); 1] {
+    [("WX", t.workgroup as f64)]
 }
 
 fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
     t.check()?;
     let out = Tensor::empty(gpu, &[g.n, g.oc, g.oh, g.ow])?;
-    let tiles = g.ow.div_ceil(t.cols as usize);
+    let [gx, gz] = col_groups(g.n * g.oh * g.ow, t);
     gpu.dispatch(
-        &FORWARD,
-        &t.constants(),
-        g.params(tiles, 0),
+        &spec(Kind::Forward, t),
+        &wx(t),
+        g.params(0, 0),
         &[x.binding(), w.binding(), out.binding()],
-        groups_xz(
-            g.n * g.oh * tiles,
-            t.workgroup,
-            g.oc.div_ceil(t.rows as usize),
-        ),
+        [gx, g.oc.div_ceil(t.rows as usize) as u32, gz],
     )?;
     Ok(out)
 }
@@ -196,17 +509,25 @@ fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor
 fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
     t.check()?;
     let dx = Tensor::empty(gpu, &[g.n, g.c, g.h, g.w])?;
-    let tiles = g.w.div_ceil(g.stride).div_ceil(t.cols as usize);
+    let s = g.stride;
+    let tiles = g.c.div_ceil(t.rows as usize);
+    let [gx, gz] = col_groups(g.n * g.h.div_ceil(s) * g.w.div_ceil(s), t);
+    let gy = s * s * tiles;
+    if gy > 65535 {
+        return Err(Error::Limit {
+            op: "conv2d backward data",
+            detail: format!(
+                "stride {s} with {} channels needs more than 65535 workgroups",
+                g.c
+            ),
+        });
+    }
     gpu.dispatch(
-        &BACKWARD_DATA,
-        &t.constants(),
+        &spec(Kind::BackwardData, t),
+        &wx(t),
         g.params(tiles, 0),
         &[dy.binding(), w.binding(), dx.binding()],
-        groups_xz(
-            g.n * g.h * g.stride * tiles,
-            t.workgroup,
-            g.c.div_ceil(t.rows as usize),
-        ),
+        [gx, gy as u32, gz],
     )?;
     Ok(dx)
 }
@@ -220,20 +541,19 @@ fn backward_weight(
     parallelism: usize,
 ) -> Result<Tensor> {
     t.check()?;
-    let k_tiles = g.k().div_ceil(t.cols as usize);
+    let x_groups = g.k().div_ceil(t.span());
     let row_groups = g.oc.div_ceil(t.rows as usize);
     let rows = g.n * g.oh;
-    let invocations = k_tiles * row_groups;
+    let invocations = x_groups * t.workgroup as usize * row_groups;
     let splits = if parallelism == 0 {
         1
     } else {
         parallelism
             .div_ceil(invocations)
-            .clamp(1, rows.clamp(1, 256))
+            .clamp(1, rows.clamp(1, 1024))
     };
-    let chunk = rows.div_ceil(splits);
+    let chunk = rows.div_ceil(splits).max(1);
     let splits = rows.div_ceil(chunk).max(1);
-    let x_groups = k_tiles.div_ceil(t.workgroup as usize);
     if x_groups > 65535 {
         return Err(Error::Limit {
             op: "conv2d backward weight",
@@ -243,8 +563,8 @@ fn backward_weight(
     let shape = [splits, g.oc, g.c, g.kh, g.kw];
     let out = Tensor::empty(gpu, &shape)?;
     gpu.dispatch(
-        &BACKWARD_WEIGHT,
-        &t.constants(),
+        &spec(Kind::BackwardWeight, t),
+        &wx(t),
         g.params(0, chunk),
         &[dy.binding(), x.binding(), out.binding()],
         [x_groups as u32, row_groups as u32, splits as u32],
