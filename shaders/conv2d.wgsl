@@ -32,3 +32,18 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 override WX: u32 = 64u;
+
+// The forward kernel reads the weight as vec4s along k: on llvmpipe every storage load is
+// a loop over the SIMD lanes, so one vec4 load costs far less than four scalar ones.
+@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> packed: array<f32>;
+
+// packed[r, k] = a[r, k] for k < K (= p.c), zero up to kp (= p.h); p.n rows.
+@compute @workgroup_size(256)
+fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.n * p.h) { return; }
+    let k = i % p.h;
+    let ok = k < p.c;
+    packed[i] = select(0.0, a[select(0u, (i / p.h) * p.c + k, ok)], ok);
+}

@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 const COMMON: &str = include_str!("../../shaders/conv2d.wgsl");
+const PACK_ROWS: KernelSpec = super::kernel!("conv2d", "pack_rows", 1, 1);
 
 /// The three conv kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,9 +72,9 @@ pub struct ConvConfig {
 impl ConvConfig {
     /// Measured fastest on lavapipe/llvmpipe (`examples/conv_speed.rs`).
     pub const CPU: ConvConfig = ConvConfig {
-        forward: Tile::new(8, 1, 64),
-        backward_data: Tile::new(8, 1, 64),
-        backward_weight: Tile::new(8, 1, 64),
+        forward: Tile::new(8, 8, 16),
+        backward_data: Tile::new(8, 8, 16),
+        backward_weight: Tile::new(8, 8, 16),
         weight_parallelism: 0,
     };
     /// A starting point for real GPUs (not tuned: no GPU on the development machine).
@@ -161,7 +162,7 @@ fn gen_forward(tm: u32, tn: u32) -> String {
         0,
         &format!("let qb = (wid.x + wid.z * nwg.x) * WX * {tn}u + lid.x;"),
     );
-    each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.oc - 1u) * kk;");
+    each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.oc - 1u) * p.tiles;");
     each(
         w,
         tn,
@@ -174,36 +175,52 @@ fn gen_forward(tm: u32, tn: u32) -> String {
         0,
         "let ih{i} = i32(o{i} / p.ow) * s - pad; let iw{i} = i32(o{i} % p.ow) * s - pad;",
     );
-    each(w, tn, 0, "var xb{i} = i32(n{i} * p.c * hw);");
+    each(w, tn, 0, "let xb{i} = i32(n{i} * p.c * hw);");
     each(w, tm, tn, "var acc{i}_{j} = 0.0;");
-    each(w, 1, 0, "var k = 0u;");
-    each(w, 1, 0, "for (var c = 0u; c < p.c; c++) {");
-    each(w, 1, 0, "for (var kh = 0u; kh < p.kh; kh++) {");
-    each(
-        w,
-        tn,
-        0,
-        "let y{i} = ih{i} + i32(kh); let hok{i} = u32(y{i}) < p.h; let rb{i} = xb{i} + y{i} * i32(p.w);",
-    );
-    each(w, 1, 0, "for (var kw = 0u; kw < p.kw; kw++) {");
-    each(
-        w,
-        tn,
-        0,
-        "let xw{i} = iw{i} + i32(kw); let ok{i} = hok{i} && u32(xw{i}) < p.w;",
-    );
-    each(
-        w,
-        tn,
-        0,
-        "let x{i} = select(0.0, a[select(0u, u32(rb{i} + xw{i}), ok{i})], ok{i});",
-    );
-    each(w, tm, 0, "let w{i} = b[r{i} + k];");
-    each(w, tm, tn, "acc{i}_{j} = fma(w{i}, x{j}, acc{i}_{j});");
-    each(w, 1, 0, "k += 1u;");
-    each(w, 1, 0, "}");
-    each(w, 1, 0, "}");
-    each(w, tn, 0, "xb{i} += i32(hw);");
+    // k = (c, kh, kw) advances one step per FMA row, branch-free (the wrap is a select).
+    each(w, 1, 0, "var kh = 0u; var kw = 0u; var xc = 0;");
+    each(w, 1, 0, "for (var kv = 0u; kv < p.tiles; kv++) {");
+    each(w, tm, 0, "let w{i} = b4[r{i} + kv];");
+    for e in ["x", "y", "z", "w"] {
+        each(w, 1, 0, "{");
+        each(
+            w,
+            tn,
+            0,
+            "let y{i} = ih{i} + i32(kh); let xw{i} = iw{i} + i32(kw);",
+        );
+        each(
+            w,
+            tn,
+            0,
+            "let ok{i} = u32(y{i}) < p.h && u32(xw{i}) < p.w && xc < i32(p.c * hw);",
+        );
+        each(
+            w,
+            tn,
+            0,
+            "let x{i} = select(0.0, a[select(0u, u32(xb{i} + xc + y{i} * i32(p.w) + xw{i}), ok{i})], ok{i});",
+        );
+        each(
+            w,
+            tm,
+            tn,
+            &format!("acc{{i}}_{{j}} = fma(w{{i}}.{e}, x{{j}}, acc{{i}}_{{j}});"),
+        );
+        each(
+            w,
+            1,
+            0,
+            "kw += 1u; let wrap_w = kw == p.kw; kw = select(kw, 0u, wrap_w); kh += u32(wrap_w);",
+        );
+        each(
+            w,
+            1,
+            0,
+            "let wrap_h = kh == p.kh; kh = select(kh, 0u, wrap_h); xc += select(0, i32(hw), wrap_h);",
+        );
+        each(w, 1, 0, "}");
+    }
     each(w, 1, 0, "}");
     each(
         w,
@@ -495,12 +512,22 @@ fn wx(t: Tile) -> [(&'static str, f64); 1] {
 fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
     t.check()?;
     let out = Tensor::empty(gpu, &[g.n, g.oc, g.oh, g.ow])?;
+    // Weight rows padded to a multiple of 4 so the kernel reads them as vec4s.
+    let kp = g.k().next_multiple_of(4);
+    let wp = Tensor::empty(gpu, &[g.oc, kp])?;
+    gpu.dispatch(
+        &PACK_ROWS,
+        &[],
+        ParamBuilder::new().u(g.oc).u(g.k()).u(kp),
+        &[w.binding(), wp.binding()],
+        super::groups_1d(g.oc * kp, 256),
+    )?;
     let [gx, gz] = col_groups(g.n * g.oh * g.ow, t);
     gpu.dispatch(
         &spec(Kind::Forward, t),
         &wx(t),
-        g.params(0, 0),
-        &[x.binding(), w.binding(), out.binding()],
+        g.params(kp / 4, 0),
+        &[x.binding(), wp.binding(), out.binding()],
         [gx, g.oc.div_ceil(t.rows as usize) as u32, gz],
     )?;
     Ok(out)
