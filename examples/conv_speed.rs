@@ -1,0 +1,103 @@
+//! conv2d throughput: forward, backward data and backward weight, in GFLOP/s.
+//!
+//! `cargo run --release --example conv_speed [RxC ...]` — with tile arguments (e.g. `4x4 8x4`)
+//! every kernel is timed with each of those tiles; without, the adapter's default config.
+
+use isomax::ops::conv::{ConvConfig, Tile};
+use isomax::{Gpu, Result, Tensor};
+use std::time::Instant;
+
+const REPS: usize = 5;
+
+fn time(gpu: &Gpu, mut f: impl FnMut() -> Result<Tensor>) -> Result<f64> {
+    drop(f()?); // warm-up: pipeline compile, buffer pool
+    gpu.sync()?;
+    let t = Instant::now();
+    for _ in 0..REPS {
+        let out = f()?;
+        gpu.sync()?;
+        drop(out);
+    }
+    Ok(t.elapsed().as_secs_f64() / REPS as f64)
+}
+
+fn main() -> Result<()> {
+    let gpu = Gpu::new()?;
+    println!("{}\n", gpu.report());
+    let tiles: Vec<Option<Tile>> = {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if args.is_empty() {
+            vec![None]
+        } else {
+            args.iter()
+                .map(|a| {
+                    let (r, c) = a.split_once('x').expect("tile as RxC or RxC@WG");
+                    let (c, wg) = c.split_once('@').unwrap_or((c, "64"));
+                    Some(Tile::new(
+                        r.parse().unwrap(),
+                        c.parse().unwrap(),
+                        wg.parse().unwrap(),
+                    ))
+                })
+                .collect()
+        }
+    };
+    println!(
+        "{:<34} {:<10} {:>10} {:>10} {:>10}",
+        "shape", "tile", "fwd GF/s", "bwd-data", "bwd-wt"
+    );
+    let shapes = [
+        ([64, 64, 32, 32], [64, 64, 3, 3]),
+        ([64, 16, 28, 28], [16, 16, 3, 3]),
+    ];
+    let only: Option<usize> = std::env::var("CONV_SHAPE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for (si, (xs, ws)) in shapes.into_iter().enumerate() {
+        if only.is_some_and(|o| o != si) {
+            continue;
+        }
+        let (stride, pad) = (1, 1);
+        let x = Tensor::uniform(&gpu, &xs, -1.0, 1.0, 1)?;
+        let w = Tensor::uniform(&gpu, &ws, -1.0, 1.0, 2)?;
+        let (oh, ow) = (
+            (xs[2] + 2 * pad - ws[2]) / stride + 1,
+            (xs[3] + 2 * pad - ws[3]) / stride + 1,
+        );
+        let dy = Tensor::uniform(&gpu, &[xs[0], ws[0], oh, ow], -1.0, 1.0, 3)?;
+        let flops = 2.0 * (xs[0] * ws[0] * oh * ow * ws[1] * ws[2] * ws[3]) as f64;
+        for tile in &tiles {
+            let cfg = match tile {
+                Some(t) => ConvConfig {
+                    forward: *t,
+                    backward_data: *t,
+                    backward_weight: *t,
+                    ..ConvConfig::for_gpu(&gpu)
+                },
+                None => ConvConfig::for_gpu(&gpu),
+            };
+            let f = gpu.no_grad(|| time(&gpu, || x.conv2d_with(&w, None, stride, pad, cfg)))?;
+            if std::env::var("CONV_FWD_ONLY").is_ok() {
+                println!("fwd {:.2} GF/s", flops / f / 1e9);
+                continue;
+            }
+            let d = time(&gpu, || dy.conv2d_backward_data(&w, &xs, stride, pad, cfg))?;
+            let g = time(&gpu, || {
+                dy.conv2d_backward_weight(&x, &ws, stride, pad, cfg)
+            })?;
+            let name = match tile {
+                Some(t) => format!("{}x{}@{}", t.rows, t.cols, t.workgroup),
+                None => "default".into(),
+            };
+            println!(
+                "{:<34} {:<10} {:>10.2} {:>10.2} {:>10.2}",
+                format!("x{xs:?} w{ws:?}"),
+                name,
+                flops / f / 1e9,
+                flops / d / 1e9,
+                flops / g / 1e9
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! conv2d forward, backward data and backward weight against the CPU reference and finite
+//! differences, over awkward shapes and every tile variant.
+mod common;
+use common::*;
+use isomax::ops::conv::{ConvConfig, Tile, cpu};
+use isomax::{Gpu, Tensor};
+
+struct Case {
+    x: [usize; 4],
+    w: [usize; 4],
+    stride: usize,
+    pad: usize,
+    bias: bool,
+}
+
+const fn case(x: [usize; 4], w: [usize; 4], stride: usize, pad: usize, bias: bool) -> Case {
+    Case {
+        x,
+        w,
+        stride,
+        pad,
+        bias,
+    }
+}
+
+/// Shapes chosen to hit tile edges: odd channel counts, OC not divisible by the row tile,
+/// widths not divisible by the column tile, strides 1/2, paddings 0/1/2, kernels 1/3/7.
+const CASES: &[Case] = &[
+    case([1, 3, 5, 7], [5, 3, 3, 3], 1, 1, true),
+    case([2, 4, 8, 8], [3, 4, 3, 3], 2, 1, false),
+    case([1, 5, 9, 6], [17, 5, 1, 1], 1, 0, true),
+    case([2, 3, 11, 9], [4, 3, 7, 7], 2, 2, true),
+    case([1, 2, 7, 5], [6, 2, 3, 3], 1, 2, false),
+    case([3, 6, 6, 10], [9, 6, 3, 3], 2, 0, true),
+    case([1, 1, 4, 4], [1, 1, 3, 3], 1, 0, false),
+    case([2, 3, 9, 9], [5, 3, 7, 7], 1, 2, false),
+    case([1, 4, 13, 13], [8, 4, 3, 3], 3, 1, true),
+];
+
+/// Runs one case with `cfg`; checks forward, dX, dW and the bias gradient against the CPU.
+fn check(gpu: &Gpu, c: &Case, cfg: ConvConfig, seed: u64) {
+    let (xn, wn): (usize, usize) = (c.x.iter().product(), c.w.iter().product());
+    let (xv, wv, bv) = (
+        rand_vec(xn, seed),
+        rand_vec(wn, seed + 1),
+        rand_vec(c.w[0], seed + 2),
+    );
+    let x = Tensor::from_slice(gpu, &xv, &c.x).unwrap();
+    let w = Tensor::from_slice(gpu, &wv, &c.w).unwrap();
+    let b = Tensor::from_slice(gpu, &bv, &[c.w[0]]).unwrap();
+    for t in [&x, &w, &b] {
+        t.set_requires_grad(true);
+    }
+    let y = x
+        .conv2d_with(&w, c.bias.then_some(&b), c.stride, c.pad, cfg)
+        .unwrap();
+    let (oh, ow) = (
+        cpu::out_size(c.x[2], c.w[2], c.stride, c.pad),
+        cpu::out_size(c.x[3], c.w[3], c.stride, c.pad),
+    );
+    assert_eq!(y.shape(), &[c.x[0], c.w[0], oh, ow]);
+    let mut want = cpu::conv2d(&xv, c.x, &wv, c.w, c.stride, c.pad);
+    if c.bias {
+        want = isomax::ops::elementwise::cpu::add_along(&want, &bv, oh * ow, c.w[0]);
+    }
+    let tol = (c.w[1] * c.w[2] * c.w[3]) as f32 * 2e-7;
+    assert_close(&y.to_vec().unwrap(), &want, 1e-4, tol.max(1e-5));
+
+    let (loss, dy) = weighted_sum(&y, seed + 3);
+    loss.backward().unwrap();
+    let dx = cpu::backward_data(&dy, &wv, c.x, c.w, c.stride, c.pad);
+    let dw = cpu::backward_weight(&dy, &xv, c.x, c.w, c.stride, c.pad);
+    assert_close(&x.grad().unwrap().to_vec().unwrap(), &dx, 1e-4, 1e-4);
+    assert_close(&w.grad().unwrap().to_vec().unwrap(), &dw, 1e-4, 1e-4);
+    if c.bias {
+        let db = isomax::ops::reduce::cpu::sum_keep_mid(&dy, c.x[0], c.w[0], oh * ow);
+        assert_close(&b.grad().unwrap().to_vec().unwrap(), &db, 1e-4, 1e-4);
+    } else {
+        assert!(b.grad().is_none());
+    }
+    gpu.zero_grads();
+}
+
+#[test]
+fn conv2d_forward_and_gradients_match_cpu() {
+    let gpu = gpu();
+    for (i, c) in CASES.iter().enumerate() {
+        check(&gpu, c, ConvConfig::for_gpu(&gpu), 10 * i as u64);
+    }
+}
+
+#[test]
+fn every_tile_variant_and_split_weight_gradient_match_cpu() {
+    let gpu = gpu();
+    let tiles = [
+        Tile::new(4, 4, 64),
+        Tile::new(8, 4, 64),
+        Tile::new(4, 8, 32),
+        Tile::new(8, 8, 16),
+        Tile::new(3, 4, 256),
+        Tile::new(1, 8, 1),
+    ];
+    for (i, &t) in tiles.iter().enumerate() {
+        let cfg = ConvConfig {
+            forward: t,
+            backward_data: t,
+            backward_weight: t,
+            weight_parallelism: if i % 2 == 0 { 0 } else { 4096 },
+        };
+        for (j, c) in [&CASES[0], &CASES[1], &CASES[3], &CASES[8]]
+            .into_iter()
+            .enumerate()
+        {
+            check(&gpu, c, cfg, 100 + 10 * (i * 4 + j) as u64);
+        }
+    }
+    assert!(
+        Tensor::zeros(&gpu, &[1, 1, 3, 3])
+            .unwrap()
+            .conv2d_with(
+                &Tensor::zeros(&gpu, &[1, 1, 1, 1]).unwrap(),
+                None,
+                1,
+                0,
+                ConvConfig {
+                    forward: Tile::new(17, 4, 64),
+                    ..ConvConfig::CPU
+                }
+            )
+            .is_err()
+    );
+}
+
+#[test]
+fn conv2d_gradients_match_finite_differences() {
+    let gpu = gpu();
+    let (xs, ws, s, p) = ([2, 2, 5, 4], [3, 2, 3, 3], 2, 1);
+    let (xv, wv, bv) = (rand_vec(80, 1), rand_vec(54, 2), rand_vec(3, 3));
+    let (oh, ow) = (cpu::out_size(5, 3, s, p), cpu::out_size(4, 3, s, p));
+    let r = rand_vec(2 * 3 * oh * ow, 4);
+    let host = |x: &[f32], w: &[f32], b: &[f32]| -> f64 {
+        let y = cpu::conv2d(x, xs, w, ws, s, p);
+        y.iter()
+            .enumerate()
+            .map(|(i, v)| (v + b[(i / (oh * ow)) % 3]) as f64 * r[i] as f64)
+            .sum()
+    };
+    let x = param_from(&gpu, &xv, &xs);
+    let w = param_from(&gpu, &wv, &ws);
+    let b = param_from(&gpu, &bv, &[3]);
+    let y = x.conv2d(&w, Some(&b), s, p).unwrap();
+    let rt = Tensor::from_slice(&gpu, &r, y.shape()).unwrap();
+    let loss = y.mul(&rt).unwrap().sum().unwrap();
+    assert!((loss.item().unwrap() as f64 - host(&xv, &wv, &bv)).abs() < 1e-4);
+    loss.backward().unwrap();
+    let gx = numeric_grad(&xv, 1e-2, |v| host(v, &wv, &bv));
+    let gw = numeric_grad(&wv, 1e-2, |v| host(&xv, v, &bv));
+    let gb = numeric_grad(&bv, 1e-2, |v| host(&xv, &wv, v));
+    assert_close(&x.grad().unwrap().to_vec().unwrap(), &gx, 1e-3, 1e-3);
+    assert_close(&w.grad().unwrap().to_vec().unwrap(), &gw, 1e-3, 1e-3);
+    assert_close(&b.grad().unwrap().to_vec().unwrap(), &gb, 1e-3, 1e-3);
+}
+
+fn param_from(gpu: &Gpu, v: &[f32], shape: &[usize]) -> Tensor {
+    let t = Tensor::from_slice(gpu, v, shape).unwrap();
+    t.set_requires_grad(true);
+    t
+}
+
+#[test]
+fn conv2d_runs_deterministically() {
+    let gpu = gpu();
+    let x = tensor(&gpu, &[2, 5, 9, 9], 1);
+    let w = param(&gpu, &[7, 5, 3, 3], 2);
+    let run = || {
+        let y = x.conv2d(&w, None, 1, 1).unwrap();
+        let (loss, _) = weighted_sum(&y, 3);
+        loss.backward().unwrap();
+        let g = w.grad().unwrap().to_vec().unwrap();
+        gpu.zero_grads();
+        (y.to_vec().unwrap(), g)
+    };
+    let a = run();
+    let b = run();
+    assert_eq!(
+        a.0.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        b.0.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        a.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        b.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn bad_shapes_are_errors_naming_both_shapes() {
+    let gpu = gpu();
+    let x = Tensor::zeros(&gpu, &[1, 3, 5, 5]).unwrap();
+    let err = |w: &[usize], s: usize, p: usize| {
+        x.conv2d(&Tensor::zeros(&gpu, w).unwrap(), None, s, p)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(&[4, 2, 3, 3], 1, 0);
+    assert!(
+        e.contains("[1, 3, 5, 5]") && e.contains("[4, 2, 3, 3]") && e.contains("channels"),
+        "{e}"
+    );
+    let e = err(&[4, 3, 7, 7], 1, 0);
+    assert!(
+        e.contains("[1, 3, 5, 5]") && e.contains("[4, 3, 7, 7]") && e.contains("larger"),
+        "{e}"
+    );
+    assert!(
+        x.conv2d(&Tensor::zeros(&gpu, &[4, 3, 7, 7]).unwrap(), None, 1, 1)
+            .is_ok()
+    );
+    let e = err(&[4, 3, 3, 3], 0, 0);
+    assert!(e.contains("stride") && e.contains("[4, 3, 3, 3]"), "{e}");
+    let e = x
+        .conv2d(
+            &Tensor::zeros(&gpu, &[4, 3, 3, 3]).unwrap(),
+            Some(&Tensor::zeros(&gpu, &[3]).unwrap()),
+            1,
+            0,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[3]") && e.contains("[4, 3, 3, 3]"), "{e}");
+    let e = Tensor::zeros(&gpu, &[3, 5, 5])
+        .unwrap()
+        .conv2d(&Tensor::zeros(&gpu, &[4, 3, 3, 3]).unwrap(), None, 1, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[3, 5, 5]"), "{e}");
+}
