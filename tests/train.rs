@@ -1,0 +1,116 @@
+//! End to end: training on the shipped MNIST subset (downscaled so the test stays fast),
+//! every head, checkpoints, exact resume, evaluation JSON.
+mod common;
+use isomax::checkpoint::Checkpoint;
+use isomax::data::Dataset;
+use isomax::nn::{Arch, HeadKind, Module};
+use isomax::optim::SgdConfig;
+use isomax::train::{TrainConfig, load_model, train};
+use isomax::{Gpu, eval};
+use std::path::PathBuf;
+
+fn mnist(file: &str, n: usize) -> Dataset {
+    let p = format!("idx:{}/assets/mnist/{file}", env!("CARGO_MANIFEST_DIR"));
+    let mut d = Dataset::open(&p).unwrap();
+    d.truncate(n);
+    d.converted(1, 12, 12)
+}
+
+fn config(head: HeadKind, epochs: usize, dir: &str) -> TrainConfig {
+    let out_dir: PathBuf = std::env::temp_dir().join(format!("isomax-test-{dir}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    TrainConfig {
+        arch: Arch::ResnetTiny,
+        head,
+        epochs,
+        batch_size: 32,
+        sgd: SgdConfig { lr: 0.05, milestones: vec![100], ..SgdConfig::default() },
+        seed: 7,
+        augment: false,
+        holdout: 64,
+        out_dir,
+        resume: false,
+        progress: false,
+        normalization: None,
+    }
+}
+
+fn weights(gpu: &Gpu, path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+    let (model, _) = load_model(gpu, path).unwrap();
+    let mut v = Vec::new();
+    model.visit("", &mut |n, t, _| v.push((n, t.to_vec().unwrap())));
+    v
+}
+
+#[test]
+fn training_lowers_the_loss_and_beats_chance() {
+    let gpu = common::gpu();
+    let test = mnist("t10k-images-idx3-ubyte.gz", 200);
+    let cfg = config(HeadKind::IsoMax, 3, "e2e");
+    let s = train(&gpu, &cfg, mnist("train-images-idx3-ubyte.gz", 640), Some(&test)).unwrap();
+    let log = std::fs::read_to_string(cfg.out_dir.join("log.jsonl")).unwrap();
+    let losses: Vec<f64> = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"].as_f64().unwrap()).collect();
+    assert_eq!(losses.len(), 3);
+    assert!(losses[2] < losses[0] * 0.8, "loss did not fall: {losses:?}");
+    assert!(s.test_accuracy.unwrap() > 0.5, "test accuracy {:?}", s.test_accuracy);
+    assert!(s.es_threshold.is_some());
+}
+
+#[test]
+fn every_head_trains() {
+    let gpu = common::gpu();
+    for head in [HeadKind::SoftMax, HeadKind::IsoMax, HeadKind::IsoMaxPlus, HeadKind::DisMax] {
+        let cfg = config(head, 2, &format!("{head:?}"));
+        train(&gpu, &cfg, mnist("train-images-idx3-ubyte.gz", 320), None).unwrap();
+        let log = std::fs::read_to_string(cfg.out_dir.join("log.jsonl")).unwrap();
+        let l: Vec<f64> = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"].as_f64().unwrap()).collect();
+        assert!(l[1] < l[0], "{head:?}: loss did not fall: {l:?}");
+    }
+}
+
+#[test]
+fn checkpoint_round_trip_is_bit_exact_and_resume_equals_uninterrupted() {
+    let gpu = common::gpu();
+    let data = mnist("train-images-idx3-ubyte.gz", 256);
+    let straight = config(HeadKind::IsoMax, 2, "straight");
+    train(&gpu, &straight, data.clone(), None).unwrap();
+    let mut first = config(HeadKind::IsoMax, 1, "resumed");
+    train(&gpu, &first, data.clone(), None).unwrap();
+    first.epochs = 2;
+    first.resume = true;
+    train(&gpu, &first, data, None).unwrap();
+    let a = weights(&gpu, &straight.out_dir.join("checkpoint.safetensors"));
+    let b = weights(&gpu, &first.out_dir.join("checkpoint.safetensors"));
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(va == vb, "{na} differs after resume");
+    }
+    // Round trip: what load_model restored equals the bytes in the file.
+    let ck = Checkpoint::load(&straight.out_dir.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(ck.state.epoch, 2);
+    assert!(ck.has_optimizer_state());
+}
+
+#[test]
+fn eval_report_json_has_the_documented_schema() {
+    let gpu = common::gpu();
+    let cfg = config(HeadKind::SoftMax, 1, "json");
+    let s = train(&gpu, &cfg, mnist("train-images-idx3-ubyte.gz", 256), None).unwrap();
+    let (model, _) = load_model(&gpu, &s.checkpoint).unwrap();
+    let inside = eval::score_dataset(&gpu, &model, &mnist("t10k-images-idx3-ubyte.gz", 100), 64).unwrap();
+    let fashion = format!("idx:{}/assets/fashion-mnist/t10k-images-idx3-ubyte.gz", env!("CARGO_MANIFEST_DIR"));
+    let mut f = Dataset::open(&fashion).unwrap();
+    f.truncate(100);
+    let outside = eval::score_dataset(&gpu, &model, &f, 64).unwrap();
+    let rep = eval::report(HeadKind::SoftMax, &inside, &[("fashion".into(), outside)]).unwrap();
+    let j = rep.to_json();
+    assert!(j["accuracy"].as_f64().unwrap() >= 0.0);
+    for score in ["mps", "es"] {
+        let m = &j["ood"]["fashion"][score];
+        for key in ["tnr_at_tpr95", "auroc", "dtacc", "auin", "auout"] {
+            let v = m[key].as_f64().unwrap_or_else(|| panic!("missing {score}.{key}"));
+            assert!((0.0..=100.0).contains(&v), "{score}.{key} = {v}");
+        }
+    }
+}
