@@ -69,6 +69,7 @@ pub(crate) struct Recorder {
     arena: wgpu::Buffer,
     pub(crate) total_dispatches: u64,
     pub(crate) total_submits: u64,
+    pub(crate) profiler: Option<super::profile::Profiler>,
 }
 
 impl Recorder {
@@ -85,6 +86,7 @@ impl Recorder {
             arena,
             total_dispatches: 0,
             total_submits: 0,
+            profiler: None,
         }
     }
 
@@ -269,11 +271,29 @@ impl Gpu {
             layout: &kernel.layout,
             entries: &entries,
         });
-        let enc = rec.encoder(device);
+        let slot = match &mut rec.profiler {
+            Some(p) if (p.labels.len() as u32) < super::profile::QUERIES / 2 => {
+                p.labels.push(spec.entry);
+                Some(p.labels.len() as u32 - 1)
+            }
+            _ => None,
+        };
+        let Recorder { encoder, profiler, .. } = &mut *rec;
+        let enc = encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("isomax step") })
+        });
         {
+            let timestamp_writes = match (profiler.as_ref(), slot) {
+                (Some(p), Some(i)) => Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &p.set,
+                    beginning_of_pass_write_index: Some(2 * i),
+                    end_of_pass_write_index: Some(2 * i + 1),
+                }),
+                _ => None,
+            };
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(spec.entry),
-                timestamp_writes: None,
+                timestamp_writes,
             });
             pass.set_pipeline(&kernel.pipeline);
             pass.set_bind_group(0, &bind_group, &[offset as u32]);

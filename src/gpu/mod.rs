@@ -7,11 +7,13 @@
 
 mod kernel;
 pub(crate) mod pool;
+mod profile;
 mod readback;
 
 pub use kernel::KernelSpec;
 pub(crate) use kernel::{Binding, ParamBuilder, groups_1d as kernel_groups_1d};
 pub use pool::MemoryStats;
+pub use profile::KernelTimes;
 pub use readback::PendingRead;
 
 use crate::autograd::Tape;

@@ -67,7 +67,9 @@ impl Tensor {
         self.same_shape(other, "axpby")?;
         let out = self.binary(other, &AXPBY, alpha, beta)?;
         self.gpu().record(&out, &[self, other], move |g| {
-            Ok(vec![Some(g.scale(alpha)?), Some(g.scale(beta)?)])
+            // Gradients are never written in place, so a unit factor can share `g`.
+            let scaled = |k: f32| if k == 1.0 { Ok(g.clone()) } else { g.scale(k) };
+            Ok(vec![Some(scaled(alpha)?), Some(scaled(beta)?)])
         });
         Ok(out)
     }
