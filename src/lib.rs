@@ -22,5 +22,10 @@ pub mod tensor;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// The README's code samples, compiled as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 pub use gpu::{Gpu, GpuOptions};
 pub use tensor::Tensor;

@@ -131,14 +131,14 @@ impl Tensor {
         Ok(())
     }
 
-    /// A tensor of `value`s.
+    /// A tensor of `value`s, filled on the GPU in recording order (no upload, no submit).
     pub fn full(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
+        let t = Self::empty(gpu, shape)?;
+        t.clear();
         if value == 0.0 {
-            let t = Self::empty(gpu, shape)?;
-            t.clear();
             return Ok(t);
         }
-        Self::from_slice(gpu, &vec![value; numel(shape)], shape)
+        gpu.no_grad(|| t.affine(0.0, value))
     }
 
     /// A tensor of zeros (cleared on the GPU, in recording order).

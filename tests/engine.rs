@@ -1,0 +1,140 @@
+//! Engine behaviour: a host-owned device and buffer, no allocation in steady state, one
+//! submit per training step, async readback, clear errors.
+mod common;
+use isomax::nn::{Arch, HeadKind, Model, ModelConfig};
+use isomax::optim::{Sgd, SgdConfig};
+use isomax::{Gpu, Tensor};
+
+#[test]
+fn host_device_and_host_buffer_work_with_engine_ops() {
+    // The host application creates its own instance, adapter, device and buffer.
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let data: Vec<f32> = (0..10).map(|i| i as f32 - 4.5).collect();
+    let host_buf = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("host data"),
+        size: 40,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    queue.write_buffer(&host_buf, 0, bytemuck::cast_slice(&data));
+    let gpu = Gpu::from_device(device.clone(), queue.clone()).unwrap();
+    let x = Tensor::from_buffer(&gpu, &host_buf, 0, &[2, 5]).unwrap();
+    let y = x.relu().unwrap();
+    let want: Vec<f32> = data.iter().map(|v| v.max(0.0)).collect();
+    assert_eq!(y.to_vec().unwrap(), want);
+    // The result is a buffer the host can bind.
+    assert!(y.buffer().usage().contains(wgpu::BufferUsages::STORAGE));
+    assert_eq!(y.byte_size(), 40);
+}
+
+#[test]
+fn host_buffers_that_cannot_work_are_rejected_before_gpu_work() {
+    let gpu = common::gpu();
+    let b = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 64,
+        usage: wgpu::BufferUsages::UNIFORM,
+        mapped_at_creation: false,
+    });
+    let e = Tensor::from_buffer(&gpu, &b, 0, &[4]).unwrap_err().to_string();
+    assert!(e.contains("STORAGE"), "{e}");
+    let b = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 64,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let e = Tensor::from_buffer(&gpu, &b, 0, &[5, 4]).unwrap_err().to_string();
+    assert!(e.contains("80 bytes"), "{e}");
+    let e = Tensor::from_buffer(&gpu, &b, 4, &[1]).unwrap_err().to_string();
+    assert!(e.contains("alignment"), "{e}");
+}
+
+#[test]
+fn training_steps_allocate_nothing_new_and_submit_once() {
+    let gpu = common::gpu();
+    let cfg = ModelConfig {
+        arch: Arch::ResnetTiny,
+        head: HeadKind::IsoMax,
+        in_channels: 1,
+        height: 9,
+        width: 9,
+        num_classes: 4,
+        mean: vec![0.0],
+        std: vec![1.0],
+    };
+    let model = Model::new(&gpu, cfg, 3).unwrap();
+    let mut opt = Sgd::new(model.params(), SgdConfig::default()).unwrap();
+    let x = Tensor::randn(&gpu, &[5, 1, 9, 9], 0.0, 1.0, 1).unwrap();
+    let y = Tensor::from_slice(&gpu, &[0.0, 1.0, 2.0, 3.0, 1.0], &[5]).unwrap();
+    let step = |opt: &mut Sgd| {
+        let loss = model.forward(&x, true).unwrap().cross_entropy(&y, 10.0).unwrap();
+        loss.backward().unwrap();
+        opt.step(0.01).unwrap();
+        loss.read_async().wait().unwrap()[0]
+    };
+    for _ in 0..2 {
+        step(&mut opt);
+    }
+    let (buffers, submits) = (gpu.memory().buffers_created, gpu.submit_count());
+    let loss = step(&mut opt);
+    assert!(loss.is_finite());
+    assert_eq!(gpu.memory().buffers_created, buffers, "steady-state step created GPU buffers");
+    assert_eq!(gpu.submit_count() - submits, 1, "a training step is one submit");
+    assert_eq!(gpu.tape_len(), 0);
+}
+
+#[test]
+fn async_readback_does_not_block_and_completes() {
+    let gpu = common::gpu();
+    let t = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0], &[3]).unwrap().scale(2.0).unwrap();
+    let mut pending = t.read_async();
+    let mut got = None;
+    for _ in 0..10_000 {
+        if let Some(r) = pending.try_take() {
+            got = Some(r.unwrap());
+            break;
+        }
+        std::thread::yield_now();
+    }
+    assert_eq!(&got.expect("readback never completed")[..3], &[2.0, 4.0, 6.0]);
+}
+
+#[test]
+fn model_input_shape_mismatch_names_both_shapes() {
+    let gpu = common::gpu();
+    let cfg = ModelConfig {
+        arch: Arch::ResnetTiny,
+        head: HeadKind::SoftMax,
+        in_channels: 1,
+        height: 8,
+        width: 8,
+        num_classes: 3,
+        mean: vec![0.0],
+        std: vec![1.0],
+    };
+    let model = Model::new(&gpu, cfg, 0).unwrap();
+    let x = Tensor::zeros(&gpu, &[2, 3, 8, 8]).unwrap();
+    let e = model.forward(&x, false).unwrap_err().to_string();
+    assert!(e.contains("[2, 3, 8, 8]") && e.contains("[B, 1, 8, 8]"), "{e}");
+}
+
+#[test]
+fn paper_models_have_the_published_parameter_counts() {
+    let gpu = common::gpu();
+    let count = |arch, head| {
+        let cfg = ModelConfig { arch, head, in_channels: 3, height: 32, width: 32, num_classes: 10, mean: vec![0.0; 3], std: vec![1.0; 3] };
+        Model::new(&gpu, cfg, 0).unwrap().num_params()
+    };
+    // ResNet-34 (CIFAR form, linear 512→10): 21,282,122 as counted by PyTorch.
+    assert_eq!(count(Arch::Resnet34, HeadKind::SoftMax), 21_282_122);
+    // IsoMax replaces the linear layer (5,130) by prototypes (5,120).
+    assert_eq!(count(Arch::Resnet34, HeadKind::IsoMax), 21_282_112);
+    // DenseNet-BC-100 (k = 12, linear 342→10): 769,162.
+    assert_eq!(count(Arch::Densenet100, HeadKind::SoftMax), 769_162);
+}
