@@ -7,7 +7,8 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{HeadKind, Model};
 use crate::ood::metrics::{OodMetrics, ood_metrics, threshold_at_tpr};
-use crate::ood::scores::{RowScores, row_scores};
+use crate::ood::scores::RowScores;
+use crate::ops::isomax::{self, score};
 use crate::tensor::Tensor;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -76,12 +77,31 @@ pub fn prepare(data: &Dataset, model: &Model) -> Dataset {
 pub fn score_normalized(gpu: &Gpu, model: &Model, images: &[f32], n: usize) -> Result<Vec<RowScores>> {
     let c = &model.config;
     let x = Tensor::from_slice(gpu, images, &[n, c.in_channels, c.height, c.width])?;
-    let logits = gpu.no_grad(|| model.forward(&x, false))?;
-    let z = logits.to_vec()?;
-    if z.iter().any(|v| !v.is_finite()) {
-        return Err(Error::Config("the model produced non-finite logits (diverged weights?)".into()));
+    let scores = gpu.no_grad(|| -> Result<Tensor> {
+        let logits = model.forward(&x, false)?;
+        let no_labels = Tensor::zeros(gpu, &[n])?;
+        Ok(isomax::softmax_entropy(&logits, &no_labels, 1.0)?.scores)
+    })?;
+    rows_from_scores(&scores.to_vec()?)
+}
+
+/// Unpack the fused kernel's `[B, 8]` score rows (see [`isomax::score`]).
+pub fn rows_from_scores(v: &[f32]) -> Result<Vec<RowScores>> {
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(Error::Config("the model produced non-finite scores (diverged weights?)".into()));
     }
-    Ok(row_scores(&z, n, c.num_classes).1)
+    Ok(v.chunks_exact(isomax::SCORES_PER_ROW)
+        .map(|r| RowScores {
+            mps: r[score::MPS],
+            es: r[score::ES],
+            mds: r[score::MDS],
+            energy: r[score::ENERGY],
+            max_logit: r[score::MAX_LOGIT],
+            mmls: r[score::MMLS],
+            mmles: r[score::MMLES],
+            prediction: r[score::PREDICTION] as u32,
+        })
+        .collect())
 }
 
 /// Run the model over a whole dataset in batches.
