@@ -190,7 +190,7 @@ impl Tensor {
             )));
         }
         let align = gpu.device().limits().min_storage_buffer_offset_alignment as u64;
-        if offset % align != 0 {
+        if !offset.is_multiple_of(align) {
             return Err(Error::Buffer(format!(
                 "offset {offset} is not a multiple of the storage offset alignment {align}"
             )));
