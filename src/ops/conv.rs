@@ -509,24 +509,41 @@ fn wx(t: Tile) -> [(&'static str, f64); 1] {
     [("WX", t.workgroup as f64)]
 }
 
-fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
-    t.check()?;
-    let out = Tensor::empty(gpu, &[g.n, g.oc, g.oh, g.ow])?;
-    // Weight rows padded to a multiple of 4 so the kernel reads them as vec4s.
-    let kp = g.k().next_multiple_of(4);
-    let wp = Tensor::empty(gpu, &[g.oc, kp])?;
+/// Pack `w` as `[rows, K]` rows padded to a multiple of 4 (`flip`: transposed with taps
+/// reversed, see `pack_rows` in the shader).
+fn pack(gpu: &Gpu, w: &Tensor, rows: usize, k: usize, taps: usize, flip: bool) -> Result<Tensor> {
+    let kp = k.next_multiple_of(4);
+    let wp = Tensor::empty(gpu, &[rows, kp])?;
     gpu.dispatch(
         &PACK_ROWS,
         &[],
-        ParamBuilder::new().u(g.oc).u(g.k()).u(kp),
+        ParamBuilder::new()
+            .u(rows)
+            .u(k)
+            .u(kp)
+            .u(flip as usize)
+            .u(0)
+            .u(taps),
         &[w.binding(), wp.binding()],
-        super::groups_1d(g.oc * kp, 256),
+        super::groups_1d(rows * kp, 256),
     )?;
+    Ok(wp)
+}
+
+fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
+    t.check()?;
+    let wp = pack(gpu, w, g.oc, g.k(), g.kh * g.kw, false)?;
+    forward_packed(gpu, x, &wp, g, t)
+}
+
+/// The forward kernel with a weight already packed by [`pack`].
+fn forward_packed(gpu: &Gpu, x: &Tensor, wp: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
+    let out = Tensor::empty(gpu, &[g.n, g.oc, g.oh, g.ow])?;
     let [gx, gz] = col_groups(g.n * g.oh * g.ow, t);
     gpu.dispatch(
         &spec(Kind::Forward, t),
         &wx(t),
-        g.params(kp / 4, 0),
+        g.params(wp.shape()[1] / 4, 0),
         &[x.binding(), wp.binding(), out.binding()],
         [gx, g.oc.div_ceil(t.rows as usize) as u32, gz],
     )?;
@@ -535,6 +552,18 @@ fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor
 
 fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
     t.check()?;
+    if g.stride == 1 && g.kh == g.kw && g.pad < g.kh {
+        // At stride 1, dX is the forward convolution of dY with the transposed, flipped
+        // weight and padding K - 1 - p: reuse the (faster, vec4-weight) forward kernel.
+        let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true)?;
+        let gt = Geom::new(
+            &[g.n, g.oc, g.oh, g.ow],
+            &[g.c, g.oc, g.kh, g.kw],
+            1,
+            g.kh - 1 - g.pad,
+        )?;
+        return forward_packed(gpu, dy, &wp, gt, t);
+    }
     let dx = Tensor::empty(gpu, &[g.n, g.c, g.h, g.w])?;
     let s = g.stride;
     let tiles = g.c.div_ceil(t.rows as usize);
@@ -633,17 +662,17 @@ impl Tensor {
         cfg: ConvConfig,
     ) -> Result<Tensor> {
         let g = Geom::new(self.shape(), weight.shape(), stride, padding)?;
-        if let Some(b) = bias {
-            if b.shape() != [g.oc] {
-                return Err(Error::shape(
-                    "conv2d",
-                    format!(
-                        "bias {:?} does not match weight {:?}",
-                        b.shape(),
-                        weight.shape()
-                    ),
-                ));
-            }
+        if let Some(b) = bias
+            && b.shape() != [g.oc]
+        {
+            return Err(Error::shape(
+                "conv2d",
+                format!(
+                    "bias {:?} does not match weight {:?}",
+                    b.shape(),
+                    weight.shape()
+                ),
+            ));
         }
         let gpu = self.gpu().clone();
         let out = forward(&gpu, self, weight, g, cfg.forward)?;
