@@ -36,6 +36,8 @@ override WX: u32 = 64u;
 // The forward kernel reads the weight as vec4s along k: on llvmpipe every storage load is
 // a loop over the SIMD lanes, so one vec4 load costs far less than four scalar ones.
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+// Backward weight reads dY as vec4s along ow when OW is a multiple of 4.
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> packed: array<f32>;
 
 // packed[r, k] = a[r, k] for k < K (= p.c), zero up to kp (= p.h); p.n rows.

@@ -16,6 +16,8 @@ enum Kind {
     Forward,
     BackwardData,
     BackwardWeight,
+    /// Backward weight reading dY as vec4s (OW a multiple of 4).
+    BackwardWeightVec4,
 }
 
 /// The register tile of one conv kernel: `rows` × `cols` accumulators per invocation
@@ -103,7 +105,8 @@ fn spec(kind: Kind, t: Tile) -> KernelSpec {
             let (name, body) = match kind {
                 Kind::Forward => ("forward", gen_forward(t.rows, t.cols)),
                 Kind::BackwardData => ("backward_data", gen_backward_data(t.rows, t.cols)),
-                Kind::BackwardWeight => ("backward_weight", gen_backward_weight(t.rows, t.cols)),
+                Kind::BackwardWeight => ("backward_weight", gen_backward_weight(t.rows, t.cols, false)),
+                Kind::BackwardWeightVec4 => ("backward_weight_v4", gen_backward_weight(t.rows, t.cols, true)),
             };
             let entry = format!("{name}_{}x{}", t.rows, t.cols);
             let source = format!("{COMMON}\n@compute @workgroup_size(WX)\nfn {entry}(\n    @builtin(workgroup_id) wid: vec3<u32>,\n    @builtin(local_invocation_id) lid: vec3<u32>,\n    @builtin(num_workgroups) nwg: vec3<u32>,\n) {{\n{body}}}\n");
@@ -343,7 +346,7 @@ fn gen_backward_data(tm: u32, tn: u32) -> String {
 /// Backward weight: rows = output channels, cols = weight entries `k = (c, kh, kw)`; the
 /// invocation sums over the `(n, oh)` rows of its split (workgroup_id.z) and every `ow`;
 /// `a` = dY, `b` = x, `out` = `[splits, OC, K]`.
-fn gen_backward_weight(tm: u32, tn: u32) -> String {
+fn gen_backward_weight(tm: u32, tn: u32, vec4: bool) -> String {
     let mut s = String::new();
     let w = &mut s;
     each(
@@ -390,17 +393,35 @@ fn gen_backward_weight(tm: u32, tn: u32) -> String {
         "let y{i} = i32(oh) * s + kh{i}; let hok{i} = u32(y{i}) < p.h; let rb{i} = xn + cx{i} + y{i} * i32(p.w);",
     );
     each(w, tn, 0, "var xw{i} = kw{i};");
-    each(w, 1, 0, "for (var ow = 0u; ow < p.ow; ow++) {");
-    each(w, tn, 0, "let ok{i} = hok{i} && u32(xw{i}) < p.w;");
-    each(
-        w,
-        tn,
-        0,
-        "let x{i} = select(0.0, b[select(0u, u32(rb{i} + xw{i}), ok{i})], ok{i});",
-    );
-    each(w, tm, 0, "let d{i} = a[dyb + r{i} + ow];");
-    each(w, tm, tn, "acc{i}_{j} = fma(d{i}, x{j}, acc{i}_{j});");
-    each(w, tn, 0, "xw{i} += s;");
+    if vec4 {
+        each(w, 1, 0, "for (var ow = 0u; ow < p.ow; ow += 4u) {");
+        each(w, tm, 0, "let d{i} = a4[(dyb + r{i} + ow) / 4u];");
+    } else {
+        each(w, 1, 0, "for (var ow = 0u; ow < p.ow; ow++) {");
+        each(w, tm, 0, "let d{i} = a[dyb + r{i} + ow];");
+    }
+    for e in if vec4 {
+        [".x", ".y", ".z", ".w"].as_slice()
+    } else {
+        [""].as_slice()
+    } {
+        each(w, 1, 0, "{");
+        each(w, tn, 0, "let ok{i} = hok{i} && u32(xw{i}) < p.w;");
+        each(
+            w,
+            tn,
+            0,
+            "let x{i} = select(0.0, b[select(0u, u32(rb{i} + xw{i}), ok{i})], ok{i});",
+        );
+        each(
+            w,
+            tm,
+            tn,
+            &format!("acc{{i}}_{{j}} = fma(d{{i}}{e}, x{{j}}, acc{{i}}_{{j}});"),
+        );
+        each(w, tn, 0, "xw{i} += s;");
+        each(w, 1, 0, "}");
+    }
     each(w, 1, 0, "}");
     each(w, 1, 0, "oh += 1u; if (oh == p.oh) { oh = 0u; n += 1u; }");
     each(w, 1, 0, "}");
@@ -619,7 +640,14 @@ fn backward_weight(
     let shape = [splits, g.oc, g.c, g.kh, g.kw];
     let out = Tensor::empty(gpu, &shape)?;
     gpu.dispatch(
-        &spec(Kind::BackwardWeight, t),
+        &spec(
+            if g.ow % 4 == 0 {
+                Kind::BackwardWeightVec4
+            } else {
+                Kind::BackwardWeight
+            },
+            t,
+        ),
         &wx(t),
         g.params(0, chunk),
         &[dy.binding(), x.binding(), out.binding()],
