@@ -9,16 +9,22 @@ use std::time::Instant;
 
 const REPS: usize = 5;
 
-fn time(gpu: &Gpu, mut f: impl FnMut() -> Result<Tensor>) -> Result<f64> {
+/// Mean and best seconds per call over `REPS` calls after a warm-up. The best is shown
+/// too because the development machine's 2 cores are shared.
+fn time(gpu: &Gpu, mut f: impl FnMut() -> Result<Tensor>) -> Result<(f64, f64)> {
     drop(f()?); // warm-up: pipeline compile, buffer pool
     gpu.sync()?;
-    let t = Instant::now();
+    let (mut total, mut best) = (0.0, f64::INFINITY);
     for _ in 0..REPS {
+        let t = Instant::now();
         let out = f()?;
         gpu.sync()?;
+        let dt = t.elapsed().as_secs_f64();
         drop(out);
+        total += dt;
+        best = best.min(dt);
     }
-    Ok(t.elapsed().as_secs_f64() / REPS as f64)
+    Ok((total / REPS as f64, best))
 }
 
 fn main() -> Result<()> {
@@ -42,9 +48,10 @@ fn main() -> Result<()> {
                 .collect()
         }
     };
+    println!("GFLOP/s, mean (best) of {REPS} after a warm-up; flops = 2·N·OC·OH·OW·C·KH·KW");
     println!(
-        "{:<34} {:<10} {:>10} {:>10} {:>10}",
-        "shape", "tile", "fwd GF/s", "bwd-data", "bwd-wt"
+        "{:<34} {:<10} {:>14} {:>14} {:>14}",
+        "shape", "tile", "forward", "backward-data", "backward-wt"
     );
     let shapes = [
         ([64, 64, 32, 32], [64, 64, 3, 3]),
@@ -77,8 +84,11 @@ fn main() -> Result<()> {
                 None => ConvConfig::for_gpu(&gpu),
             };
             let f = gpu.no_grad(|| time(&gpu, || x.conv2d_with(&w, None, stride, pad, cfg)))?;
+            let gf = |(mean, best): (f64, f64)| {
+                format!("{:.2} ({:.2})", flops / mean / 1e9, flops / best / 1e9)
+            };
             if std::env::var("CONV_FWD_ONLY").is_ok() {
-                println!("fwd {:.2} GF/s", flops / f / 1e9);
+                println!("fwd {}", gf(f));
                 continue;
             }
             let d = time(&gpu, || dy.conv2d_backward_data(&w, &xs, stride, pad, cfg))?;
@@ -90,12 +100,12 @@ fn main() -> Result<()> {
                 None => "default".into(),
             };
             println!(
-                "{:<34} {:<10} {:>10.2} {:>10.2} {:>10.2}",
+                "{:<34} {:<10} {:>14} {:>14} {:>14}",
                 format!("x{xs:?} w{ws:?}"),
                 name,
-                flops / f / 1e9,
-                flops / d / 1e9,
-                flops / g / 1e9
+                gf(f),
+                gf(d),
+                gf(g)
             );
         }
     }

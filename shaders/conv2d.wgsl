@@ -36,14 +36,25 @@ override WX: u32 = 64u;
 // The forward kernel reads the weight as vec4s along k: on llvmpipe every storage load is
 // a loop over the SIMD lanes, so one vec4 load costs far less than four scalar ones.
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+// Backward weight reads dY as vec4s along ow when OW is a multiple of 4.
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> packed: array<f32>;
 
 // packed[r, k] = a[r, k] for k < K (= p.c), zero up to kp (= p.h); p.n rows.
+// With p.w = 1 the source is a weight [R', p.n, T] (T = p.oh taps, R' = K / T) read
+// transposed with its taps reversed: packed[r, (o, t)] = a[o, r, T - 1 - t] (the weight of
+// the transposed convolution that gives backward data at stride 1).
 @compute @workgroup_size(256)
 fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
     if (i >= p.n * p.h) { return; }
+    let r = i / p.h;
     let k = i % p.h;
     let ok = k < p.c;
-    packed[i] = select(0.0, a[select(0u, (i / p.h) * p.c + k, ok)], ok);
+    var src = r * p.c + k;
+    if (p.w == 1u) {
+        let t = k % p.oh;
+        src = ((k / p.oh) * p.n + r) * p.oh + (p.oh - 1u - t);
+    }
+    packed[i] = select(0.0, a[select(0u, src, ok)], ok);
 }

@@ -16,6 +16,8 @@ enum Kind {
     Forward,
     BackwardData,
     BackwardWeight,
+    /// Backward weight reading dY as vec4s (OW a multiple of 4).
+    BackwardWeightVec4,
 }
 
 /// The register tile of one conv kernel: `rows` × `cols` accumulators per invocation
@@ -103,7 +105,8 @@ fn spec(kind: Kind, t: Tile) -> KernelSpec {
             let (name, body) = match kind {
                 Kind::Forward => ("forward", gen_forward(t.rows, t.cols)),
                 Kind::BackwardData => ("backward_data", gen_backward_data(t.rows, t.cols)),
-                Kind::BackwardWeight => ("backward_weight", gen_backward_weight(t.rows, t.cols)),
+                Kind::BackwardWeight => ("backward_weight", gen_backward_weight(t.rows, t.cols, false)),
+                Kind::BackwardWeightVec4 => ("backward_weight_v4", gen_backward_weight(t.rows, t.cols, true)),
             };
             let entry = format!("{name}_{}x{}", t.rows, t.cols);
             let source = format!("{COMMON}\n@compute @workgroup_size(WX)\nfn {entry}(\n    @builtin(workgroup_id) wid: vec3<u32>,\n    @builtin(local_invocation_id) lid: vec3<u32>,\n    @builtin(num_workgroups) nwg: vec3<u32>,\n) {{\n{body}}}\n");
@@ -343,7 +346,7 @@ fn gen_backward_data(tm: u32, tn: u32) -> String {
 /// Backward weight: rows = output channels, cols = weight entries `k = (c, kh, kw)`; the
 /// invocation sums over the `(n, oh)` rows of its split (workgroup_id.z) and every `ow`;
 /// `a` = dY, `b` = x, `out` = `[splits, OC, K]`.
-fn gen_backward_weight(tm: u32, tn: u32) -> String {
+fn gen_backward_weight(tm: u32, tn: u32, vec4: bool) -> String {
     let mut s = String::new();
     let w = &mut s;
     each(
@@ -390,17 +393,35 @@ fn gen_backward_weight(tm: u32, tn: u32) -> String {
         "let y{i} = i32(oh) * s + kh{i}; let hok{i} = u32(y{i}) < p.h; let rb{i} = xn + cx{i} + y{i} * i32(p.w);",
     );
     each(w, tn, 0, "var xw{i} = kw{i};");
-    each(w, 1, 0, "for (var ow = 0u; ow < p.ow; ow++) {");
-    each(w, tn, 0, "let ok{i} = hok{i} && u32(xw{i}) < p.w;");
-    each(
-        w,
-        tn,
-        0,
-        "let x{i} = select(0.0, b[select(0u, u32(rb{i} + xw{i}), ok{i})], ok{i});",
-    );
-    each(w, tm, 0, "let d{i} = a[dyb + r{i} + ow];");
-    each(w, tm, tn, "acc{i}_{j} = fma(d{i}, x{j}, acc{i}_{j});");
-    each(w, tn, 0, "xw{i} += s;");
+    if vec4 {
+        each(w, 1, 0, "for (var ow = 0u; ow < p.ow; ow += 4u) {");
+        each(w, tm, 0, "let d{i} = a4[(dyb + r{i} + ow) / 4u];");
+    } else {
+        each(w, 1, 0, "for (var ow = 0u; ow < p.ow; ow++) {");
+        each(w, tm, 0, "let d{i} = a[dyb + r{i} + ow];");
+    }
+    for e in if vec4 {
+        [".x", ".y", ".z", ".w"].as_slice()
+    } else {
+        [""].as_slice()
+    } {
+        each(w, 1, 0, "{");
+        each(w, tn, 0, "let ok{i} = hok{i} && u32(xw{i}) < p.w;");
+        each(
+            w,
+            tn,
+            0,
+            "let x{i} = select(0.0, b[select(0u, u32(rb{i} + xw{i}), ok{i})], ok{i});",
+        );
+        each(
+            w,
+            tm,
+            tn,
+            &format!("acc{{i}}_{{j}} = fma(d{{i}}{e}, x{{j}}, acc{{i}}_{{j}});"),
+        );
+        each(w, tn, 0, "xw{i} += s;");
+        each(w, 1, 0, "}");
+    }
     each(w, 1, 0, "}");
     each(w, 1, 0, "oh += 1u; if (oh == p.oh) { oh = 0u; n += 1u; }");
     each(w, 1, 0, "}");
@@ -509,24 +530,41 @@ fn wx(t: Tile) -> [(&'static str, f64); 1] {
     [("WX", t.workgroup as f64)]
 }
 
-fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
-    t.check()?;
-    let out = Tensor::empty(gpu, &[g.n, g.oc, g.oh, g.ow])?;
-    // Weight rows padded to a multiple of 4 so the kernel reads them as vec4s.
-    let kp = g.k().next_multiple_of(4);
-    let wp = Tensor::empty(gpu, &[g.oc, kp])?;
+/// Pack `w` as `[rows, K]` rows padded to a multiple of 4 (`flip`: transposed with taps
+/// reversed, see `pack_rows` in the shader).
+fn pack(gpu: &Gpu, w: &Tensor, rows: usize, k: usize, taps: usize, flip: bool) -> Result<Tensor> {
+    let kp = k.next_multiple_of(4);
+    let wp = Tensor::empty(gpu, &[rows, kp])?;
     gpu.dispatch(
         &PACK_ROWS,
         &[],
-        ParamBuilder::new().u(g.oc).u(g.k()).u(kp),
+        ParamBuilder::new()
+            .u(rows)
+            .u(k)
+            .u(kp)
+            .u(flip as usize)
+            .u(0)
+            .u(taps),
         &[w.binding(), wp.binding()],
-        super::groups_1d(g.oc * kp, 256),
+        super::groups_1d(rows * kp, 256),
     )?;
+    Ok(wp)
+}
+
+fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
+    t.check()?;
+    let wp = pack(gpu, w, g.oc, g.k(), g.kh * g.kw, false)?;
+    forward_packed(gpu, x, &wp, g, t)
+}
+
+/// The forward kernel with a weight already packed by [`pack`].
+fn forward_packed(gpu: &Gpu, x: &Tensor, wp: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
+    let out = Tensor::empty(gpu, &[g.n, g.oc, g.oh, g.ow])?;
     let [gx, gz] = col_groups(g.n * g.oh * g.ow, t);
     gpu.dispatch(
         &spec(Kind::Forward, t),
         &wx(t),
-        g.params(kp / 4, 0),
+        g.params(wp.shape()[1] / 4, 0),
         &[x.binding(), wp.binding(), out.binding()],
         [gx, g.oc.div_ceil(t.rows as usize) as u32, gz],
     )?;
@@ -535,6 +573,18 @@ fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor
 
 fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
     t.check()?;
+    if g.stride == 1 && g.kh == g.kw && g.pad < g.kh {
+        // At stride 1, dX is the forward convolution of dY with the transposed, flipped
+        // weight and padding K - 1 - p: reuse the (faster, vec4-weight) forward kernel.
+        let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true)?;
+        let gt = Geom::new(
+            &[g.n, g.oc, g.oh, g.ow],
+            &[g.c, g.oc, g.kh, g.kw],
+            1,
+            g.kh - 1 - g.pad,
+        )?;
+        return forward_packed(gpu, dy, &wp, gt, t);
+    }
     let dx = Tensor::empty(gpu, &[g.n, g.c, g.h, g.w])?;
     let s = g.stride;
     let tiles = g.c.div_ceil(t.rows as usize);
@@ -590,7 +640,14 @@ fn backward_weight(
     let shape = [splits, g.oc, g.c, g.kh, g.kw];
     let out = Tensor::empty(gpu, &shape)?;
     gpu.dispatch(
-        &spec(Kind::BackwardWeight, t),
+        &spec(
+            if g.ow % 4 == 0 {
+                Kind::BackwardWeightVec4
+            } else {
+                Kind::BackwardWeight
+            },
+            t,
+        ),
         &wx(t),
         g.params(0, chunk),
         &[dy.binding(), x.binding(), out.binding()],
@@ -633,17 +690,17 @@ impl Tensor {
         cfg: ConvConfig,
     ) -> Result<Tensor> {
         let g = Geom::new(self.shape(), weight.shape(), stride, padding)?;
-        if let Some(b) = bias {
-            if b.shape() != [g.oc] {
-                return Err(Error::shape(
-                    "conv2d",
-                    format!(
-                        "bias {:?} does not match weight {:?}",
-                        b.shape(),
-                        weight.shape()
-                    ),
-                ));
-            }
+        if let Some(b) = bias
+            && b.shape() != [g.oc]
+        {
+            return Err(Error::shape(
+                "conv2d",
+                format!(
+                    "bias {:?} does not match weight {:?}",
+                    b.shape(),
+                    weight.shape()
+                ),
+            ));
         }
         let gpu = self.gpu().clone();
         let out = forward(&gpu, self, weight, g, cfg.forward)?;
