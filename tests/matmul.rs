@@ -83,3 +83,23 @@ fn matmul_gradients_with_transposes_match_cpu() {
         assert_close(&b.grad().unwrap().to_vec().unwrap(), &numeric_grad(&bv, 1e-3, |v| f(&av, v)), 1e-2, 1e-3);
     }
 }
+
+#[test]
+fn every_matmul_tile_variant_matches_cpu() {
+    // Tile shapes are generated per adapter; each must be exact on awkward sizes.
+    let gpu = gpu();
+    let (m, k, n) = (13, 9, 37);
+    let a = rand_vec(m * k, 21);
+    let b = rand_vec(k * n, 22);
+    let want = cpu::matmul(&a, &b, m, k, n);
+    let at = Tensor::from_slice(&gpu, &a, &[m, k]).unwrap();
+    let bt = Tensor::from_slice(&gpu, &b, &[k, n]).unwrap();
+    for tile in ["1,1,1", "8,4,8", "4,1,64", "3,2,5", "16,1,16"] {
+        // SAFETY of env mutation: tests in this file do not read the variable concurrently
+        // except through this test, which restores it.
+        unsafe { std::env::set_var("ISOMAX_MATMUL_TILE", tile) };
+        let got = at.matmul(&bt).unwrap().to_vec().unwrap();
+        unsafe { std::env::remove_var("ISOMAX_MATMUL_TILE") };
+        assert_close(&got, &want, 1e-4, 1e-5);
+    }
+}

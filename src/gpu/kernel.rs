@@ -133,7 +133,8 @@ pub(crate) fn groups_1d(n: usize, wg: u32) -> [u32; 3] {
 
 impl Gpu {
     fn kernel(&self, spec: &KernelSpec, constants: &[(&str, f64)]) -> Rc<Kernel> {
-        let key = format!("{}::{}{:?}", spec.family, spec.entry, constants);
+        // Generated variants share family and entry names: the source address tells them apart.
+        let key = format!("{}::{}@{:p}{:?}", spec.family, spec.entry, spec.source.as_ptr(), constants);
         if let Some(k) = self.0.kernels.borrow().get(&key) {
             return k.clone();
         }

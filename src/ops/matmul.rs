@@ -5,6 +5,8 @@ use crate::gpu::{Gpu, KernelSpec, ParamBuilder};
 use crate::tensor::Tensor;
 
 const MATMUL_COMMON: &str = include_str!("../../shaders/matmul.wgsl");
+const PACK_A: KernelSpec = super::kernel!("matmul", "pack_a", 1, 1);
+const PACK_B: KernelSpec = super::kernel!("matmul", "pack_b", 1, 1);
 
 /// The matmul entry point for a `tm × tn` register tile, unrolled into scalars.
 /// Generated once per tile shape and kept for the life of the process.
@@ -21,79 +23,74 @@ fn matmul_spec(tm: u32, tn: u32) -> KernelSpec {
     KernelSpec { family: "matmul", source, entry: "matmul", reads: 2, writes: 1 }
 }
 
-fn matmul_entry(tm: u32, tn: u32) -> String {
+/// Emit `line` once per i in 0..n (and j in 0..m when m > 0), substituting `{i}` / `{j}`.
+fn each(out: &mut String, n: u32, m: u32, line: &str) {
+    for i in 0..n {
+        for j in 0..m.max(1) {
+            out.push_str("    ");
+            out.push_str(&line.replace("{i}", &i.to_string()).replace("{j}", &j.to_string()));
+            out.push('\n');
+        }
+    }
+}
 
-    use std::fmt::Write;
-    let mut s = String::new();
+/// Each invocation: `tm` rows × `tn` vec4 column groups (4·tn columns), groups WX apart.
+fn matmul_entry(tm: u32, tn: u32) -> String {
+    let mut s = String::from(
+        "@compute @workgroup_size(WX)\nfn matmul(@builtin(workgroup_id) wid: vec3<u32>, \
+         @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {\n",
+    );
     let w = &mut s;
-    let _ = writeln!(w, "@compute @workgroup_size(WX)");
-    let _ = writeln!(w, "fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {{");
-    let _ = writeln!(w, "    let m0 = wid.y * {tm}u;");
-    let _ = writeln!(w, "    let n0 = wid.x * WX * {tn}u + lid.x;");
-    for i in 0..tm {
-        let _ = writeln!(w, "    let r{i} = min(m0 + {i}u, p.m - 1u);");
+    each(w, 1, 0, &format!("let m0 = wid.y * {tm}u;"));
+    each(w, 1, 0, &format!("let q0 = (wid.x + wid.z * nwg.x) * WX * {tn}u + lid.x;"));
+    each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.m - 1u) * p.tiles;");
+    each(w, tn, 0, "let c{i} = min(q0 + {i}u * WX, p.nq - 1u);");
+    each(w, tm, tn, "var acc{i}_{j} = vec4<f32>(0.0);");
+    each(w, 1, 0, "for (var kv = 0u; kv < p.tiles; kv++) {");
+    each(w, tm, 0, "let av{i} = a4[r{i} + kv];");
+    for (t, e) in ["x", "y", "z", "w"].iter().enumerate() {
+        each(w, tn, 0, &format!("let b{{i}}_{t} = b4[(kv * 4u + {t}u) * p.nq + c{{i}}];"));
+        each(w, tm, tn, &format!("acc{{i}}_{{j}} = fma(vec4<f32>(av{{i}}.{e}), b{{j}}_{t}, acc{{i}}_{{j}});"));
     }
-    for j in 0..tn {
-        let _ = writeln!(w, "    let c{j} = min(n0 + {j}u * WX, p.n - 1u);");
-    }
-    for i in 0..tm {
-        for j in 0..tn {
-            let _ = writeln!(w, "    var acc{i}_{j} = 0.0;");
-        }
-    }
-    let _ = writeln!(w, "    for (var kk = 0u; kk < p.k; kk++) {{");
-    for j in 0..tn {
-        let _ = writeln!(w, "        let b{j} = load_b(kk, c{j});");
-    }
-    for i in 0..tm {
-        let _ = writeln!(w, "        let a{i} = load_a(r{i}, kk);");
-        for j in 0..tn {
-            let _ = writeln!(w, "        acc{i}_{j} = fma(a{i}, b{j}, acc{i}_{j});");
-        }
-    }
-    let _ = writeln!(w, "    }}");
-    for i in 0..tm {
-        for j in 0..tn {
-            let _ = writeln!(w, "    if (m0 + {i}u < p.m && n0 + {j}u * WX < p.n) {{ store(m0 + {i}u, n0 + {j}u * WX, acc{i}_{j}); }}");
-        }
-    }
-    let _ = writeln!(w, "}}");
+    each(w, 1, 0, "}");
+    each(w, tm, tn, "if (m0 + {i}u < p.m && q0 + {j}u * WX < p.nq) { store4(m0 + {i}u, q0 + {j}u * WX, acc{i}_{j}); }");
+    s.push_str("}\n");
     s
 }
 
-/// Register-tile shape (rows, strided columns, workgroup width) for this adapter.
+/// Register-tile shape (rows, strided columns, workgroup width) for this adapter;
+/// `ISOMAX_MATMUL_TILE=rows,cols,width` overrides it for tuning.
 fn tile(gpu: &Gpu) -> (u32, u32, u32) {
     if let Ok(s) = std::env::var("ISOMAX_MATMUL_TILE") {
         let v: Vec<u32> = s.split(',').filter_map(|x| x.parse().ok()).collect();
         if let [tm, tn, wx] = v[..] {
-            return (tm, tn, wx);
+            if (1..=16).contains(&tm) && (1..=16).contains(&tn) && (1..=256).contains(&wx) {
+                return (tm, tn, wx);
+            }
         }
     }
-    if gpu.is_cpu() { (4, 4, 8) } else { (8, 2, 64) }
+    if gpu.is_cpu() { (8, 4, 8) } else { (4, 1, 64) }
 }
 
 /// Record `c = op(a) · op(b)` where `a` is `[m, k]` (or `[k, m]` when `trans_a`) and `b` is
 /// `[k, n]` (or `[n, k]`). `c` must be `[m, n]`.
-pub(crate) fn matmul_into(a: &Tensor, b: &Tensor, c: &Tensor, trans_a: bool, trans_b: bool, accumulate: bool) -> Result<()> {
+pub(crate) fn matmul_into(a: &Tensor, b: &Tensor, c: &Tensor, trans_a: bool, trans_b: bool) -> Result<()> {
     let gpu = a.gpu();
     let (m, k) = if trans_a { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
     let n = c.shape()[1];
+    let (tiles, nq) = (k.div_ceil(4), n.div_ceil(4));
+    let params = || ParamBuilder::new().u(m).u(n).u(k).u(tiles).u(trans_a as usize).u(trans_b as usize).u(nq);
+    let pa = Tensor::empty(gpu, &[m, tiles * 4])?;
+    gpu.dispatch(&PACK_A, &[], params(), &[a.binding(), pa.binding()], super::groups_1d(m * tiles * 4, 256))?;
+    let pb = Tensor::empty(gpu, &[tiles * 4, nq * 4])?;
+    gpu.dispatch(&PACK_B, &[], params(), &[b.binding(), pb.binding()], super::groups_1d(tiles * 4 * nq * 4, 256))?;
     let (tm, tn, wx) = tile(gpu);
-    let cols_per_group = (wx * tn) as usize;
-    let consts = [
-        ("WX", wx as f64),
-        ("TRANS_A", trans_a as u32 as f64),
-        ("TRANS_B", trans_b as u32 as f64),
-        ("ACCUMULATE", accumulate as u32 as f64),
-    ];
-    let groups = [n.div_ceil(cols_per_group) as u32, m.div_ceil(tm as usize) as u32, 1];
-    gpu.dispatch(
-        &matmul_spec(tm, tn),
-        &consts,
-        ParamBuilder::new().u(m).u(n).u(k).f(1.0).f(1.0),
-        &[a.binding(), b.binding(), c.binding()],
-        groups,
-    )
+    let consts = [("WX", wx as f64)];
+    let col_groups = nq.div_ceil((wx * tn) as usize);
+    // Column groups beyond 65535 spill into z (the kernel folds it back into x).
+    let (gx, gz) = if col_groups <= 65535 { (col_groups, 1) } else { (65535, col_groups.div_ceil(65535)) };
+    let groups = [gx as u32, m.div_ceil(tm as usize) as u32, gz as u32];
+    gpu.dispatch(&matmul_spec(tm, tn), &consts, params(), &[pa.binding(), pb.binding(), c.binding()], groups)
 }
 
 fn dims2(t: &Tensor, op: &'static str) -> Result<(usize, usize)> {
@@ -128,7 +125,7 @@ impl Tensor {
             ));
         }
         let out = Tensor::empty(self.gpu(), &[m, n])?;
-        matmul_into(self, other, &out, trans_a, trans_b, false)?;
+        matmul_into(self, other, &out, trans_a, trans_b)?;
         let (a, b) = (self.clone(), other.clone());
         self.gpu().record(&out, &[self, other], move |g| {
             // C = op(A)·op(B): dA = g·op(B)ᵀ (transposed back if A was), dB likewise.
