@@ -1,7 +1,7 @@
 //! Where the time goes: per-kernel GPU times of one training step (timestamp queries), plus
 //! whole-step throughput and peak buffer memory.
 //!
-//! `cargo run --release --example step_profile -- [resnet-tiny|densenet-tiny|resnet34|densenet100] [softmax|isomax] [batch]`
+//! `cargo run --release --example step_profile -- [resnet-tiny|densenet-tiny|resnet34|densenet100] [softmax|isomax] [batch] [repetitions]`
 use isomax::nn::{Arch, HeadKind, Model, ModelConfig};
 use isomax::optim::{Sgd, SgdConfig};
 use isomax::{Gpu, Tensor};
@@ -12,6 +12,7 @@ fn main() -> isomax::Result<()> {
     let arch = Arch::parse(args.get(1).map(String::as_str).unwrap_or("resnet-tiny"))?;
     let head = if args.get(2).map(String::as_str) == Some("softmax") { HeadKind::SoftMax } else { HeadKind::IsoMax };
     let batch: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let reps: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(3);
     let (c, hw) = match arch {
         Arch::ResnetTiny | Arch::DensenetTiny => (1, 28),
         _ => (3, 32),
@@ -34,7 +35,6 @@ fn main() -> isomax::Result<()> {
     };
     step(&mut opt)?;
     println!("first step done {:.2} s after start", t_start.elapsed().as_secs_f64());
-    let reps = 3;
     let t = Instant::now();
     for _ in 0..reps {
         step(&mut opt)?;
@@ -49,7 +49,7 @@ fn main() -> isomax::Result<()> {
     println!("inference batch: {:.3} s, {:.1} images/s", s, batch as f64 / s);
     let m = gpu.memory();
     println!("peak buffer memory: {:.1} MiB allocated, {:.1} MiB in use", m.peak_allocated as f64 / 1048576.0, m.peak_in_use as f64 / 1048576.0);
-    if gpu.start_profiling().is_ok() {
+    if reps > 0 && gpu.start_profiling().is_ok() {
         step(&mut opt)?;
         println!("\none training step, GPU time per kernel:\n{}", gpu.stop_profiling()?);
     }

@@ -87,3 +87,33 @@ fn mismatched_parameter_shape_is_an_error() {
     let e = x.batch_norm(&g, &rm, &st, true).unwrap_err().to_string();
     assert!(e.contains("[4]") && e.contains("[2, 3, 4, 4]"), "{e}");
 }
+
+#[test]
+fn fused_prefix_bn_relu_matches_slice_then_bn_then_relu() {
+    // The DenseNet path: normalise channels 0..3 of a 5-channel tensor in place of a copy.
+    let gpu = gpu();
+    let (n, c_all, c, h, w) = (3, 5, 3, 4, 3);
+    for training in [true, false] {
+        let x = param(&gpu, &[n, c_all, h, w], 11);
+        let gamma = param(&gpu, &[c], 12);
+        let beta = param(&gpu, &[c], 13);
+        let (rm, rv) = stats_tensors(&gpu, c);
+        let st = BatchNormStats { running_mean: &rm, running_var: &rv, momentum: 0.1, eps: 1e-5 };
+        let fused = x.batch_norm_relu(c, &gamma, &beta, &st, training).unwrap();
+        let (l1, _) = weighted_sum(&fused, 14);
+        l1.backward().unwrap();
+        let g_fused: Vec<Vec<f32>> = [&x, &gamma, &beta].iter().map(|t| t.grad().unwrap().to_vec().unwrap()).collect();
+        gpu.zero_grads();
+        let (rm2, rv2) = stats_tensors(&gpu, c);
+        let st2 = BatchNormStats { running_mean: &rm2, running_var: &rv2, momentum: 0.1, eps: 1e-5 };
+        let plain = x.slice_channels(0, c).unwrap().batch_norm(&gamma, &beta, &st2, training).unwrap().relu().unwrap();
+        assert_close(&fused.to_vec().unwrap(), &plain.to_vec().unwrap(), 1e-5, 1e-6);
+        let (l2, _) = weighted_sum(&plain, 14);
+        l2.backward().unwrap();
+        for (got, t) in g_fused.iter().zip([&x, &gamma, &beta]) {
+            assert_close(got, &t.grad().unwrap().to_vec().unwrap(), 1e-4, 1e-5);
+        }
+        assert_close(&rm.to_vec().unwrap(), &rm2.to_vec().unwrap(), 1e-6, 1e-7);
+        gpu.zero_grads();
+    }
+}

@@ -138,3 +138,30 @@ fn paper_models_have_the_published_parameter_counts() {
     // DenseNet-BC-100 (k = 12, linear 342→10): 769,162.
     assert_eq!(count(Arch::Densenet100, HeadKind::SoftMax), 769_162);
 }
+
+#[test]
+fn densenet_block_buffer_path_matches_plain_concatenation() {
+    // The memory-efficient DenseNet (slots in one block buffer, prefix batch norm, BN-ReLU-conv
+    // recomputed in backward) must compute exactly what concat + BN + ReLU + conv computes.
+    let gpu = common::gpu();
+    let cfg = ModelConfig { arch: Arch::DensenetTiny, head: HeadKind::SoftMax, in_channels: 2, height: 8, width: 8, num_classes: 3, mean: vec![0.0; 2], std: vec![1.0; 2] };
+    let model = Model::new(&gpu, cfg, 5).unwrap();
+    let net = model.densenet().unwrap();
+    let x = Tensor::randn(&gpu, &[3, 2, 8, 8], 0.0, 1.0, 9).unwrap();
+    let run = |fast: bool| {
+        let f = if fast { net.forward(&x, true) } else { net.forward_reference(&x, true) }.unwrap();
+        let w = Tensor::randn(&gpu, f.shape(), 0.0, 1.0, 4).unwrap();
+        f.mul(&w).unwrap().sum().unwrap().backward().unwrap();
+        let grads: Vec<Vec<f32>> = model.params().iter().filter_map(|p| p.grad()).map(|g| g.to_vec().unwrap()).collect();
+        gpu.zero_grads();
+        (f.to_vec().unwrap(), grads)
+    };
+    let (f1, g1) = run(true);
+    let (f2, g2) = run(false);
+    common::assert_close(&f1, &f2, 1e-4, 1e-5);
+    assert_eq!(g1.len(), g2.len());
+    assert!(g1.len() > 10);
+    for (a, b) in g1.iter().zip(&g2) {
+        common::assert_close(a, b, 1e-3, 1e-4);
+    }
+}

@@ -75,9 +75,13 @@ impl BatchNorm2d {
         })
     }
 
+    /// The running statistics and PyTorch's momentum and eps.
+    pub fn stats(&self) -> BatchNormStats<'_> {
+        BatchNormStats { running_mean: &self.running_mean, running_var: &self.running_var, momentum: 0.1, eps: 1e-5 }
+    }
+
     pub fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
-        let stats = BatchNormStats { running_mean: &self.running_mean, running_var: &self.running_var, momentum: 0.1, eps: 1e-5 };
-        x.batch_norm(&self.gamma, &self.beta, &stats, training)
+        x.batch_norm(&self.gamma, &self.beta, &self.stats(), training)
     }
 }
 

@@ -107,6 +107,15 @@ impl Model {
         }
     }
 
+    /// The DenseNet backbone, if this is one (tests compare its two forward paths).
+    #[doc(hidden)]
+    pub fn densenet(&self) -> Option<&DenseNet> {
+        match &self.backbone {
+            Backbone::DenseNet(d) => Some(d),
+            Backbone::ResNet(_) => None,
+        }
+    }
+
     /// Logits `[B, C]` (temperature 1).
     pub fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         self.head.logits(&self.features(x, training)?)

@@ -6,9 +6,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{KernelSpec, ParamBuilder};
 use crate::tensor::Tensor;
 
-const STATS: KernelSpec = kernel!("batchnorm", "bn_stats", 1, 4);
-const APPLY: KernelSpec = kernel!("batchnorm", "bn_apply", 5, 1);
-const BACKWARD_REDUCE: KernelSpec = kernel!("batchnorm", "bn_backward_reduce", 4, 2);
+const STATS: KernelSpec = kernel!("batchnorm", "bn_stats", 1, 3);
+const EVAL_STATS: KernelSpec = kernel!("batchnorm", "bn_eval_stats", 2, 1);
+const APPLY: KernelSpec = kernel!("batchnorm", "bn_apply", 4, 1);
+const BACKWARD_REDUCE: KernelSpec = kernel!("batchnorm", "bn_backward_reduce", 5, 2);
 const BACKWARD_APPLY: KernelSpec = kernel!("batchnorm", "bn_backward_apply", 7, 1);
 
 /// Batch-norm state that lives outside the autodiff graph.
@@ -23,81 +24,158 @@ pub struct BatchNormStats<'a> {
     pub eps: f32,
 }
 
+/// The geometry and mode of one batch-norm call; what its backward needs besides tensors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BnGeom {
+    n: usize,
+    /// Channels normalised (a prefix of the input's channels).
+    c: usize,
+    hw: usize,
+    /// Channels of the input tensor.
+    c_stride: usize,
+    eps: f32,
+    momentum: f32,
+    frozen: bool,
+    relu: bool,
+}
+
+impl BnGeom {
+    fn params(&self) -> ParamBuilder {
+        ParamBuilder::new()
+            .u(self.n)
+            .u(self.c)
+            .u(self.hw)
+            .f(self.eps)
+            .f(self.momentum)
+            .u(self.frozen as usize)
+            .u(self.c_stride)
+            .u(self.relu as usize)
+    }
+}
+
+/// Forward without taping: `(y [N, c, ...], stats [2c])`. Training updates the running
+/// statistics in place.
+pub(crate) fn bn_forward(
+    x: &Tensor,
+    channels: usize,
+    relu: bool,
+    gamma: &Tensor,
+    beta: &Tensor,
+    st: &BatchNormStats,
+    training: bool,
+) -> Result<(Tensor, Tensor, BnGeom)> {
+    let s = x.shape();
+    if s.len() < 2 {
+        return Err(Error::shape("batch_norm", format!("input {s:?} needs at least [N, C]")));
+    }
+    let (n, c_stride) = (s[0], s[1]);
+    let hw: usize = s[2..].iter().product();
+    let c = channels;
+    if c == 0 || c > c_stride {
+        return Err(Error::shape("batch_norm", format!("{c} channels of input {s:?}")));
+    }
+    for (name, t) in [("gamma", gamma), ("beta", beta), ("running_mean", st.running_mean), ("running_var", st.running_var)] {
+        if t.shape() != [c] {
+            return Err(Error::shape("batch_norm", format!("{name} {:?} vs input {s:?} with {c} channels", t.shape())));
+        }
+    }
+    if training && n * hw < 2 {
+        return Err(Error::shape("batch_norm", format!("training needs more than one value per channel, input {s:?}")));
+    }
+    let g = BnGeom { n, c, hw, c_stride, eps: st.eps, momentum: st.momentum, frozen: !training, relu };
+    let gpu = x.gpu();
+    let stats = Tensor::empty(gpu, &[2 * c])?;
+    if training {
+        gpu.dispatch(
+            &STATS,
+            &[],
+            g.params(),
+            &[x.binding(), stats.binding(), st.running_mean.binding(), st.running_var.binding()],
+            [c as u32, 1, 1],
+        )?;
+    } else {
+        gpu.dispatch(
+            &EVAL_STATS,
+            &[],
+            g.params(),
+            &[st.running_mean.binding(), st.running_var.binding(), stats.binding()],
+            [c.div_ceil(64) as u32, 1, 1],
+        )?;
+    }
+    let mut shape = s.to_vec();
+    shape[1] = c;
+    let y = bn_apply(x, &stats, gamma, beta, g, &shape)?;
+    Ok((y, stats, g))
+}
+
+/// `y = bn(x)` (and ReLU) from known statistics; also used to recompute activations in
+/// backward instead of keeping them.
+pub(crate) fn bn_apply(x: &Tensor, stats: &Tensor, gamma: &Tensor, beta: &Tensor, g: BnGeom, shape: &[usize]) -> Result<Tensor> {
+    let y = Tensor::empty(x.gpu(), shape)?;
+    x.gpu().dispatch(
+        &APPLY,
+        &[],
+        g.params(),
+        &[x.binding(), stats.binding(), gamma.binding(), beta.binding(), y.binding()],
+        groups_1d(g.n * g.c * g.hw, 256),
+    )?;
+    Ok(y)
+}
+
+/// Gradients `(dx with x's shape, dgamma, dbeta)` from `dy [N, c, ...]`.
+pub(crate) fn bn_backward(x: &Tensor, dy: &Tensor, stats: &Tensor, gamma: &Tensor, beta: &Tensor, g: BnGeom) -> Result<(Tensor, Tensor, Tensor)> {
+    let gpu = x.gpu();
+    let dgamma = Tensor::empty(gpu, &[g.c])?;
+    let dbeta = Tensor::empty(gpu, &[g.c])?;
+    gpu.dispatch(
+        &BACKWARD_REDUCE,
+        &[],
+        g.params(),
+        &[x.binding(), dy.binding(), stats.binding(), gamma.binding(), beta.binding(), dgamma.binding(), dbeta.binding()],
+        [g.c as u32, 1, 1],
+    )?;
+    // A prefix's gradient lives in x's full layout, zero past the prefix.
+    let dx = if g.c < g.c_stride { Tensor::zeros(gpu, x.shape())? } else { Tensor::empty(gpu, x.shape())? };
+    gpu.dispatch(
+        &BACKWARD_APPLY,
+        &[],
+        g.params(),
+        &[
+            x.binding(),
+            dy.binding(),
+            stats.binding(),
+            gamma.binding(),
+            beta.binding(),
+            dgamma.binding(),
+            dbeta.binding(),
+            dx.binding(),
+        ],
+        groups_1d(g.n * g.c * g.hw, 256),
+    )?;
+    Ok((dx, dgamma, dbeta))
+}
+
 impl Tensor {
     /// Batch norm of `[N, C, H, W]` (or `[N, C]`) with scale `gamma [C]` and shift `beta [C]`.
     /// `training`: normalise with batch statistics and update the running ones; else use
     /// the running statistics.
     pub fn batch_norm(&self, gamma: &Tensor, beta: &Tensor, stats: &BatchNormStats, training: bool) -> Result<Tensor> {
-        let s = self.shape();
-        if s.len() < 2 {
-            return Err(Error::shape("batch_norm", format!("input {s:?} needs at least [N, C]")));
-        }
-        let (n, c) = (s[0], s[1]);
-        let hw: usize = s[2..].iter().product();
-        for (name, t) in [("gamma", gamma), ("beta", beta), ("running_mean", stats.running_mean), ("running_var", stats.running_var)] {
-            if t.shape() != [c] {
-                return Err(Error::shape("batch_norm", format!("{name} {:?} vs input {s:?} with {c} channels", t.shape())));
-            }
-        }
-        if training && n * hw < 2 {
-            return Err(Error::shape("batch_norm", format!("training needs more than one value per channel, input {s:?}")));
-        }
-        let gpu = self.gpu().clone();
-        let params = |flag: u32| ParamBuilder::new().u(n).u(c).u(hw).f(stats.eps).f(stats.momentum).u(flag as usize);
-        let (mean, invstd, flag) = if training {
-            let mean = Tensor::empty(&gpu, &[c])?;
-            let invstd = Tensor::empty(&gpu, &[c])?;
-            gpu.dispatch(
-                &STATS,
-                &[],
-                params(0),
-                &[self.binding(), mean.binding(), invstd.binding(), stats.running_mean.binding(), stats.running_var.binding()],
-                [c as u32, 1, 1],
-            )?;
-            (mean, invstd, 0)
-        } else {
-            // Eval: the running statistics are constants of this op (shared storage).
-            (stats.running_mean.detach(), stats.running_var.detach(), 1)
-        };
-        let y = Tensor::empty(&gpu, s)?;
-        gpu.dispatch(
-            &APPLY,
-            &[],
-            params(flag),
-            &[self.binding(), mean.binding(), invstd.binding(), gamma.binding(), beta.binding(), y.binding()],
-            groups_1d(self.numel(), 256),
-        )?;
-        let (x, g_) = (self.clone(), gamma.detach());
-        let (eps, momentum) = (stats.eps, stats.momentum);
-        gpu.clone().record(&y, &[self, gamma, beta], move |dy| {
-            let p = ParamBuilder::new().u(n).u(c).u(hw).f(eps).f(momentum).u(flag as usize);
-            let dgamma = Tensor::empty(&gpu, &[c])?;
-            let dbeta = Tensor::empty(&gpu, &[c])?;
-            gpu.dispatch(
-                &BACKWARD_REDUCE,
-                &[],
-                p,
-                &[x.binding(), dy.binding(), mean.binding(), invstd.binding(), dgamma.binding(), dbeta.binding()],
-                [c as u32, 1, 1],
-            )?;
-            let dx = Tensor::empty(&gpu, x.shape())?;
-            let p = ParamBuilder::new().u(n).u(c).u(hw).f(eps).f(momentum).u(flag as usize);
-            gpu.dispatch(
-                &BACKWARD_APPLY,
-                &[],
-                p,
-                &[
-                    x.binding(),
-                    dy.binding(),
-                    mean.binding(),
-                    invstd.binding(),
-                    g_.binding(),
-                    dgamma.binding(),
-                    dbeta.binding(),
-                    dx.binding(),
-                ],
-                groups_1d(x.numel(), 256),
-            )?;
+        let c = self.shape().get(1).copied().unwrap_or(0);
+        self.batch_norm_ex(c, false, gamma, beta, stats, training)
+    }
+
+    /// `relu(batch_norm(x[:, ..channels]))`: normalise the first `channels` channels (a
+    /// prefix view, no copy) and apply ReLU, in one kernel. Output `[N, channels, ...]`; the
+    /// gradient wrt `self` has `self`'s shape, zero past the prefix.
+    pub fn batch_norm_relu(&self, channels: usize, gamma: &Tensor, beta: &Tensor, stats: &BatchNormStats, training: bool) -> Result<Tensor> {
+        self.batch_norm_ex(channels, true, gamma, beta, stats, training)
+    }
+
+    fn batch_norm_ex(&self, channels: usize, relu: bool, gamma: &Tensor, beta: &Tensor, st: &BatchNormStats, training: bool) -> Result<Tensor> {
+        let (y, stats, g) = bn_forward(self, channels, relu, gamma, beta, st, training)?;
+        let (x, gm, bt) = (self.detach(), gamma.detach(), beta.detach());
+        self.gpu().record(&y, &[self, gamma, beta], move |dy| {
+            let (dx, dgamma, dbeta) = bn_backward(&x, dy, &stats, &gm, &bt, g)?;
             Ok(vec![Some(dx), Some(dgamma), Some(dbeta)])
         });
         Ok(y)

@@ -82,3 +82,29 @@ impl Tensor {
         Ok(out)
     }
 }
+
+impl Tensor {
+    /// Write `part` into channels `offset..offset + C_part` of `self`, in place, and return
+    /// the updated tensor (same storage, new place on the tape). DenseNet layers write their
+    /// output into one preallocated block buffer this way instead of concatenating, so the
+    /// features of a block are stored once, not once per layer.
+    ///
+    /// Callers must not read the overwritten channels through an older handle afterwards.
+    pub fn write_channels(&self, part: &Tensor, offset: usize) -> Result<Tensor> {
+        let (n, c, hw) = nchw(self, "write_channels")?;
+        let (pn, pc, phw) = nchw(part, "write_channels")?;
+        if pn != n || phw != hw || offset + pc > c {
+            return Err(Error::shape(
+                "write_channels",
+                format!("{:?} into channels {offset}..{} of {:?}", part.shape(), offset + pc, self.shape()),
+            ));
+        }
+        copy(part, 0, self, offset, pc)?;
+        let out = self.detach();
+        self.gpu().record(&out, &[self, part], move |g| {
+            // The overwritten channels had no other producer, so `g` passes through whole.
+            Ok(vec![Some(g.clone()), Some(g.slice_channels(offset, pc)?)])
+        });
+        Ok(out)
+    }
+}
