@@ -191,3 +191,24 @@ pub fn write_scores_csv(path: &Path, test_name: &str, inside: &Scored, outside: 
     };
     w().map_err(|e| Error::io(path, e))
 }
+
+/// The paper's Fig. 3 for every OOD set: max probability and ES histograms, in vs out.
+pub fn plot(path: &Path, inside: &Scored, outside: &[(String, Scored)]) -> Result<()> {
+    use crate::ood::plot::{Panel, histograms};
+    let cols: Vec<(String, Vec<f32>, Vec<f32>)> = outside
+        .iter()
+        .flat_map(|(name, out)| {
+            [("maximum probability", "mps"), ("entropic score", "es")]
+                .map(|(title, s)| (format!("{title}: in vs {}", short(name)), inside.column(s), out.column(s)))
+        })
+        .collect();
+    let panels: Vec<Panel> = cols.iter().map(|(t, a, b)| Panel { title: t.clone(), inside: a, outside: b }).collect();
+    histograms(path, &panels).map_err(|e| Error::Config(format!("plot: {e}")))
+}
+
+/// A short display name for a dataset path.
+fn short(name: &str) -> String {
+    let p = Path::new(name);
+    let parent = p.parent().and_then(|d| d.file_name()).map(|s| s.to_string_lossy().to_string());
+    parent.unwrap_or_else(|| name.to_string())
+}

@@ -70,6 +70,9 @@ enum Command {
         json: Option<PathBuf>,
         #[arg(long)]
         dump_scores: Option<PathBuf>,
+        /// Histograms of max probability and entropic score, in vs each OOD set (PNG).
+        #[arg(long)]
+        plot: Option<PathBuf>,
         /// Use only the first N images of each set.
         #[arg(long)]
         limit: Option<usize>,
@@ -161,7 +164,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("ES threshold (95% of held-out in-distribution kept): {t:.5}");
             }
         }
-        Command::Eval { checkpoint, test, ood: ood_specs, json, dump_scores, limit } => {
+        Command::Eval { checkpoint, test, ood: ood_specs, json, dump_scores, plot, limit } => {
             let gpu = Gpu::new()?;
             let (model, _) = isomax::train::load_model(&gpu, &checkpoint)?;
             let test_data = open(&test, limit)?;
@@ -178,6 +181,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             if let Some(p) = dump_scores {
                 eval::write_scores_csv(&p, &test_data.name, &inside, &outside)?;
+            }
+            if let Some(p) = plot {
+                eval::plot(&p, &inside, &outside)?;
             }
         }
         Command::Score { checkpoint, images } => {

@@ -1,6 +1,7 @@
 //! Out-of-distribution detection: the evaluation metrics and a CPU reference of the heads' math.
 
 pub mod metrics;
+pub mod plot;
 pub mod scores;
 
 pub use metrics::{MetricsError, OodMetrics, ood_metrics, read_scores, threshold_at_tpr};

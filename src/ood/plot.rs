@@ -1,0 +1,85 @@
+//! The paper's Fig. 3: histograms of the maximum probability and of the entropic score for
+//! in-distribution vs out-of-distribution images, drawn with plotters into a PNG.
+
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::Once;
+
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+/// One panel: a score's values for in- and out-of-distribution images.
+pub struct Panel<'a> {
+    pub title: String,
+    pub inside: &'a [f32],
+    pub outside: &'a [f32],
+}
+
+fn histogram(v: &[f32], lo: f32, hi: f32, bins: usize) -> Vec<f64> {
+    let mut h = vec![0.0; bins];
+    let w = (hi - lo).max(1e-12) / bins as f32;
+    for x in v {
+        let b = (((x - lo) / w) as usize).min(bins - 1);
+        h[b] += 1.0;
+    }
+    let n = v.len().max(1) as f64;
+    h.iter().map(|c| c / n).collect()
+}
+
+/// Draw the panels side by side (blue: in-distribution, red: out-of-distribution; each
+/// histogram normalised to fractions of its set) and write a PNG.
+pub fn histograms(path: &Path, panels: &[Panel]) -> Result<(), String> {
+    REGISTER.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+    let (w, h) = (520 * panels.len().max(1) as u32, 420u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let areas = root.split_evenly((1, panels.len().max(1)));
+        for (area, p) in areas.iter().zip(panels) {
+            let all = p.inside.iter().chain(p.outside).copied().filter(|x| x.is_finite());
+            let (lo, hi) = all.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+            let (lo, hi) = if lo < hi { (lo, hi) } else { (lo - 0.5, lo + 0.5) };
+            let bins = 40;
+            let hin = histogram(p.inside, lo, hi, bins);
+            let hout = histogram(p.outside, lo, hi, bins);
+            let top = hin.iter().chain(&hout).fold(0.0f64, |a, b| a.max(*b)) * 1.1 + 1e-9;
+            let mut chart = ChartBuilder::on(area)
+                .caption(&p.title, ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(52)
+                .build_cartesian_2d(lo as f64..hi as f64, 0.0..top)
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .y_desc("fraction of images")
+                .label_style(("sans-serif", 13))
+                .draw()
+                .map_err(|e| e.to_string())?;
+            let bw = (hi - lo) as f64 / bins as f64;
+            for (hist, color, name) in [(&hin, BLUE, "in-distribution"), (&hout, RED, "out-of-distribution")] {
+                chart
+                    .draw_series(hist.iter().enumerate().map(|(i, v)| {
+                        let x0 = lo as f64 + i as f64 * bw;
+                        Rectangle::new([(x0, 0.0), (x0 + bw, *v)], color.mix(0.45).filled())
+                    }))
+                    .map_err(|e| e.to_string())?
+                    .label(name)
+                    .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.mix(0.45).filled()));
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 13))
+                .draw()
+                .map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    let img = image::RgbImage::from_raw(w, h, buf).ok_or("plot buffer has the wrong size")?;
+    img.save(path).map_err(|e| format!("{}: {e}", path.display()))
+}
