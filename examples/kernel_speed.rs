@@ -17,7 +17,10 @@ fn main() -> isomax::Result<()> {
         }
         gpu.sync()?;
         let s = t.elapsed().as_secs_f64() / reps as f64;
-        println!("matmul {n}: {:.2} GFLOP/s", 2.0 * (n * n * n) as f64 / s / 1e9);
+        println!(
+            "matmul {n}: {:.2} GFLOP/s",
+            2.0 * (n * n * n) as f64 / s / 1e9
+        );
     }
     Ok(())
 }

@@ -37,11 +37,19 @@ pub struct Checkpoint {
 }
 
 fn ck_err(path: &Path, detail: impl Into<String>) -> Error {
-    Error::Checkpoint { path: path.display().to_string(), detail: detail.into() }
+    Error::Checkpoint {
+        path: path.display().to_string(),
+        detail: detail.into(),
+    }
 }
 
 /// Save `model` (and optimizer `velocity`, named like the parameters) to `path`.
-pub fn save(path: &Path, model: &Model, velocity: Option<&[Tensor]>, state: &TrainState) -> Result<()> {
+pub fn save(
+    path: &Path,
+    model: &Model,
+    velocity: Option<&[Tensor]>,
+    state: &TrainState,
+) -> Result<()> {
     let mut named: Vec<(String, Tensor)> = Vec::new();
     model.visit("", &mut |name, t, _| named.push((name, t.clone())));
     if let Some(v) = velocity {
@@ -53,7 +61,10 @@ pub fn save(path: &Path, model: &Model, velocity: Option<&[Tensor]>, state: &Tra
             }
         });
         if v.len() != params.len() {
-            return Err(ck_err(path, "optimizer state does not match the model's parameters"));
+            return Err(ck_err(
+                path,
+                "optimizer state does not match the model's parameters",
+            ));
         }
         for (n, t) in pnames.into_iter().zip(v) {
             named.push((format!("optimizer.velocity.{n}"), t.clone()));
@@ -65,17 +76,33 @@ pub fn save(path: &Path, model: &Model, velocity: Option<&[Tensor]>, state: &Tra
     for ((name, t), p) in named.iter().zip(pending) {
         let mut v = p.wait()?;
         v.truncate(t.numel());
-        data.insert(name.clone(), (t.shape().to_vec(), bytemuck::cast_slice(&v).to_vec()));
+        data.insert(
+            name.clone(),
+            (t.shape().to_vec(), bytemuck::cast_slice(&v).to_vec()),
+        );
     }
     let views: Vec<(String, TensorView)> = data
         .iter()
-        .map(|(n, (s, b))| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| ck_err(path, e.to_string()))?)))
+        .map(|(n, (s, b))| {
+            Ok((
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b)
+                    .map_err(|e| ck_err(path, e.to_string()))?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "isomax-checkpoint-1".to_string());
-    meta.insert("config".to_string(), serde_json::to_string(&model.config).expect("config serialises"));
-    meta.insert("state".to_string(), serde_json::to_string(state).expect("state serialises"));
-    let bytes = safetensors::tensor::serialize(views, Some(meta)).map_err(|e| ck_err(path, e.to_string()))?;
+    meta.insert(
+        "config".to_string(),
+        serde_json::to_string(&model.config).expect("config serialises"),
+    );
+    meta.insert(
+        "state".to_string(),
+        serde_json::to_string(state).expect("state serialises"),
+    );
+    let bytes = safetensors::tensor::serialize(views, Some(meta))
+        .map_err(|e| ck_err(path, e.to_string()))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -93,22 +120,38 @@ impl Checkpoint {
             .map_err(|e| ck_err(path, format!("not a safetensors file ({e})")))?;
         let meta = header.metadata().clone().unwrap_or_default();
         if meta.get("format").map(String::as_str) != Some("isomax-checkpoint-1") {
-            return Err(ck_err(path, "not an isomax checkpoint (no isomax metadata)"));
+            return Err(ck_err(
+                path,
+                "not an isomax checkpoint (no isomax metadata)",
+            ));
         }
-        let config: ModelConfig = serde_json::from_str(meta.get("config").map(String::as_str).unwrap_or(""))
-            .map_err(|e| ck_err(path, format!("bad model config: {e}")))?;
-        let state: TrainState = serde_json::from_str(meta.get("state").map(String::as_str).unwrap_or(""))
-            .map_err(|e| ck_err(path, format!("bad training state: {e}")))?;
+        let config: ModelConfig =
+            serde_json::from_str(meta.get("config").map(String::as_str).unwrap_or(""))
+                .map_err(|e| ck_err(path, format!("bad model config: {e}")))?;
+        let state: TrainState =
+            serde_json::from_str(meta.get("state").map(String::as_str).unwrap_or(""))
+                .map_err(|e| ck_err(path, format!("bad training state: {e}")))?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| ck_err(path, e.to_string()))?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {
-                return Err(ck_err(path, format!("tensor {name} is {:?}, expected F32", view.dtype())));
+                return Err(ck_err(
+                    path,
+                    format!("tensor {name} is {:?}, expected F32", view.dtype()),
+                ));
             }
-            let data: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let data: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             tensors.insert(name, (view.shape().to_vec(), data));
         }
-        Ok(Checkpoint { config, state, tensors })
+        Ok(Checkpoint {
+            config,
+            state,
+            tensors,
+        })
     }
 
     /// Copy the stored weights into `model` (built from [`Checkpoint::config`]).
@@ -139,7 +182,10 @@ impl Checkpoint {
             .get(name)
             .ok_or_else(|| Error::Config(format!("checkpoint has no tensor '{name}'")))?;
         if shape != t.shape() {
-            return Err(Error::shape("checkpoint restore", format!("{name}: stored {shape:?} vs model {:?}", t.shape())));
+            return Err(Error::shape(
+                "checkpoint restore",
+                format!("{name}: stored {shape:?} vs model {:?}", t.shape()),
+            ));
         }
         t.write(data)
     }

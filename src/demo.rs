@@ -12,11 +12,16 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 fn assets() -> Result<PathBuf> {
-    let candidates = [PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets"), PathBuf::from("assets")];
+    let candidates = [
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets"),
+        PathBuf::from("assets"),
+    ];
     candidates
         .into_iter()
         .find(|p| p.join("mnist").is_dir())
-        .ok_or_else(|| Error::Config("cannot find assets/mnist (run from the repository root)".into()))
+        .ok_or_else(|| {
+            Error::Config("cannot find assets/mnist (run from the repository root)".into())
+        })
 }
 
 /// Train both heads for `epochs` epochs and print the comparison.
@@ -40,14 +45,22 @@ pub fn run(epochs: usize) -> Result<()> {
     );
     let mut rows = Vec::new();
     for head in [HeadKind::SoftMax, HeadKind::IsoMax] {
-        let name = if head == HeadKind::SoftMax { "softmax" } else { "isomax" };
+        let name = if head == HeadKind::SoftMax {
+            "softmax"
+        } else {
+            "isomax"
+        };
         eprintln!("training with the {name} loss...");
         let cfg = TrainConfig {
             arch: Arch::ResnetTiny,
             head,
             epochs,
             batch_size: 64,
-            sgd: SgdConfig { lr: 0.05, milestones: vec![epochs.saturating_sub(1).max(1)], ..SgdConfig::default() },
+            sgd: SgdConfig {
+                lr: 0.05,
+                milestones: vec![epochs.saturating_sub(1).max(1)],
+                ..SgdConfig::default()
+            },
             seed: 1,
             augment: false,
             holdout: 200,
@@ -62,16 +75,40 @@ pub fn run(epochs: usize) -> Result<()> {
         let outside = eval::score_dataset(&gpu, &model, &ood_set, 250)?;
         let rep = eval::report(head, &inside, &[("fashion-mnist".to_string(), outside)])?;
         let m = &rep.ood["fashion-mnist"];
-        let label = if head == HeadKind::SoftMax { "SoftMax" } else { "IsoMax" };
-        let scores: &[&str] = if head == HeadKind::SoftMax { &["mps", "es"] } else { &["es", "mds"] };
+        let label = if head == HeadKind::SoftMax {
+            "SoftMax"
+        } else {
+            "IsoMax"
+        };
+        let scores: &[&str] = if head == HeadKind::SoftMax {
+            &["mps", "es"]
+        } else {
+            &["es", "mds"]
+        };
         for s in scores {
-            rows.push((format!("{label} + {}", s.to_uppercase()), rep.accuracy, m[*s]));
+            rows.push((
+                format!("{label} + {}", s.to_uppercase()),
+                rep.accuracy,
+                m[*s],
+            ));
         }
     }
-    println!("\n{:<16} {:>9} {:>7} {:>7} {:>7}", "loss + score", "accuracy", "TNR95", "AUROC", "DTACC");
+    println!(
+        "\n{:<16} {:>9} {:>7} {:>7} {:>7}",
+        "loss + score", "accuracy", "TNR95", "AUROC", "DTACC"
+    );
     for (name, acc, m) in &rows {
-        println!("{name:<16} {:>8.2}% {:>7.2} {:>7.2} {:>7.2}", 100.0 * acc, m.tnr_at_tpr95, m.auroc, m.dtacc);
+        println!(
+            "{name:<16} {:>8.2}% {:>7.2} {:>7.2} {:>7.2}",
+            100.0 * acc,
+            m.tnr_at_tpr95,
+            m.auroc,
+            m.dtacc
+        );
     }
-    println!("\n(TNR at 95% TPR, AUROC, DTACC in percent; MNIST in, Fashion-MNIST out; {:.0} s)", t0.elapsed().as_secs_f64());
+    println!(
+        "\n(TNR at 95% TPR, AUROC, DTACC in percent; MNIST in, Fashion-MNIST out; {:.0} s)",
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -48,7 +48,12 @@ pub struct Scored {
 impl Scored {
     /// Fraction of correct predictions.
     pub fn accuracy(&self) -> f32 {
-        let ok = self.labels.iter().zip(&self.scores).filter(|(y, s)| **y == s.prediction).count();
+        let ok = self
+            .labels
+            .iter()
+            .zip(&self.scores)
+            .filter(|(y, s)| **y == s.prediction)
+            .count();
         ok as f32 / self.labels.len().max(1) as f32
     }
 
@@ -74,7 +79,12 @@ pub fn prepare(data: &Dataset, model: &Model) -> Dataset {
 }
 
 /// Scores of already-normalised images `[n, C, H, W]` (host data).
-pub fn score_normalized(gpu: &Gpu, model: &Model, images: &[f32], n: usize) -> Result<Vec<RowScores>> {
+pub fn score_normalized(
+    gpu: &Gpu,
+    model: &Model,
+    images: &[f32],
+    n: usize,
+) -> Result<Vec<RowScores>> {
     let c = &model.config;
     let x = Tensor::from_slice(gpu, images, &[n, c.in_channels, c.height, c.width])?;
     let scores = gpu.no_grad(|| -> Result<Tensor> {
@@ -88,7 +98,9 @@ pub fn score_normalized(gpu: &Gpu, model: &Model, images: &[f32], n: usize) -> R
 /// Unpack the fused kernel's `[B, 8]` score rows (see [`isomax::score`]).
 pub fn rows_from_scores(v: &[f32]) -> Result<Vec<RowScores>> {
     if v.iter().any(|x| !x.is_finite()) {
-        return Err(Error::Config("the model produced non-finite scores (diverged weights?)".into()));
+        return Err(Error::Config(
+            "the model produced non-finite scores (diverged weights?)".into(),
+        ));
     }
     Ok(v.chunks_exact(isomax::SCORES_PER_ROW)
         .map(|r| RowScores {
@@ -108,15 +120,28 @@ pub fn rows_from_scores(v: &[f32]) -> Result<Vec<RowScores>> {
 pub fn score_dataset(gpu: &Gpu, model: &Model, data: &Dataset, batch: usize) -> Result<Scored> {
     let data = prepare(data, model);
     let c = &model.config;
-    let norm = Normalization { mean: c.mean.clone(), std: c.std.clone() };
+    let norm = Normalization {
+        mean: c.mean.clone(),
+        std: c.std.clone(),
+    };
     let per = data.image_len();
-    let mut out = Scored { labels: data.labels.clone(), scores: Vec::with_capacity(data.len()) };
+    let mut out = Scored {
+        labels: data.labels.clone(),
+        scores: Vec::with_capacity(data.len()),
+    };
     let mut buf = Vec::new();
     for start in (0..data.len()).step_by(batch.max(1)) {
         let n = batch.min(data.len() - start);
         buf.resize(n * per, 0.0);
         for i in 0..n {
-            normalize_into(data.image(start + i), data.channels, data.height, data.width, &norm, &mut buf[i * per..(i + 1) * per]);
+            normalize_into(
+                data.image(start + i),
+                data.channels,
+                data.height,
+                data.width,
+                &norm,
+                &mut buf[i * per..(i + 1) * per],
+            );
         }
         out.scores.extend(score_normalized(gpu, model, &buf, n)?);
     }
@@ -138,7 +163,8 @@ impl EvalReport {
             .ood
             .iter()
             .map(|(set, m)| {
-                let inner: serde_json::Map<String, serde_json::Value> = m.iter().map(|(s, v)| (s.clone(), v.to_json())).collect();
+                let inner: serde_json::Map<String, serde_json::Value> =
+                    m.iter().map(|(s, v)| (s.clone(), v.to_json())).collect();
                 (set.clone(), serde_json::Value::Object(inner))
             })
             .collect();
@@ -148,7 +174,10 @@ impl EvalReport {
     /// A plain-text table like the paper's.
     pub fn table(&self) -> String {
         let mut s = format!("accuracy: {:.2}%\n", 100.0 * self.accuracy);
-        s += &format!("{:<24} {:<10} {:>7} {:>7} {:>7} {:>7} {:>7}\n", "ood set", "score", "TNR95", "AUROC", "DTACC", "AUIN", "AUOUT");
+        s += &format!(
+            "{:<24} {:<10} {:>7} {:>7} {:>7} {:>7} {:>7}\n",
+            "ood set", "score", "TNR95", "AUROC", "DTACC", "AUIN", "AUOUT"
+        );
         for (set, m) in &self.ood {
             for (score, v) in m {
                 s += &format!(
@@ -163,11 +192,17 @@ impl EvalReport {
 
 /// Metrics of in-distribution `inside` against each OOD set, for the head's scores.
 pub fn report(head: HeadKind, inside: &Scored, outside: &[(String, Scored)]) -> Result<EvalReport> {
-    let mut rep = EvalReport { accuracy: inside.accuracy(), ood: BTreeMap::new() };
+    let mut rep = EvalReport {
+        accuracy: inside.accuracy(),
+        ood: BTreeMap::new(),
+    };
     for (name, out) in outside {
         let mut m = BTreeMap::new();
         for score in scores_for(head) {
-            m.insert(score.to_string(), ood_metrics(&inside.column(score), &out.column(score))?);
+            m.insert(
+                score.to_string(),
+                ood_metrics(&inside.column(score), &out.column(score))?,
+            );
         }
         rep.ood.insert(name.clone(), m);
     }
@@ -175,16 +210,39 @@ pub fn report(head: HeadKind, inside: &Scored, outside: &[(String, Scored)]) -> 
 }
 
 /// One CSV row per image: set, in/out, label, prediction, every score.
-pub fn write_scores_csv(path: &Path, test_name: &str, inside: &Scored, outside: &[(String, Scored)]) -> Result<()> {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| Error::io(path, e))?);
+pub fn write_scores_csv(
+    path: &Path,
+    test_name: &str,
+    inside: &Scored,
+    outside: &[(String, Scored)],
+) -> Result<()> {
+    let mut f =
+        std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| Error::io(path, e))?);
     let mut w = || -> std::io::Result<()> {
-        writeln!(f, "set,distribution,label,prediction,{}", SCORE_NAMES.join(","))?;
-        let sets = std::iter::once((test_name, "in", inside)).chain(outside.iter().map(|(n, s)| (n.as_str(), "out", s)));
+        writeln!(
+            f,
+            "set,distribution,label,prediction,{}",
+            SCORE_NAMES.join(",")
+        )?;
+        let sets = std::iter::once((test_name, "in", inside))
+            .chain(outside.iter().map(|(n, s)| (n.as_str(), "out", s)));
         for (name, dist, scored) in sets {
             for (i, s) in scored.scores.iter().enumerate() {
-                let label = if dist == "in" { scored.labels[i].to_string() } else { String::new() };
-                let cols: Vec<String> = SCORE_NAMES.iter().map(|n| format!("{}", pick(s, n))).collect();
-                writeln!(f, "{name},{dist},{label},{},{}", s.prediction, cols.join(","))?;
+                let label = if dist == "in" {
+                    scored.labels[i].to_string()
+                } else {
+                    String::new()
+                };
+                let cols: Vec<String> = SCORE_NAMES
+                    .iter()
+                    .map(|n| format!("{}", pick(s, n)))
+                    .collect();
+                writeln!(
+                    f,
+                    "{name},{dist},{label},{},{}",
+                    s.prediction,
+                    cols.join(",")
+                )?;
             }
         }
         f.flush()
@@ -198,17 +256,32 @@ pub fn plot(path: &Path, inside: &Scored, outside: &[(String, Scored)]) -> Resul
     let cols: Vec<(String, Vec<f32>, Vec<f32>)> = outside
         .iter()
         .flat_map(|(name, out)| {
-            [("maximum probability", "mps"), ("entropic score", "es")]
-                .map(|(title, s)| (format!("{title}: in vs {}", short(name)), inside.column(s), out.column(s)))
+            [("maximum probability", "mps"), ("entropic score", "es")].map(|(title, s)| {
+                (
+                    format!("{title}: in vs {}", short(name)),
+                    inside.column(s),
+                    out.column(s),
+                )
+            })
         })
         .collect();
-    let panels: Vec<Panel> = cols.iter().map(|(t, a, b)| Panel { title: t.clone(), inside: a, outside: b }).collect();
+    let panels: Vec<Panel> = cols
+        .iter()
+        .map(|(t, a, b)| Panel {
+            title: t.clone(),
+            inside: a,
+            outside: b,
+        })
+        .collect();
     histograms(path, &panels).map_err(|e| Error::Config(format!("plot: {e}")))
 }
 
 /// A short display name for a dataset path.
 fn short(name: &str) -> String {
     let p = Path::new(name);
-    let parent = p.parent().and_then(|d| d.file_name()).map(|s| s.to_string_lossy().to_string());
+    let parent = p
+        .parent()
+        .and_then(|d| d.file_name())
+        .map(|s| s.to_string_lossy().to_string());
     parent.unwrap_or_else(|| name.to_string())
 }

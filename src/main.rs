@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "isomax", version, about = "Train classifiers that know what they don't know (IsoMax loss + Entropic Score) on any GPU wgpu reaches.\n\nWith no command, runs the demo: SoftMax vs IsoMax on the MNIST subset in assets/, Fashion-MNIST as out-of-distribution.")]
+#[command(
+    name = "isomax",
+    version,
+    about = "Train classifiers that know what they don't know (IsoMax loss + Entropic Score) on any GPU wgpu reaches.\n\nWith no command, runs the demo: SoftMax vs IsoMax on the MNIST subset in assets/, Fashion-MNIST as out-of-distribution."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -106,7 +110,11 @@ fn parse_head(s: &str) -> Result<HeadKind> {
         "isomax" => HeadKind::IsoMax,
         "isomaxplus" | "isomax+" => HeadKind::IsoMaxPlus,
         "dismax" => HeadKind::DisMax,
-        _ => return Err(isomax::Error::Config(format!("unknown loss '{s}' (expected softmax, isomax, isomaxplus, dismax)"))),
+        _ => {
+            return Err(isomax::Error::Config(format!(
+                "unknown loss '{s}' (expected softmax, isomax, isomaxplus, dismax)"
+            )));
+        }
     })
 }
 
@@ -119,7 +127,12 @@ fn open(spec: &str, limit: Option<usize>) -> Result<Dataset> {
 }
 
 fn write_json(path: &std::path::Path, v: &serde_json::Value) -> Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(v).expect("json")).map_err(|e| isomax::Error::Io { path: path.display().to_string(), source: e })
+    std::fs::write(path, serde_json::to_string_pretty(v).expect("json")).map_err(|e| {
+        isomax::Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        }
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -128,28 +141,57 @@ fn run(cli: Cli) -> Result<()> {
             let gpu = Gpu::new()?;
             println!("{}", gpu.report());
         }
-        Command::Metrics { in_scores, out_scores, json } => {
+        Command::Metrics {
+            in_scores,
+            out_scores,
+            json,
+        } => {
             let a = ood::read_scores(&in_scores)?;
             let b = ood::read_scores(&out_scores)?;
             let m = ood::ood_metrics(&a, &b)?;
             println!("in: {} scores, out: {} scores", a.len(), b.len());
-            println!("TNR at TPR 95%: {:.2}\nAUROC:          {:.2}\nDTACC:          {:.2}\nAUIN:           {:.2}\nAUOUT:          {:.2}", m.tnr_at_tpr95, m.auroc, m.dtacc, m.auin, m.auout);
+            println!(
+                "TNR at TPR 95%: {:.2}\nAUROC:          {:.2}\nDTACC:          {:.2}\nAUIN:           {:.2}\nAUOUT:          {:.2}",
+                m.tnr_at_tpr95, m.auroc, m.dtacc, m.auin, m.auout
+            );
             if let Some(p) = json {
                 write_json(&p, &m.to_json())?;
             }
         }
-        Command::Train { model, loss, train: train_spec, test, out, epochs, batch_size, lr, milestones, weight_decay, seed, augment, limit, holdout, resume } => {
+        Command::Train {
+            model,
+            loss,
+            train: train_spec,
+            test,
+            out,
+            epochs,
+            batch_size,
+            lr,
+            milestones,
+            weight_decay,
+            seed,
+            augment,
+            limit,
+            holdout,
+            resume,
+        } => {
             let gpu = Gpu::new()?;
             eprintln!("device: {} ({})", gpu.report().name, gpu.report().backend);
             let train_data = open(&train_spec, limit)?;
             let test_data = test.as_deref().map(|t| open(t, None)).transpose()?;
-            let milestones = milestones.unwrap_or_else(|| vec![epochs / 2, epochs * 2 / 3, epochs * 5 / 6]);
+            let milestones =
+                milestones.unwrap_or_else(|| vec![epochs / 2, epochs * 2 / 3, epochs * 5 / 6]);
             let cfg = TrainConfig {
                 arch: Arch::parse(&model)?,
                 head: parse_head(&loss)?,
                 epochs,
                 batch_size,
-                sgd: SgdConfig { lr, weight_decay, milestones, ..SgdConfig::default() },
+                sgd: SgdConfig {
+                    lr,
+                    weight_decay,
+                    milestones,
+                    ..SgdConfig::default()
+                },
                 seed,
                 augment,
                 holdout,
@@ -164,7 +206,15 @@ fn run(cli: Cli) -> Result<()> {
                 println!("ES threshold (95% of held-out in-distribution kept): {t:.5}");
             }
         }
-        Command::Eval { checkpoint, test, ood: ood_specs, json, dump_scores, plot, limit } => {
+        Command::Eval {
+            checkpoint,
+            test,
+            ood: ood_specs,
+            json,
+            dump_scores,
+            plot,
+            limit,
+        } => {
             let gpu = Gpu::new()?;
             let (model, _) = isomax::train::load_model(&gpu, &checkpoint)?;
             let test_data = open(&test, limit)?;
@@ -190,7 +240,11 @@ fn run(cli: Cli) -> Result<()> {
             let gpu = Gpu::new()?;
             let (model, ck) = isomax::train::load_model(&gpu, &checkpoint)?;
             for path in images {
-                let d = isomax::data::folder::from_files(&path.display().to_string(), &[(path.clone(), 0)], 1);
+                let d = isomax::data::folder::from_files(
+                    &path.display().to_string(),
+                    &[(path.clone(), 0)],
+                    1,
+                );
                 let d = match d {
                     Ok(d) => d,
                     Err(e) => {
@@ -205,7 +259,13 @@ fn run(cli: Cli) -> Result<()> {
                     Some(_) => "OUT-OF-DISTRIBUTION",
                     None => "no threshold stored",
                 };
-                println!("{}: class {} p={:.4} ES={:.5} {verdict}", path.display(), r.prediction, r.mps, r.es);
+                println!(
+                    "{}: class {} p={:.4} ES={:.5} {verdict}",
+                    path.display(),
+                    r.prediction,
+                    r.mps,
+                    r.es
+                );
             }
         }
         Command::Demo { epochs } => isomax::demo::run(epochs)?,

@@ -23,7 +23,14 @@ pub struct SgdConfig {
 
 impl Default for SgdConfig {
     fn default() -> Self {
-        SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 1e-4, milestones: vec![150, 200, 250], gamma: 0.1 }
+        SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 1e-4,
+            milestones: vec![150, 200, 250],
+            gamma: 0.1,
+        }
     }
 }
 
@@ -45,8 +52,15 @@ pub struct Sgd {
 impl Sgd {
     /// An optimizer for `params` (leaves that require gradients).
     pub fn new(params: Vec<Tensor>, config: SgdConfig) -> Result<Sgd> {
-        let velocity = params.iter().map(|p| Tensor::zeros(p.gpu(), p.shape())).collect::<Result<_>>()?;
-        Ok(Sgd { config, params, velocity })
+        let velocity = params
+            .iter()
+            .map(|p| Tensor::zeros(p.gpu(), p.shape()))
+            .collect::<Result<_>>()?;
+        Ok(Sgd {
+            config,
+            params,
+            velocity,
+        })
     }
 
     /// The velocity buffers (saved in checkpoints so that a resumed run continues exactly).
@@ -61,13 +75,21 @@ impl Sgd {
         for (p, v) in self.params.iter().zip(&self.velocity) {
             let Some(g) = p.grad() else { continue };
             if g.shape() != p.shape() {
-                return Err(Error::shape("sgd", format!("gradient {:?} vs parameter {:?}", g.shape(), p.shape())));
+                return Err(Error::shape(
+                    "sgd",
+                    format!("gradient {:?} vs parameter {:?}", g.shape(), p.shape()),
+                ));
             }
             let n = p.numel();
             p.gpu().dispatch(
                 &SGD_STEP,
                 &[],
-                ParamBuilder::new().u(n).f(lr).f(c.momentum).f(c.weight_decay).u(c.nesterov as usize),
+                ParamBuilder::new()
+                    .u(n)
+                    .f(lr)
+                    .f(c.momentum)
+                    .f(c.weight_decay)
+                    .u(c.nesterov as usize),
                 &[g.binding(), p.binding(), v.binding()],
                 groups_1d(n, 256),
             )?;

@@ -58,12 +58,22 @@ fn labels_f32(b: &Batch) -> Vec<f32> {
 }
 
 /// Train a model on `train` (and report accuracy on `test` after each epoch).
-pub fn train(gpu: &Gpu, cfg: &TrainConfig, train: Dataset, test: Option<&Dataset>) -> Result<TrainSummary> {
+pub fn train(
+    gpu: &Gpu,
+    cfg: &TrainConfig,
+    train: Dataset,
+    test: Option<&Dataset>,
+) -> Result<TrainSummary> {
     if train.is_empty() {
-        return Err(Error::Config(format!("training set {} is empty", train.name)));
+        return Err(Error::Config(format!(
+            "training set {} is empty",
+            train.name
+        )));
     }
     if cfg.batch_size == 0 || cfg.epochs == 0 {
-        return Err(Error::Config("batch size and epochs must be positive".into()));
+        return Err(Error::Config(
+            "batch size and epochs must be positive".into(),
+        ));
     }
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
     let ck_path = cfg.out_dir.join("checkpoint.safetensors");
@@ -77,7 +87,10 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, train: Dataset, test: Option<&Dataset
             cfg.batch_size
         )));
     }
-    let norm = cfg.normalization.clone().unwrap_or_else(|| Normalization::from_dataset(&train));
+    let norm = cfg
+        .normalization
+        .clone()
+        .unwrap_or_else(|| Normalization::from_dataset(&train));
     let config = ModelConfig {
         arch: cfg.arch,
         head: cfg.head,
@@ -105,10 +118,21 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, train: Dataset, test: Option<&Dataset
         start_epoch = ck.state.epoch;
     }
     let augment = cfg.augment.then(Augment::cifar);
-    let loader = Loader::new(&train, cfg.batch_size, true, cfg.seed, augment, norm.clone(), true);
+    let loader = Loader::new(
+        &train,
+        cfg.batch_size,
+        true,
+        cfg.seed,
+        augment,
+        norm.clone(),
+        true,
+    );
     let scale = cfg.head.train_scale();
     let shape = [cfg.batch_size, train.channels, train.height, train.width];
-    let inputs = Inputs { images: Tensor::zeros(gpu, &shape)?, labels: Tensor::zeros(gpu, &[cfg.batch_size])? };
+    let inputs = Inputs {
+        images: Tensor::zeros(gpu, &shape)?,
+        labels: Tensor::zeros(gpu, &[cfg.batch_size])?,
+    };
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -128,7 +152,8 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, train: Dataset, test: Option<&Dataset
         let bar = progress_bar(cfg.progress, loader.num_batches() as u64, epoch, cfg.epochs);
         let t0 = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        let mut pending: Option<(crate::gpu::PendingRead, crate::gpu::PendingRead, Vec<u32>)> = None;
+        let mut pending: Option<(crate::gpu::PendingRead, crate::gpu::PendingRead, Vec<u32>)> =
+            None;
         let mut epoch_iter = loader.epoch(epoch);
         let mut step = 0;
         while epoch_iter.next_into(&mut batch) {
@@ -160,7 +185,10 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, train: Dataset, test: Option<&Dataset
         bar.finish_and_clear();
         let train_loss = (loss_sum / step.max(1) as f64) as f32;
         if !train_loss.is_finite() {
-            return Err(Error::Config(format!("training diverged at epoch {}: loss is {train_loss}", epoch + 1)));
+            return Err(Error::Config(format!(
+                "training diverged at epoch {}: loss is {train_loss}",
+                epoch + 1
+            )));
         }
         let train_acc = correct as f32 / seen.max(1) as f32;
         let test_acc = match test {
@@ -197,7 +225,9 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, train: Dataset, test: Option<&Dataset
                 epoch + 1,
                 cfg.epochs,
                 100.0 * train_acc,
-                test_acc.map(|a| format!("  test acc {:.2}%", 100.0 * a)).unwrap_or_default()
+                test_acc
+                    .map(|a| format!("  test acc {:.2}%", 100.0 * a))
+                    .unwrap_or_default()
             );
         }
         summary = TrainSummary {
@@ -213,7 +243,10 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, train: Dataset, test: Option<&Dataset
 }
 
 /// Wait for a step's loss and logits; count correct predictions.
-fn resolve(p: (crate::gpu::PendingRead, crate::gpu::PendingRead, Vec<u32>), classes: usize) -> Result<(f32, usize)> {
+fn resolve(
+    p: (crate::gpu::PendingRead, crate::gpu::PendingRead, Vec<u32>),
+    classes: usize,
+) -> Result<(f32, usize)> {
     let (loss, logits, labels) = p;
     let l = loss.wait()?[0];
     let z = logits.wait()?;
@@ -222,7 +255,10 @@ fn resolve(p: (crate::gpu::PendingRead, crate::gpu::PendingRead, Vec<u32>), clas
         .enumerate()
         .filter(|(i, y)| {
             let row = &z[i * classes..(i + 1) * classes];
-            let arg = row.iter().enumerate().fold(0, |best, (j, v)| if *v > row[best] { j } else { best });
+            let arg = row
+                .iter()
+                .enumerate()
+                .fold(0, |best, (j, v)| if *v > row[best] { j } else { best });
             arg == **y as usize
         })
         .count();

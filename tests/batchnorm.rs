@@ -1,25 +1,42 @@
 //! Batch norm: training forward, running averages, eval mode, gradients.
 mod common;
 use common::*;
-use isomax::ops::batchnorm::{cpu, BatchNormStats};
 use isomax::Tensor;
+use isomax::ops::batchnorm::{BatchNormStats, cpu};
 
 fn stats_tensors(gpu: &isomax::Gpu, c: usize) -> (Tensor, Tensor) {
-    (Tensor::zeros(gpu, &[c]).unwrap(), Tensor::ones(gpu, &[c]).unwrap())
+    (
+        Tensor::zeros(gpu, &[c]).unwrap(),
+        Tensor::ones(gpu, &[c]).unwrap(),
+    )
 }
 
 #[test]
 fn training_forward_and_running_stats_match_cpu() {
     let gpu = gpu();
-    for (n, c, h, w) in [(1, 1, 1, 2), (2, 3, 5, 7), (4, 17, 3, 3), (3, 2, 1, 1), (1, 65, 9, 11)] {
+    for (n, c, h, w) in [
+        (1, 1, 1, 2),
+        (2, 3, 5, 7),
+        (4, 17, 3, 3),
+        (3, 2, 1, 1),
+        (1, 65, 9, 11),
+    ] {
         let hw = h * w;
-        let x: Vec<f32> = rand_vec(n * c * hw, 1).iter().map(|v| v * 3.0 + 0.7).collect();
+        let x: Vec<f32> = rand_vec(n * c * hw, 1)
+            .iter()
+            .map(|v| v * 3.0 + 0.7)
+            .collect();
         let (gamma, beta) = (rand_vec(c, 2), rand_vec(c, 3));
         let tx = Tensor::from_slice(&gpu, &x, &[n, c, h, w]).unwrap();
         let tg = Tensor::from_slice(&gpu, &gamma, &[c]).unwrap();
         let tb = Tensor::from_slice(&gpu, &beta, &[c]).unwrap();
         let (rm, rv) = stats_tensors(&gpu, c);
-        let st = BatchNormStats { running_mean: &rm, running_var: &rv, momentum: 0.1, eps: 1e-5 };
+        let st = BatchNormStats {
+            running_mean: &rm,
+            running_var: &rv,
+            momentum: 0.1,
+            eps: 1e-5,
+        };
         let y = tx.batch_norm(&tg, &tb, &st, true).unwrap();
         let (want, mean, var) = cpu::batch_norm(&x, &gamma, &beta, n, c, hw, 1e-5);
         assert_close(&y.to_vec().unwrap(), &want, 1e-4, 1e-4);
@@ -41,15 +58,37 @@ fn eval_mode_uses_running_statistics() {
     let rv = Tensor::from_slice(&gpu, &[4.0, 0.25, 1.0], &[3]).unwrap();
     let tg = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0], &[3]).unwrap();
     let tb = Tensor::from_slice(&gpu, &[0.0, 1.0, -1.0], &[3]).unwrap();
-    let st = BatchNormStats { running_mean: &rm, running_var: &rv, momentum: 0.1, eps: 0.0 };
-    let y = tx.batch_norm(&tg, &tb, &st, false).unwrap().to_vec().unwrap();
-    let (m, v, g, b) = ([0.5, -1.0, 2.0], [4.0f32, 0.25, 1.0], [1.0, 2.0, 3.0], [0.0, 1.0, -1.0]);
-    let want: Vec<f32> = x.iter().enumerate().map(|(i, xv)| {
-        let ch = (i / hw) % c;
-        (xv - m[ch]) / v[ch].sqrt() * g[ch] + b[ch]
-    }).collect();
+    let st = BatchNormStats {
+        running_mean: &rm,
+        running_var: &rv,
+        momentum: 0.1,
+        eps: 0.0,
+    };
+    let y = tx
+        .batch_norm(&tg, &tb, &st, false)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let (m, v, g, b) = (
+        [0.5, -1.0, 2.0],
+        [4.0f32, 0.25, 1.0],
+        [1.0, 2.0, 3.0],
+        [0.0, 1.0, -1.0],
+    );
+    let want: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, xv)| {
+            let ch = (i / hw) % c;
+            (xv - m[ch]) / v[ch].sqrt() * g[ch] + b[ch]
+        })
+        .collect();
     assert_close(&y, &want, 1e-5, 1e-6);
-    assert_eq!(rm.to_vec().unwrap(), vec![0.5, -1.0, 2.0], "eval leaves running stats alone");
+    assert_eq!(
+        rm.to_vec().unwrap(),
+        vec![0.5, -1.0, 2.0],
+        "eval leaves running stats alone"
+    );
 }
 
 #[test]
@@ -60,7 +99,8 @@ fn training_gradients_match_finite_differences() {
         let x = rand_vec(n * c * hw, 5);
         let (gamma, beta) = (rand_vec(c, 6), rand_vec(c, 7));
         let wl = rand_vec(n * c * hw, 8);
-        let host = |x: &[f32], g: &[f32], b: &[f32]| dot(&cpu::batch_norm(x, g, b, n, c, hw, 1e-5).0, &wl);
+        let host =
+            |x: &[f32], g: &[f32], b: &[f32]| dot(&cpu::batch_norm(x, g, b, n, c, hw, 1e-5).0, &wl);
         let tx = Tensor::from_slice(&gpu, &x, &[n, c, h, w]).unwrap();
         let tg = Tensor::from_slice(&gpu, &gamma, &[c]).unwrap();
         let tb = Tensor::from_slice(&gpu, &beta, &[c]).unwrap();
@@ -68,12 +108,39 @@ fn training_gradients_match_finite_differences() {
             t.set_requires_grad(true);
         }
         let (rm, rv) = stats_tensors(&gpu, c);
-        let st = BatchNormStats { running_mean: &rm, running_var: &rv, momentum: 0.1, eps: 1e-5 };
+        let st = BatchNormStats {
+            running_mean: &rm,
+            running_var: &rv,
+            momentum: 0.1,
+            eps: 1e-5,
+        };
         let twl = Tensor::from_slice(&gpu, &wl, &[n, c, h, w]).unwrap();
-        tx.batch_norm(&tg, &tb, &st, true).unwrap().mul(&twl).unwrap().sum().unwrap().backward().unwrap();
-        assert_close(&tx.grad().unwrap().to_vec().unwrap(), &numeric_grad(&x, 1e-3, |v| host(v, &gamma, &beta)), 2e-2, 2e-3);
-        assert_close(&tg.grad().unwrap().to_vec().unwrap(), &numeric_grad(&gamma, 1e-3, |v| host(&x, v, &beta)), 1e-2, 1e-3);
-        assert_close(&tb.grad().unwrap().to_vec().unwrap(), &numeric_grad(&beta, 1e-3, |v| host(&x, &gamma, v)), 1e-2, 1e-3);
+        tx.batch_norm(&tg, &tb, &st, true)
+            .unwrap()
+            .mul(&twl)
+            .unwrap()
+            .sum()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_close(
+            &tx.grad().unwrap().to_vec().unwrap(),
+            &numeric_grad(&x, 1e-3, |v| host(v, &gamma, &beta)),
+            2e-2,
+            2e-3,
+        );
+        assert_close(
+            &tg.grad().unwrap().to_vec().unwrap(),
+            &numeric_grad(&gamma, 1e-3, |v| host(&x, v, &beta)),
+            1e-2,
+            1e-3,
+        );
+        assert_close(
+            &tb.grad().unwrap().to_vec().unwrap(),
+            &numeric_grad(&beta, 1e-3, |v| host(&x, &gamma, v)),
+            1e-2,
+            1e-3,
+        );
     }
 }
 
@@ -83,7 +150,12 @@ fn mismatched_parameter_shape_is_an_error() {
     let x = Tensor::zeros(&gpu, &[2, 3, 4, 4]).unwrap();
     let g = Tensor::ones(&gpu, &[4]).unwrap();
     let (rm, rv) = stats_tensors(&gpu, 3);
-    let st = BatchNormStats { running_mean: &rm, running_var: &rv, momentum: 0.1, eps: 1e-5 };
+    let st = BatchNormStats {
+        running_mean: &rm,
+        running_var: &rv,
+        momentum: 0.1,
+        eps: 1e-5,
+    };
     let e = x.batch_norm(&g, &rm, &st, true).unwrap_err().to_string();
     assert!(e.contains("[4]") && e.contains("[2, 3, 4, 4]"), "{e}");
 }
@@ -98,16 +170,40 @@ fn fused_prefix_bn_relu_matches_slice_then_bn_then_relu() {
         let gamma = param(&gpu, &[c], 12);
         let beta = param(&gpu, &[c], 13);
         let (rm, rv) = stats_tensors(&gpu, c);
-        let st = BatchNormStats { running_mean: &rm, running_var: &rv, momentum: 0.1, eps: 1e-5 };
+        let st = BatchNormStats {
+            running_mean: &rm,
+            running_var: &rv,
+            momentum: 0.1,
+            eps: 1e-5,
+        };
         let fused = x.batch_norm_relu(c, &gamma, &beta, &st, training).unwrap();
         let (l1, _) = weighted_sum(&fused, 14);
         l1.backward().unwrap();
-        let g_fused: Vec<Vec<f32>> = [&x, &gamma, &beta].iter().map(|t| t.grad().unwrap().to_vec().unwrap()).collect();
+        let g_fused: Vec<Vec<f32>> = [&x, &gamma, &beta]
+            .iter()
+            .map(|t| t.grad().unwrap().to_vec().unwrap())
+            .collect();
         gpu.zero_grads();
         let (rm2, rv2) = stats_tensors(&gpu, c);
-        let st2 = BatchNormStats { running_mean: &rm2, running_var: &rv2, momentum: 0.1, eps: 1e-5 };
-        let plain = x.slice_channels(0, c).unwrap().batch_norm(&gamma, &beta, &st2, training).unwrap().relu().unwrap();
-        assert_close(&fused.to_vec().unwrap(), &plain.to_vec().unwrap(), 1e-5, 1e-6);
+        let st2 = BatchNormStats {
+            running_mean: &rm2,
+            running_var: &rv2,
+            momentum: 0.1,
+            eps: 1e-5,
+        };
+        let plain = x
+            .slice_channels(0, c)
+            .unwrap()
+            .batch_norm(&gamma, &beta, &st2, training)
+            .unwrap()
+            .relu()
+            .unwrap();
+        assert_close(
+            &fused.to_vec().unwrap(),
+            &plain.to_vec().unwrap(),
+            1e-5,
+            1e-6,
+        );
         let (l2, _) = weighted_sum(&plain, 14);
         l2.backward().unwrap();
         for (got, t) in g_fused.iter().zip([&x, &gamma, &beta]) {

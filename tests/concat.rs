@@ -8,7 +8,11 @@ fn concat_then_slice_round_trips_and_gradients_route_back() {
     let gpu = gpu();
     let (n, h, w) = (3, 5, 7);
     let widths = [1, 4, 3];
-    let parts: Vec<Tensor> = widths.iter().enumerate().map(|(i, c)| param(&gpu, &[n, *c, h, w], i as u64)).collect();
+    let parts: Vec<Tensor> = widths
+        .iter()
+        .enumerate()
+        .map(|(i, c)| param(&gpu, &[n, *c, h, w], i as u64))
+        .collect();
     let refs: Vec<&Tensor> = parts.iter().collect();
     let cat = Tensor::concat_channels(&refs).unwrap();
     assert_eq!(cat.shape(), &[n, 8, h, w]);
@@ -28,8 +32,14 @@ fn concat_then_slice_round_trips_and_gradients_route_back() {
     let (loss, wl) = weighted_sum(&middle, 9);
     loss.backward().unwrap();
     assert_eq!(parts[1].grad().unwrap().to_vec().unwrap(), wl);
-    assert_eq!(parts[0].grad().unwrap().to_vec().unwrap(), vec![0.0; n * h * w]);
-    assert_eq!(parts[2].grad().unwrap().to_vec().unwrap(), vec![0.0; n * 3 * h * w]);
+    assert_eq!(
+        parts[0].grad().unwrap().to_vec().unwrap(),
+        vec![0.0; n * h * w]
+    );
+    assert_eq!(
+        parts[2].grad().unwrap().to_vec().unwrap(),
+        vec![0.0; n * 3 * h * w]
+    );
 }
 
 #[test]
@@ -38,5 +48,8 @@ fn concat_spatial_mismatch_is_an_error() {
     let a = Tensor::zeros(&gpu, &[2, 3, 4, 4]).unwrap();
     let b = Tensor::zeros(&gpu, &[2, 3, 5, 4]).unwrap();
     let e = Tensor::concat_channels(&[&a, &b]).unwrap_err().to_string();
-    assert!(e.contains("[2, 3, 5, 4]") && e.contains("[2, 3, 4, 4]"), "{e}");
+    assert!(
+        e.contains("[2, 3, 5, 4]") && e.contains("[2, 3, 4, 4]"),
+        "{e}"
+    );
 }

@@ -154,12 +154,26 @@ fn sgd_nesterov_step_matches_pytorch_rule() {
     let p0 = rand_vec(7, 11);
     let p = Tensor::from_slice(&gpu, &p0, &[7]).unwrap();
     p.set_requires_grad(true);
-    let cfg = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.01, milestones: vec![], gamma: 0.1 };
+    let cfg = SgdConfig {
+        lr: 0.1,
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 0.01,
+        milestones: vec![],
+        gamma: 0.1,
+    };
     let mut opt = Sgd::new(vec![p.clone()], cfg).unwrap();
     let (mut host_p, mut host_v) = (p0.clone(), vec![0.0f32; 7]);
     for _ in 0..3 {
         // loss = sum(p^2) / 2 -> grad = p
-        p.mul(&p).unwrap().sum().unwrap().scale(0.5).unwrap().backward().unwrap();
+        p.mul(&p)
+            .unwrap()
+            .sum()
+            .unwrap()
+            .scale(0.5)
+            .unwrap()
+            .backward()
+            .unwrap();
         opt.step(0.1).unwrap();
         for i in 0..7 {
             let d = host_p[i] + 0.01 * host_p[i];

@@ -12,13 +12,18 @@ fn host_device_and_host_buffer_work_with_engine_ops() {
         backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
         ..wgpu::InstanceDescriptor::new_without_display_handle()
     });
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap();
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .unwrap();
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
     let data: Vec<f32> = (0..10).map(|i| i as f32 - 4.5).collect();
     let host_buf = device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("host data"),
         size: 40,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     });
     queue.write_buffer(&host_buf, 0, bytemuck::cast_slice(&data));
@@ -41,7 +46,9 @@ fn host_buffers_that_cannot_work_are_rejected_before_gpu_work() {
         usage: wgpu::BufferUsages::UNIFORM,
         mapped_at_creation: false,
     });
-    let e = Tensor::from_buffer(&gpu, &b, 0, &[4]).unwrap_err().to_string();
+    let e = Tensor::from_buffer(&gpu, &b, 0, &[4])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("STORAGE"), "{e}");
     let b = gpu.device().create_buffer(&wgpu::BufferDescriptor {
         label: None,
@@ -49,9 +56,13 @@ fn host_buffers_that_cannot_work_are_rejected_before_gpu_work() {
         usage: wgpu::BufferUsages::STORAGE,
         mapped_at_creation: false,
     });
-    let e = Tensor::from_buffer(&gpu, &b, 0, &[5, 4]).unwrap_err().to_string();
+    let e = Tensor::from_buffer(&gpu, &b, 0, &[5, 4])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("80 bytes"), "{e}");
-    let e = Tensor::from_buffer(&gpu, &b, 4, &[1]).unwrap_err().to_string();
+    let e = Tensor::from_buffer(&gpu, &b, 4, &[1])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("alignment"), "{e}");
 }
 
@@ -73,7 +84,11 @@ fn training_steps_allocate_nothing_new_and_submit_once() {
     let x = Tensor::randn(&gpu, &[5, 1, 9, 9], 0.0, 1.0, 1).unwrap();
     let y = Tensor::from_slice(&gpu, &[0.0, 1.0, 2.0, 3.0, 1.0], &[5]).unwrap();
     let step = |opt: &mut Sgd| {
-        let loss = model.forward(&x, true).unwrap().cross_entropy(&y, 10.0).unwrap();
+        let loss = model
+            .forward(&x, true)
+            .unwrap()
+            .cross_entropy(&y, 10.0)
+            .unwrap();
         loss.backward().unwrap();
         opt.step(0.01).unwrap();
         loss.read_async().wait().unwrap()[0]
@@ -84,15 +99,26 @@ fn training_steps_allocate_nothing_new_and_submit_once() {
     let (buffers, submits) = (gpu.memory().buffers_created, gpu.submit_count());
     let loss = step(&mut opt);
     assert!(loss.is_finite());
-    assert_eq!(gpu.memory().buffers_created, buffers, "steady-state step created GPU buffers");
-    assert_eq!(gpu.submit_count() - submits, 1, "a training step is one submit");
+    assert_eq!(
+        gpu.memory().buffers_created,
+        buffers,
+        "steady-state step created GPU buffers"
+    );
+    assert_eq!(
+        gpu.submit_count() - submits,
+        1,
+        "a training step is one submit"
+    );
     assert_eq!(gpu.tape_len(), 0);
 }
 
 #[test]
 fn async_readback_does_not_block_and_completes() {
     let gpu = common::gpu();
-    let t = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0], &[3]).unwrap().scale(2.0).unwrap();
+    let t = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0], &[3])
+        .unwrap()
+        .scale(2.0)
+        .unwrap();
     let mut pending = t.read_async();
     let mut got = None;
     for _ in 0..10_000 {
@@ -102,7 +128,10 @@ fn async_readback_does_not_block_and_completes() {
         }
         std::thread::yield_now();
     }
-    assert_eq!(&got.expect("readback never completed")[..3], &[2.0, 4.0, 6.0]);
+    assert_eq!(
+        &got.expect("readback never completed")[..3],
+        &[2.0, 4.0, 6.0]
+    );
 }
 
 #[test]
@@ -121,14 +150,26 @@ fn model_input_shape_mismatch_names_both_shapes() {
     let model = Model::new(&gpu, cfg, 0).unwrap();
     let x = Tensor::zeros(&gpu, &[2, 3, 8, 8]).unwrap();
     let e = model.forward(&x, false).unwrap_err().to_string();
-    assert!(e.contains("[2, 3, 8, 8]") && e.contains("[B, 1, 8, 8]"), "{e}");
+    assert!(
+        e.contains("[2, 3, 8, 8]") && e.contains("[B, 1, 8, 8]"),
+        "{e}"
+    );
 }
 
 #[test]
 fn paper_models_have_the_published_parameter_counts() {
     let gpu = common::gpu();
     let count = |arch, head| {
-        let cfg = ModelConfig { arch, head, in_channels: 3, height: 32, width: 32, num_classes: 10, mean: vec![0.0; 3], std: vec![1.0; 3] };
+        let cfg = ModelConfig {
+            arch,
+            head,
+            in_channels: 3,
+            height: 32,
+            width: 32,
+            num_classes: 10,
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+        };
         Model::new(&gpu, cfg, 0).unwrap().num_params()
     };
     // ResNet-34 (CIFAR form, linear 512→10): 21,282,122 as counted by PyTorch.
@@ -144,15 +185,34 @@ fn densenet_block_buffer_path_matches_plain_concatenation() {
     // The memory-efficient DenseNet (slots in one block buffer, prefix batch norm, BN-ReLU-conv
     // recomputed in backward) must compute exactly what concat + BN + ReLU + conv computes.
     let gpu = common::gpu();
-    let cfg = ModelConfig { arch: Arch::DensenetTiny, head: HeadKind::SoftMax, in_channels: 2, height: 8, width: 8, num_classes: 3, mean: vec![0.0; 2], std: vec![1.0; 2] };
+    let cfg = ModelConfig {
+        arch: Arch::DensenetTiny,
+        head: HeadKind::SoftMax,
+        in_channels: 2,
+        height: 8,
+        width: 8,
+        num_classes: 3,
+        mean: vec![0.0; 2],
+        std: vec![1.0; 2],
+    };
     let model = Model::new(&gpu, cfg, 5).unwrap();
     let net = model.densenet().unwrap();
     let x = Tensor::randn(&gpu, &[3, 2, 8, 8], 0.0, 1.0, 9).unwrap();
     let run = |fast: bool| {
-        let f = if fast { net.forward(&x, true) } else { net.forward_reference(&x, true) }.unwrap();
+        let f = if fast {
+            net.forward(&x, true)
+        } else {
+            net.forward_reference(&x, true)
+        }
+        .unwrap();
         let w = Tensor::randn(&gpu, f.shape(), 0.0, 1.0, 4).unwrap();
         f.mul(&w).unwrap().sum().unwrap().backward().unwrap();
-        let grads: Vec<Vec<f32>> = model.params().iter().filter_map(|p| p.grad()).map(|g| g.to_vec().unwrap()).collect();
+        let grads: Vec<Vec<f32>> = model
+            .params()
+            .iter()
+            .filter_map(|p| p.grad())
+            .map(|g| g.to_vec().unwrap())
+            .collect();
         gpu.zero_grads();
         (f.to_vec().unwrap(), grads)
     };

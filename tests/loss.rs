@@ -1,8 +1,8 @@
 //! Log-softmax and cross-entropy against CPU references and finite differences.
 mod common;
 use common::*;
-use isomax::ops::loss::cpu;
 use isomax::Tensor;
+use isomax::ops::loss::cpu;
 
 #[test]
 fn log_softmax_matches_cpu_and_gradient() {
@@ -12,7 +12,12 @@ fn log_softmax_matches_cpu_and_gradient() {
         let tz = Tensor::from_slice(&gpu, &z, &[b, c]).unwrap();
         tz.set_requires_grad(true);
         let y = tz.log_softmax().unwrap();
-        assert_close(&y.to_vec().unwrap(), &cpu::log_softmax(&z, b, c), 1e-5, 1e-5);
+        assert_close(
+            &y.to_vec().unwrap(),
+            &cpu::log_softmax(&z, b, c),
+            1e-5,
+            1e-5,
+        );
         let (loss, w) = weighted_sum(&y, 2);
         loss.backward().unwrap();
         let num = numeric_grad(&z, 1e-2, |v| dot(&cpu::log_softmax(v, b, c), &w));
@@ -28,10 +33,18 @@ fn cross_entropy_with_scale_matches_cpu_and_gradient() {
         let labels: Vec<u32> = (0..b).map(|i| (i * 7 % c) as u32).collect();
         let tz = Tensor::from_slice(&gpu, &z, &[b, c]).unwrap();
         tz.set_requires_grad(true);
-        let tl = Tensor::from_slice(&gpu, &labels.iter().map(|v| *v as f32).collect::<Vec<_>>(), &[b]).unwrap();
+        let tl = Tensor::from_slice(
+            &gpu,
+            &labels.iter().map(|v| *v as f32).collect::<Vec<_>>(),
+            &[b],
+        )
+        .unwrap();
         let loss = tz.cross_entropy(&tl, scale).unwrap();
         let want = cpu::cross_entropy(&z, &labels, b, c, scale);
-        assert!((loss.item().unwrap() as f64 - want).abs() < 1e-4 * want.abs().max(1.0), "b={b} c={c}");
+        assert!(
+            (loss.item().unwrap() as f64 - want).abs() < 1e-4 * want.abs().max(1.0),
+            "b={b} c={c}"
+        );
         loss.backward().unwrap();
         let num = numeric_grad(&z, 1e-3, |v| cpu::cross_entropy(v, &labels, b, c, scale));
         assert_close(&tz.grad().unwrap().to_vec().unwrap(), &num, 2e-2, 1e-3);

@@ -2,19 +2,34 @@
 //! differences, on shapes that do not divide the register tile.
 mod common;
 use common::*;
-use isomax::ops::matmul::cpu;
 use isomax::Tensor;
+use isomax::ops::matmul::cpu;
 
 #[test]
 fn matmul_all_transposes_match_cpu() {
     let gpu = gpu();
-    for (m, k, n) in [(1, 1, 1), (1, 7, 3), (5, 3, 9), (17, 33, 13), (64, 65, 66), (3, 130, 1)] {
+    for (m, k, n) in [
+        (1, 1, 1),
+        (1, 7, 3),
+        (5, 3, 9),
+        (17, 33, 13),
+        (64, 65, 66),
+        (3, 130, 1),
+    ] {
         let a = rand_vec(m * k, 1);
         let b = rand_vec(k * n, 2);
         let want = cpu::matmul(&a, &b, m, k, n);
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            let ah = if ta { cpu::transpose(&a, m, k) } else { a.clone() };
-            let bh = if tb { cpu::transpose(&b, k, n) } else { b.clone() };
+            let ah = if ta {
+                cpu::transpose(&a, m, k)
+            } else {
+                a.clone()
+            };
+            let bh = if tb {
+                cpu::transpose(&b, k, n)
+            } else {
+                b.clone()
+            };
             let at = Tensor::from_slice(&gpu, &ah, &(if ta { [k, m] } else { [m, k] })).unwrap();
             let bt = Tensor::from_slice(&gpu, &bh, &(if tb { [n, k] } else { [k, n] })).unwrap();
             let got = at.matmul_t(&bt, ta, tb).unwrap();
@@ -44,7 +59,10 @@ fn linear_gradients_match_finite_differences() {
     let host = |x: &[f32], w: &[f32], bias: &[f32]| -> f64 {
         let wt = cpu::transpose(w, dout, din);
         let y = cpu::matmul(x, &wt, bsz, din, dout);
-        y.iter().enumerate().map(|(i, v)| (v + bias[i % dout]) as f64 * wl[i] as f64).sum()
+        y.iter()
+            .enumerate()
+            .map(|(i, v)| (v + bias[i % dout]) as f64 * wl[i] as f64)
+            .sum()
     };
     let tx = Tensor::from_slice(&gpu, &x, &[bsz, din]).unwrap();
     let tw = Tensor::from_slice(&gpu, &w, &[dout, din]).unwrap();
@@ -53,12 +71,33 @@ fn linear_gradients_match_finite_differences() {
         t.set_requires_grad(true);
     }
     let twl = Tensor::from_slice(&gpu, &wl, &[bsz, dout]).unwrap();
-    let loss = tx.linear(&tw, Some(&tb)).unwrap().mul(&twl).unwrap().sum().unwrap();
+    let loss = tx
+        .linear(&tw, Some(&tb))
+        .unwrap()
+        .mul(&twl)
+        .unwrap()
+        .sum()
+        .unwrap();
     assert!((loss.item().unwrap() as f64 - host(&x, &w, &bias)).abs() < 1e-4);
     loss.backward().unwrap();
-    assert_close(&tx.grad().unwrap().to_vec().unwrap(), &numeric_grad(&x, 1e-3, |v| host(v, &w, &bias)), 1e-2, 1e-3);
-    assert_close(&tw.grad().unwrap().to_vec().unwrap(), &numeric_grad(&w, 1e-3, |v| host(&x, v, &bias)), 1e-2, 1e-3);
-    assert_close(&tb.grad().unwrap().to_vec().unwrap(), &numeric_grad(&bias, 1e-3, |v| host(&x, &w, v)), 1e-2, 1e-3);
+    assert_close(
+        &tx.grad().unwrap().to_vec().unwrap(),
+        &numeric_grad(&x, 1e-3, |v| host(v, &w, &bias)),
+        1e-2,
+        1e-3,
+    );
+    assert_close(
+        &tw.grad().unwrap().to_vec().unwrap(),
+        &numeric_grad(&w, 1e-3, |v| host(&x, v, &bias)),
+        1e-2,
+        1e-3,
+    );
+    assert_close(
+        &tb.grad().unwrap().to_vec().unwrap(),
+        &numeric_grad(&bias, 1e-3, |v| host(&x, &w, v)),
+        1e-2,
+        1e-3,
+    );
 }
 
 #[test]
@@ -75,12 +114,30 @@ fn matmul_gradients_with_transposes_match_cpu() {
         let av = a.to_vec().unwrap();
         let bv = b.to_vec().unwrap();
         let f = |av: &[f32], bv: &[f32]| -> f64 {
-            let ah = if ta { cpu::transpose(av, k, m) } else { av.to_vec() };
-            let bh = if tb { cpu::transpose(bv, n, k) } else { bv.to_vec() };
+            let ah = if ta {
+                cpu::transpose(av, k, m)
+            } else {
+                av.to_vec()
+            };
+            let bh = if tb {
+                cpu::transpose(bv, n, k)
+            } else {
+                bv.to_vec()
+            };
             dot(&cpu::matmul(&ah, &bh, m, k, n), &wl)
         };
-        assert_close(&a.grad().unwrap().to_vec().unwrap(), &numeric_grad(&av, 1e-3, |v| f(v, &bv)), 1e-2, 1e-3);
-        assert_close(&b.grad().unwrap().to_vec().unwrap(), &numeric_grad(&bv, 1e-3, |v| f(&av, v)), 1e-2, 1e-3);
+        assert_close(
+            &a.grad().unwrap().to_vec().unwrap(),
+            &numeric_grad(&av, 1e-3, |v| f(v, &bv)),
+            1e-2,
+            1e-3,
+        );
+        assert_close(
+            &b.grad().unwrap().to_vec().unwrap(),
+            &numeric_grad(&bv, 1e-3, |v| f(&av, v)),
+            1e-2,
+            1e-3,
+        );
     }
 }
 

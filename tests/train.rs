@@ -17,14 +17,19 @@ fn mnist(file: &str, n: usize) -> Dataset {
 }
 
 fn config(head: HeadKind, epochs: usize, dir: &str) -> TrainConfig {
-    let out_dir: PathBuf = std::env::temp_dir().join(format!("isomax-test-{dir}-{}", std::process::id()));
+    let out_dir: PathBuf =
+        std::env::temp_dir().join(format!("isomax-test-{dir}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out_dir);
     TrainConfig {
         arch: Arch::ResnetTiny,
         head,
         epochs,
         batch_size: 32,
-        sgd: SgdConfig { lr: 0.05, milestones: vec![100], ..SgdConfig::default() },
+        sgd: SgdConfig {
+            lr: 0.05,
+            milestones: vec![100],
+            ..SgdConfig::default()
+        },
         seed: 7,
         augment: false,
         holdout: 64,
@@ -47,23 +52,52 @@ fn training_lowers_the_loss_and_beats_chance() {
     let gpu = common::gpu();
     let test = mnist("t10k-images-idx3-ubyte.gz", 200);
     let cfg = config(HeadKind::IsoMax, 3, "e2e");
-    let s = train(&gpu, &cfg, mnist("train-images-idx3-ubyte.gz", 640), Some(&test)).unwrap();
+    let s = train(
+        &gpu,
+        &cfg,
+        mnist("train-images-idx3-ubyte.gz", 640),
+        Some(&test),
+    )
+    .unwrap();
     let log = std::fs::read_to_string(cfg.out_dir.join("log.jsonl")).unwrap();
-    let losses: Vec<f64> = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"].as_f64().unwrap()).collect();
+    let losses: Vec<f64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
     assert_eq!(losses.len(), 3);
     assert!(losses[2] < losses[0] * 0.8, "loss did not fall: {losses:?}");
-    assert!(s.test_accuracy.unwrap() > 0.5, "test accuracy {:?}", s.test_accuracy);
+    assert!(
+        s.test_accuracy.unwrap() > 0.5,
+        "test accuracy {:?}",
+        s.test_accuracy
+    );
     assert!(s.es_threshold.is_some());
 }
 
 #[test]
 fn every_head_trains() {
     let gpu = common::gpu();
-    for head in [HeadKind::SoftMax, HeadKind::IsoMax, HeadKind::IsoMaxPlus, HeadKind::DisMax] {
+    for head in [
+        HeadKind::SoftMax,
+        HeadKind::IsoMax,
+        HeadKind::IsoMaxPlus,
+        HeadKind::DisMax,
+    ] {
         let cfg = config(head, 2, &format!("{head:?}"));
         train(&gpu, &cfg, mnist("train-images-idx3-ubyte.gz", 320), None).unwrap();
         let log = std::fs::read_to_string(cfg.out_dir.join("log.jsonl")).unwrap();
-        let l: Vec<f64> = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"].as_f64().unwrap()).collect();
+        let l: Vec<f64> = log
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect();
         assert!(l[1] < l[0], "{head:?}: loss did not fall: {l:?}");
     }
 }
@@ -98,8 +132,12 @@ fn eval_report_json_has_the_documented_schema() {
     let cfg = config(HeadKind::SoftMax, 1, "json");
     let s = train(&gpu, &cfg, mnist("train-images-idx3-ubyte.gz", 256), None).unwrap();
     let (model, _) = load_model(&gpu, &s.checkpoint).unwrap();
-    let inside = eval::score_dataset(&gpu, &model, &mnist("t10k-images-idx3-ubyte.gz", 100), 64).unwrap();
-    let fashion = format!("idx:{}/assets/fashion-mnist/t10k-images-idx3-ubyte.gz", env!("CARGO_MANIFEST_DIR"));
+    let inside =
+        eval::score_dataset(&gpu, &model, &mnist("t10k-images-idx3-ubyte.gz", 100), 64).unwrap();
+    let fashion = format!(
+        "idx:{}/assets/fashion-mnist/t10k-images-idx3-ubyte.gz",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let mut f = Dataset::open(&fashion).unwrap();
     f.truncate(100);
     let outside = eval::score_dataset(&gpu, &model, &f, 64).unwrap();
@@ -109,7 +147,9 @@ fn eval_report_json_has_the_documented_schema() {
     for score in ["mps", "es"] {
         let m = &j["ood"]["fashion"][score];
         for key in ["tnr_at_tpr95", "auroc", "dtacc", "auin", "auout"] {
-            let v = m[key].as_f64().unwrap_or_else(|| panic!("missing {score}.{key}"));
+            let v = m[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("missing {score}.{key}"));
             assert!((0.0..=100.0).contains(&v), "{score}.{key} = {v}");
         }
     }

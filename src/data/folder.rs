@@ -34,9 +34,15 @@ pub fn load(dir: &Path) -> Result<Dataset, DataError> {
 
 /// Decode the given image files (with their labels) into one dataset named `name`; images
 /// are resized to the first one's size.
-pub fn from_files(name: &str, files: &[(PathBuf, u32)], num_classes: usize) -> Result<Dataset, DataError> {
+pub fn from_files(
+    name: &str,
+    files: &[(PathBuf, u32)],
+    num_classes: usize,
+) -> Result<Dataset, DataError> {
     if files.is_empty() {
-        return Err(DataError::NoImages { path: name.to_string() });
+        return Err(DataError::NoImages {
+            path: name.to_string(),
+        });
     }
     let mut size = None;
     let mut all_gray = true;

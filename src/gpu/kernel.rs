@@ -134,7 +134,13 @@ pub(crate) fn groups_1d(n: usize, wg: u32) -> [u32; 3] {
 impl Gpu {
     fn kernel(&self, spec: &KernelSpec, constants: &[(&str, f64)]) -> Rc<Kernel> {
         // Generated variants share family and entry names: the source address tells them apart.
-        let key = format!("{}::{}@{:p}{:?}", spec.family, spec.entry, spec.source.as_ptr(), constants);
+        let key = format!(
+            "{}::{}@{:p}{:?}",
+            spec.family,
+            spec.entry,
+            spec.source.as_ptr(),
+            constants
+        );
         if let Some(k) = self.0.kernels.borrow().get(&key) {
             return k.clone();
         }
@@ -279,9 +285,13 @@ impl Gpu {
             }
             _ => None,
         };
-        let Recorder { encoder, profiler, .. } = &mut *rec;
+        let Recorder {
+            encoder, profiler, ..
+        } = &mut *rec;
         let enc = encoder.get_or_insert_with(|| {
-            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("isomax step") })
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("isomax step"),
+            })
         });
         {
             let timestamp_writes = match (profiler.as_ref(), slot) {

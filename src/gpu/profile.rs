@@ -35,7 +35,11 @@ impl std::fmt::Display for KernelTimes {
         rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
         writeln!(f, "{:<28} {:>6} {:>10} {:>6}", "kernel", "calls", "ms", "%")?;
         for (name, (n, ms)) in rows {
-            writeln!(f, "{name:<28} {n:>6} {ms:>10.2} {:>5.1}%", 100.0 * ms / total.max(1e-9))?;
+            writeln!(
+                f,
+                "{name:<28} {n:>6} {ms:>10.2} {:>5.1}%",
+                100.0 * ms / total.max(1e-9)
+            )?;
         }
         write!(f, "{:<28} {:>6} {:>10.2}", "total", "", total)
     }
@@ -44,8 +48,15 @@ impl std::fmt::Display for KernelTimes {
 impl Gpu {
     /// Start recording per-kernel timestamps (needs the adapter's timestamp queries).
     pub fn start_profiling(&self) -> Result<()> {
-        if !self.device().features().contains(wgpu::Features::TIMESTAMP_QUERY) {
-            return Err(Error::Device(format!("{} does not support timestamp queries", self.report().name)));
+        if !self
+            .device()
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+        {
+            return Err(Error::Device(format!(
+                "{} does not support timestamp queries",
+                self.report().name
+            )));
         }
         let set = self.device().create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("isomax profiler"),
@@ -55,11 +66,17 @@ impl Gpu {
         let resolve = self.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("isomax profiler resolve"),
             size: QUERIES as u64 * 8,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::STORAGE,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
         self.flush();
-        self.0.recorder.borrow_mut().profiler = Some(Profiler { set, resolve, labels: Vec::new() });
+        self.0.recorder.borrow_mut().profiler = Some(Profiler {
+            set,
+            resolve,
+            labels: Vec::new(),
+        });
         Ok(())
     }
 
@@ -80,7 +97,11 @@ impl Gpu {
             enc.resolve_query_set(&prof.set, 0..n, &prof.resolve, 0);
         }
         let raw = self
-            .read_async(super::Binding { buffer: &prof.resolve, offset: 0, size: n as u64 * 8 })
+            .read_async(super::Binding {
+                buffer: &prof.resolve,
+                offset: 0,
+                size: n as u64 * 8,
+            })
             .wait()?;
         let ticks: &[u64] = bytemuck::cast_slice(&raw);
         let period = self.queue().get_timestamp_period() as f64;

@@ -15,23 +15,43 @@ use crate::tensor::Tensor;
 
 /// `conv(relu(bn(x[:, ..channels])))`, taped as one op that recomputes relu(bn(x)) in
 /// backward instead of keeping it.
-fn bn_relu_conv(x: &Tensor, channels: usize, bn: &BatchNorm2d, conv: &Conv2d, training: bool) -> Result<Tensor> {
+fn bn_relu_conv(
+    x: &Tensor,
+    channels: usize,
+    bn: &BatchNorm2d,
+    conv: &Conv2d,
+    training: bool,
+) -> Result<Tensor> {
     let gpu = x.gpu().clone();
-    let (t, stats, g) = bn_forward(x, channels, true, &bn.gamma, &bn.beta, &bn.stats(), training)?;
+    let (t, stats, g) = bn_forward(
+        x,
+        channels,
+        true,
+        &bn.gamma,
+        &bn.beta,
+        &bn.stats(),
+        training,
+    )?;
     let y = gpu.no_grad(|| t.conv2d(&conv.weight, None, conv.stride, conv.padding))?;
     let t_shape = t.shape().to_vec();
     drop(t);
-    let (xd, gamma, beta, w) = (x.detach(), bn.gamma.detach(), bn.beta.detach(), conv.weight.detach());
+    let (xd, gamma, beta, w) = (
+        x.detach(),
+        bn.gamma.detach(),
+        bn.beta.detach(),
+        conv.weight.detach(),
+    );
     let (stride, pad) = (conv.stride, conv.padding);
-    gpu.clone().record(&y, &[x, &bn.gamma, &bn.beta, &conv.weight], move |dy| {
-        let t = bn_apply(&xd, &stats, &gamma, &beta, g, &t_shape)?;
-        let cfg = ConvConfig::for_gpu(&gpu);
-        let dw = dy.conv2d_backward_weight(&t, w.shape(), stride, pad, cfg)?;
-        drop(t);
-        let dt = dy.conv2d_backward_data(&w, &t_shape, stride, pad, cfg)?;
-        let (dx, dgamma, dbeta) = bn_backward(&xd, &dt, &stats, &gamma, &beta, g)?;
-        Ok(vec![Some(dx), Some(dgamma), Some(dbeta), Some(dw)])
-    });
+    gpu.clone()
+        .record(&y, &[x, &bn.gamma, &bn.beta, &conv.weight], move |dy| {
+            let t = bn_apply(&xd, &stats, &gamma, &beta, g, &t_shape)?;
+            let cfg = ConvConfig::for_gpu(&gpu);
+            let dw = dy.conv2d_backward_weight(&t, w.shape(), stride, pad, cfg)?;
+            drop(t);
+            let dt = dy.conv2d_backward_data(&w, &t_shape, stride, pad, cfg)?;
+            let (dx, dgamma, dbeta) = bn_backward(&xd, &dt, &stats, &gamma, &beta, g)?;
+            Ok(vec![Some(dx), Some(dgamma), Some(dbeta), Some(dw)])
+        });
     Ok(y)
 }
 
@@ -68,9 +88,15 @@ pub struct DenseNet {
 
 impl DenseNet {
     /// `layers` bottleneck layers per block, three blocks, compression 0.5.
-    pub fn new(gpu: &Gpu, in_channels: usize, growth: usize, layers: usize, seeds: &mut Seeds) -> Result<DenseNet> {
+    pub fn new(
+        gpu: &Gpu,
+        in_channels: usize,
+        growth: usize,
+        layers: usize,
+        seeds: &mut Seeds,
+    ) -> Result<DenseNet> {
         let mut c = 2 * growth;
-        let conv1 = Conv2d::new(gpu, in_channels, c, 3, 1, 1, false, seeds.next())?;
+        let conv1 = Conv2d::new(gpu, in_channels, c, 3, 1, 1, false, seeds.next_seed())?;
         let mut blocks = Vec::new();
         let mut transitions = Vec::new();
         for b in 0..3 {
@@ -78,20 +104,29 @@ impl DenseNet {
             for _ in 0..layers {
                 block.push(Bottleneck {
                     bn1: BatchNorm2d::new(gpu, c)?,
-                    conv1: Conv2d::new(gpu, c, 4 * growth, 1, 1, 0, false, seeds.next())?,
+                    conv1: Conv2d::new(gpu, c, 4 * growth, 1, 1, 0, false, seeds.next_seed())?,
                     bn2: BatchNorm2d::new(gpu, 4 * growth)?,
-                    conv2: Conv2d::new(gpu, 4 * growth, growth, 3, 1, 1, false, seeds.next())?,
+                    conv2: Conv2d::new(gpu, 4 * growth, growth, 3, 1, 1, false, seeds.next_seed())?,
                 });
                 c += growth;
             }
             blocks.push(block);
             if b < 2 {
                 let out = c / 2;
-                transitions.push(Transition { bn: BatchNorm2d::new(gpu, c)?, conv: Conv2d::new(gpu, c, out, 1, 1, 0, false, seeds.next())? });
+                transitions.push(Transition {
+                    bn: BatchNorm2d::new(gpu, c)?,
+                    conv: Conv2d::new(gpu, c, out, 1, 1, 0, false, seeds.next_seed())?,
+                });
                 c = out;
             }
         }
-        Ok(DenseNet { conv1, blocks, transitions, bn: BatchNorm2d::new(gpu, c)?, features: c })
+        Ok(DenseNet {
+            conv1,
+            blocks,
+            transitions,
+            bn: BatchNorm2d::new(gpu, c)?,
+            features: c,
+        })
     }
 
     /// DenseNet-BC-100, growth 12: 24→216→108→300→150→342 channels.
@@ -124,7 +159,9 @@ impl DenseNet {
                 c = h.shape()[1];
             }
         }
-        block.batch_norm_relu(c, &self.bn.gamma, &self.bn.beta, &self.bn.stats(), training)?.global_avg_pool()
+        block
+            .batch_norm_relu(c, &self.bn.gamma, &self.bn.beta, &self.bn.stats(), training)?
+            .global_avg_pool()
     }
 }
 
@@ -141,7 +178,10 @@ impl DenseNet {
                 h = Tensor::concat_channels(&[&h, &new])?;
             }
             if let Some(t) = self.transitions.get(b) {
-                h = t.conv.forward(&t.bn.forward(&h, training)?.relu()?)?.avg_pool2d(2, 2)?;
+                h = t
+                    .conv
+                    .forward(&t.bn.forward(&h, training)?.relu()?)?
+                    .avg_pool2d(2, 2)?;
             }
         }
         self.bn.forward(&h, training)?.relu()?.global_avg_pool()

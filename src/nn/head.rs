@@ -19,7 +19,13 @@ pub struct Head {
 impl Head {
     /// SPEC §1 initialisation: IsoMax prototypes 0; IsoMax+/DisMax prototypes N(0, 1) and
     /// distance scale 1.
-    pub fn new(gpu: &Gpu, kind: HeadKind, features: usize, classes: usize, seeds: &mut Seeds) -> Result<Head> {
+    pub fn new(
+        gpu: &Gpu,
+        kind: HeadKind,
+        features: usize,
+        classes: usize,
+        seeds: &mut Seeds,
+    ) -> Result<Head> {
         let param = |t: Tensor| {
             t.set_requires_grad(true);
             t
@@ -27,7 +33,7 @@ impl Head {
         Ok(match kind {
             HeadKind::SoftMax => Head {
                 kind,
-                linear: Some(Linear::new(gpu, features, classes, seeds.next())?),
+                linear: Some(Linear::new(gpu, features, classes, seeds.next_seed())?),
                 prototypes: None,
                 distance_scale: None,
             },
@@ -40,7 +46,13 @@ impl Head {
             HeadKind::IsoMaxPlus | HeadKind::DisMax => Head {
                 kind,
                 linear: None,
-                prototypes: Some(param(Tensor::randn(gpu, &[classes, features], 0.0, 1.0, seeds.next())?)),
+                prototypes: Some(param(Tensor::randn(
+                    gpu,
+                    &[classes, features],
+                    0.0,
+                    1.0,
+                    seeds.next_seed(),
+                )?)),
                 distance_scale: Some(param(Tensor::ones(gpu, &[1])?)),
             },
         })
@@ -49,9 +61,16 @@ impl Head {
     /// Logits `[B, C]` at temperature 1 (the entropic scale is applied only in the loss).
     pub fn logits(&self, features: &Tensor) -> Result<Tensor> {
         match self.kind {
-            HeadKind::SoftMax => self.linear.as_ref().expect("softmax head has a linear layer").forward(features),
+            HeadKind::SoftMax => self
+                .linear
+                .as_ref()
+                .expect("softmax head has a linear layer")
+                .forward(features),
             HeadKind::IsoMax => {
-                let d = isomax::prototype_distances(features, self.prototypes.as_ref().expect("prototypes"))?;
+                let d = isomax::prototype_distances(
+                    features,
+                    self.prototypes.as_ref().expect("prototypes"),
+                )?;
                 isomax::logits_from_distances(&d, false)
             }
             HeadKind::IsoMaxPlus | HeadKind::DisMax => {
@@ -60,7 +79,11 @@ impl Head {
                     features,
                     self.prototypes.as_ref().expect("prototypes"),
                     self.distance_scale.as_ref().expect("distance scale"),
-                    if dismax { std::f32::consts::SQRT_2 } else { 1.0 },
+                    if dismax {
+                        std::f32::consts::SQRT_2
+                    } else {
+                        1.0
+                    },
                 )?;
                 isomax::logits_from_distances(&d, dismax)
             }

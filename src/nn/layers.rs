@@ -19,7 +19,11 @@ pub trait Module {
 }
 
 pub(crate) fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
 }
 
 fn param(t: Tensor) -> Tensor {
@@ -37,10 +41,33 @@ pub struct Conv2d {
 
 impl Conv2d {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(gpu: &Gpu, in_c: usize, out_c: usize, k: usize, stride: usize, padding: usize, bias: bool, seed: u64) -> Result<Conv2d> {
-        let weight = param(Tensor::he_normal(gpu, &[out_c, in_c, k, k], out_c * k * k, seed)?);
-        let bias = if bias { Some(param(Tensor::zeros(gpu, &[out_c])?)) } else { None };
-        Ok(Conv2d { weight, bias, stride, padding })
+    pub fn new(
+        gpu: &Gpu,
+        in_c: usize,
+        out_c: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+        seed: u64,
+    ) -> Result<Conv2d> {
+        let weight = param(Tensor::he_normal(
+            gpu,
+            &[out_c, in_c, k, k],
+            out_c * k * k,
+            seed,
+        )?);
+        let bias = if bias {
+            Some(param(Tensor::zeros(gpu, &[out_c])?))
+        } else {
+            None
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            stride,
+            padding,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -77,7 +104,12 @@ impl BatchNorm2d {
 
     /// The running statistics and PyTorch's momentum and eps.
     pub fn stats(&self) -> BatchNormStats<'_> {
-        BatchNormStats { running_mean: &self.running_mean, running_var: &self.running_var, momentum: 0.1, eps: 1e-5 }
+        BatchNormStats {
+            running_mean: &self.running_mean,
+            running_var: &self.running_var,
+            momentum: 0.1,
+            eps: 1e-5,
+        }
     }
 
     pub fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
@@ -89,7 +121,11 @@ impl Module for BatchNorm2d {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor, Role)) {
         f(join(prefix, "weight"), &self.gamma, Role::Param);
         f(join(prefix, "bias"), &self.beta, Role::Param);
-        f(join(prefix, "running_mean"), &self.running_mean, Role::Buffer);
+        f(
+            join(prefix, "running_mean"),
+            &self.running_mean,
+            Role::Buffer,
+        );
         f(join(prefix, "running_var"), &self.running_var, Role::Buffer);
     }
 }
@@ -105,7 +141,13 @@ impl Linear {
         let bound = 1.0 / (input as f32).sqrt();
         Ok(Linear {
             weight: param(Tensor::uniform(gpu, &[output, input], -bound, bound, seed)?),
-            bias: param(Tensor::uniform(gpu, &[output], -bound, bound, seed ^ 0x9e37_79b9)?),
+            bias: param(Tensor::uniform(
+                gpu,
+                &[output],
+                -bound,
+                bound,
+                seed ^ 0x9e37_79b9,
+            )?),
         })
     }
 
@@ -128,7 +170,7 @@ impl Seeds {
     pub fn new(seed: u64) -> Seeds {
         Seeds(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_seed(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         self.0
     }

@@ -38,7 +38,11 @@ impl Arch {
             "densenet100" | "densenet-bc-100" => Arch::Densenet100,
             "resnet-tiny" => Arch::ResnetTiny,
             "densenet-tiny" => Arch::DensenetTiny,
-            _ => return Err(Error::Config(format!("unknown model '{s}' (expected resnet34, densenet100, resnet-tiny, densenet-tiny)"))),
+            _ => {
+                return Err(Error::Config(format!(
+                    "unknown model '{s}' (expected resnet34, densenet100, resnet-tiny, densenet-tiny)"
+                )));
+            }
         })
     }
 }
@@ -72,7 +76,11 @@ pub struct Model {
 impl Model {
     /// Build with seeded initialisation.
     pub fn new(gpu: &Gpu, config: ModelConfig, seed: u64) -> Result<Model> {
-        if config.num_classes == 0 || config.in_channels == 0 || config.height == 0 || config.width == 0 {
+        if config.num_classes == 0
+            || config.in_channels == 0
+            || config.height == 0
+            || config.width == 0
+        {
             return Err(Error::Config(format!("invalid model config {config:?}")));
         }
         let mut seeds = layers::Seeds::new(seed);
@@ -88,7 +96,11 @@ impl Model {
             Backbone::DenseNet(d) => d.features,
         };
         let head = Head::new(gpu, config.head, features, config.num_classes, &mut seeds)?;
-        Ok(Model { config, backbone, head })
+        Ok(Model {
+            config,
+            backbone,
+            head,
+        })
     }
 
     /// Features `[B, D]` of normalised images `[B, C, H, W]`.
@@ -98,7 +110,10 @@ impl Model {
         if s.len() != 4 || s[1] != c.in_channels || s[2] != c.height || s[3] != c.width {
             return Err(Error::shape(
                 "model input",
-                format!("{s:?} vs expected [B, {}, {}, {}]", c.in_channels, c.height, c.width),
+                format!(
+                    "{s:?} vs expected [B, {}, {}, {}]",
+                    c.in_channels, c.height, c.width
+                ),
             ));
         }
         match &self.backbone {

@@ -17,21 +17,27 @@ struct BasicBlock {
 impl BasicBlock {
     fn new(gpu: &Gpu, cin: usize, cout: usize, stride: usize, seeds: &mut Seeds) -> Result<Self> {
         let shortcut = if stride != 1 || cin != cout {
-            Some((Conv2d::new(gpu, cin, cout, 1, stride, 0, false, seeds.next())?, BatchNorm2d::new(gpu, cout)?))
+            Some((
+                Conv2d::new(gpu, cin, cout, 1, stride, 0, false, seeds.next_seed())?,
+                BatchNorm2d::new(gpu, cout)?,
+            ))
         } else {
             None
         };
         Ok(BasicBlock {
-            conv1: Conv2d::new(gpu, cin, cout, 3, stride, 1, false, seeds.next())?,
+            conv1: Conv2d::new(gpu, cin, cout, 3, stride, 1, false, seeds.next_seed())?,
             bn1: BatchNorm2d::new(gpu, cout)?,
-            conv2: Conv2d::new(gpu, cout, cout, 3, 1, 1, false, seeds.next())?,
+            conv2: Conv2d::new(gpu, cout, cout, 3, 1, 1, false, seeds.next_seed())?,
             bn2: BatchNorm2d::new(gpu, cout)?,
             shortcut,
         })
     }
 
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
-        let out = self.bn1.forward(&self.conv1.forward(x)?, training)?.relu()?;
+        let out = self
+            .bn1
+            .forward(&self.conv1.forward(x)?, training)?
+            .relu()?;
         let out = self.bn2.forward(&self.conv2.forward(&out)?, training)?;
         let skip = match &self.shortcut {
             Some((c, b)) => b.forward(&c.forward(x)?, training)?,
@@ -65,29 +71,58 @@ pub struct ResNet {
 
 impl ResNet {
     /// `stages`: (blocks, channels, stride of the first block) per stage.
-    pub fn new(gpu: &Gpu, in_channels: usize, stem: usize, stages: &[(usize, usize, usize)], seeds: &mut Seeds) -> Result<ResNet> {
-        let stem_conv = Conv2d::new(gpu, in_channels, stem, 3, 1, 1, false, seeds.next())?;
+    pub fn new(
+        gpu: &Gpu,
+        in_channels: usize,
+        stem: usize,
+        stages: &[(usize, usize, usize)],
+        seeds: &mut Seeds,
+    ) -> Result<ResNet> {
+        let stem_conv = Conv2d::new(gpu, in_channels, stem, 3, 1, 1, false, seeds.next_seed())?;
         let bn = BatchNorm2d::new(gpu, stem)?;
         let mut blocks = Vec::new();
         let mut c = stem;
         for &(n, cout, stride) in stages {
             for i in 0..n {
-                blocks.push(BasicBlock::new(gpu, c, cout, if i == 0 { stride } else { 1 }, seeds)?);
+                blocks.push(BasicBlock::new(
+                    gpu,
+                    c,
+                    cout,
+                    if i == 0 { stride } else { 1 },
+                    seeds,
+                )?);
                 c = cout;
             }
         }
-        Ok(ResNet { stem: stem_conv, bn, blocks, features: c })
+        Ok(ResNet {
+            stem: stem_conv,
+            bn,
+            blocks,
+            features: c,
+        })
     }
 
     /// ResNet-34: blocks [3, 4, 6, 3] at 64/128/256/512 channels, strides 1/2/2/2.
     pub fn resnet34(gpu: &Gpu, in_channels: usize, seeds: &mut Seeds) -> Result<ResNet> {
-        Self::new(gpu, in_channels, 64, &[(3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2)], seeds)
+        Self::new(
+            gpu,
+            in_channels,
+            64,
+            &[(3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2)],
+            seeds,
+        )
     }
 
     /// The small CPU-friendly variant (the layout of issue #6's reference benchmark):
     /// stem 16, one block each at 16 (stride 1), 32 and 64 (stride 2).
     pub fn tiny(gpu: &Gpu, in_channels: usize, seeds: &mut Seeds) -> Result<ResNet> {
-        Self::new(gpu, in_channels, 16, &[(1, 16, 1), (1, 32, 2), (1, 64, 2)], seeds)
+        Self::new(
+            gpu,
+            in_channels,
+            16,
+            &[(1, 16, 1), (1, 32, 2), (1, 64, 2)],
+            seeds,
+        )
     }
 
     /// Features `[B, D]` of images `[B, C, H, W]`.

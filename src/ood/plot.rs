@@ -39,9 +39,20 @@ pub fn histograms(path: &Path, panels: &[Panel]) -> Result<(), String> {
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let areas = root.split_evenly((1, panels.len().max(1)));
         for (area, p) in areas.iter().zip(panels) {
-            let all = p.inside.iter().chain(p.outside).copied().filter(|x| x.is_finite());
-            let (lo, hi) = all.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
-            let (lo, hi) = if lo < hi { (lo, hi) } else { (lo - 0.5, lo + 0.5) };
+            let all = p
+                .inside
+                .iter()
+                .chain(p.outside)
+                .copied()
+                .filter(|x| x.is_finite());
+            let (lo, hi) = all.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), x| {
+                (a.min(x), b.max(x))
+            });
+            let (lo, hi) = if lo < hi {
+                (lo, hi)
+            } else {
+                (lo - 0.5, lo + 0.5)
+            };
             let bins = 40;
             let hin = histogram(p.inside, lo, hi, bins);
             let hout = histogram(p.outside, lo, hi, bins);
@@ -60,7 +71,10 @@ pub fn histograms(path: &Path, panels: &[Panel]) -> Result<(), String> {
                 .draw()
                 .map_err(|e| e.to_string())?;
             let bw = (hi - lo) as f64 / bins as f64;
-            for (hist, color, name) in [(&hin, BLUE, "in-distribution"), (&hout, RED, "out-of-distribution")] {
+            for (hist, color, name) in [
+                (&hin, BLUE, "in-distribution"),
+                (&hout, RED, "out-of-distribution"),
+            ] {
                 chart
                     .draw_series(hist.iter().enumerate().map(|(i, v)| {
                         let x0 = lo as f64 + i as f64 * bw;
@@ -68,7 +82,9 @@ pub fn histograms(path: &Path, panels: &[Panel]) -> Result<(), String> {
                     }))
                     .map_err(|e| e.to_string())?
                     .label(name)
-                    .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.mix(0.45).filled()));
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.mix(0.45).filled())
+                    });
             }
             chart
                 .configure_series_labels()
@@ -81,5 +97,6 @@ pub fn histograms(path: &Path, panels: &[Panel]) -> Result<(), String> {
         root.present().map_err(|e| e.to_string())?;
     }
     let img = image::RgbImage::from_raw(w, h, buf).ok_or("plot buffer has the wrong size")?;
-    img.save(path).map_err(|e| format!("{}: {e}", path.display()))
+    img.save(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }

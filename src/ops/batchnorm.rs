@@ -66,23 +66,49 @@ pub(crate) fn bn_forward(
 ) -> Result<(Tensor, Tensor, BnGeom)> {
     let s = x.shape();
     if s.len() < 2 {
-        return Err(Error::shape("batch_norm", format!("input {s:?} needs at least [N, C]")));
+        return Err(Error::shape(
+            "batch_norm",
+            format!("input {s:?} needs at least [N, C]"),
+        ));
     }
     let (n, c_stride) = (s[0], s[1]);
     let hw: usize = s[2..].iter().product();
     let c = channels;
     if c == 0 || c > c_stride {
-        return Err(Error::shape("batch_norm", format!("{c} channels of input {s:?}")));
+        return Err(Error::shape(
+            "batch_norm",
+            format!("{c} channels of input {s:?}"),
+        ));
     }
-    for (name, t) in [("gamma", gamma), ("beta", beta), ("running_mean", st.running_mean), ("running_var", st.running_var)] {
+    for (name, t) in [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running_mean", st.running_mean),
+        ("running_var", st.running_var),
+    ] {
         if t.shape() != [c] {
-            return Err(Error::shape("batch_norm", format!("{name} {:?} vs input {s:?} with {c} channels", t.shape())));
+            return Err(Error::shape(
+                "batch_norm",
+                format!("{name} {:?} vs input {s:?} with {c} channels", t.shape()),
+            ));
         }
     }
     if training && n * hw < 2 {
-        return Err(Error::shape("batch_norm", format!("training needs more than one value per channel, input {s:?}")));
+        return Err(Error::shape(
+            "batch_norm",
+            format!("training needs more than one value per channel, input {s:?}"),
+        ));
     }
-    let g = BnGeom { n, c, hw, c_stride, eps: st.eps, momentum: st.momentum, frozen: !training, relu };
+    let g = BnGeom {
+        n,
+        c,
+        hw,
+        c_stride,
+        eps: st.eps,
+        momentum: st.momentum,
+        frozen: !training,
+        relu,
+    };
     let gpu = x.gpu();
     let stats = Tensor::empty(gpu, &[2 * c])?;
     if training {
@@ -90,7 +116,12 @@ pub(crate) fn bn_forward(
             &STATS,
             &[],
             g.params(),
-            &[x.binding(), stats.binding(), st.running_mean.binding(), st.running_var.binding()],
+            &[
+                x.binding(),
+                stats.binding(),
+                st.running_mean.binding(),
+                st.running_var.binding(),
+            ],
             [c as u32, 1, 1],
         )?;
     } else {
@@ -98,7 +129,11 @@ pub(crate) fn bn_forward(
             &EVAL_STATS,
             &[],
             g.params(),
-            &[st.running_mean.binding(), st.running_var.binding(), stats.binding()],
+            &[
+                st.running_mean.binding(),
+                st.running_var.binding(),
+                stats.binding(),
+            ],
             [c.div_ceil(64) as u32, 1, 1],
         )?;
     }
@@ -110,20 +145,40 @@ pub(crate) fn bn_forward(
 
 /// `y = bn(x)` (and ReLU) from known statistics; also used to recompute activations in
 /// backward instead of keeping them.
-pub(crate) fn bn_apply(x: &Tensor, stats: &Tensor, gamma: &Tensor, beta: &Tensor, g: BnGeom, shape: &[usize]) -> Result<Tensor> {
+pub(crate) fn bn_apply(
+    x: &Tensor,
+    stats: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    g: BnGeom,
+    shape: &[usize],
+) -> Result<Tensor> {
     let y = Tensor::empty(x.gpu(), shape)?;
     x.gpu().dispatch(
         &APPLY,
         &[],
         g.params(),
-        &[x.binding(), stats.binding(), gamma.binding(), beta.binding(), y.binding()],
+        &[
+            x.binding(),
+            stats.binding(),
+            gamma.binding(),
+            beta.binding(),
+            y.binding(),
+        ],
         groups_1d(g.n * g.c * g.hw, 256),
     )?;
     Ok(y)
 }
 
 /// Gradients `(dx with x's shape, dgamma, dbeta)` from `dy [N, c, ...]`.
-pub(crate) fn bn_backward(x: &Tensor, dy: &Tensor, stats: &Tensor, gamma: &Tensor, beta: &Tensor, g: BnGeom) -> Result<(Tensor, Tensor, Tensor)> {
+pub(crate) fn bn_backward(
+    x: &Tensor,
+    dy: &Tensor,
+    stats: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    g: BnGeom,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let gpu = x.gpu();
     let dgamma = Tensor::empty(gpu, &[g.c])?;
     let dbeta = Tensor::empty(gpu, &[g.c])?;
@@ -131,11 +186,23 @@ pub(crate) fn bn_backward(x: &Tensor, dy: &Tensor, stats: &Tensor, gamma: &Tenso
         &BACKWARD_REDUCE,
         &[],
         g.params(),
-        &[x.binding(), dy.binding(), stats.binding(), gamma.binding(), beta.binding(), dgamma.binding(), dbeta.binding()],
+        &[
+            x.binding(),
+            dy.binding(),
+            stats.binding(),
+            gamma.binding(),
+            beta.binding(),
+            dgamma.binding(),
+            dbeta.binding(),
+        ],
         [g.c as u32, 1, 1],
     )?;
     // A prefix's gradient lives in x's full layout, zero past the prefix.
-    let dx = if g.c < g.c_stride { Tensor::zeros(gpu, x.shape())? } else { Tensor::empty(gpu, x.shape())? };
+    let dx = if g.c < g.c_stride {
+        Tensor::zeros(gpu, x.shape())?
+    } else {
+        Tensor::empty(gpu, x.shape())?
+    };
     gpu.dispatch(
         &BACKWARD_APPLY,
         &[],
@@ -159,7 +226,13 @@ impl Tensor {
     /// Batch norm of `[N, C, H, W]` (or `[N, C]`) with scale `gamma [C]` and shift `beta [C]`.
     /// `training`: normalise with batch statistics and update the running ones; else use
     /// the running statistics.
-    pub fn batch_norm(&self, gamma: &Tensor, beta: &Tensor, stats: &BatchNormStats, training: bool) -> Result<Tensor> {
+    pub fn batch_norm(
+        &self,
+        gamma: &Tensor,
+        beta: &Tensor,
+        stats: &BatchNormStats,
+        training: bool,
+    ) -> Result<Tensor> {
         let c = self.shape().get(1).copied().unwrap_or(0);
         self.batch_norm_ex(c, false, gamma, beta, stats, training)
     }
@@ -167,11 +240,26 @@ impl Tensor {
     /// `relu(batch_norm(x[:, ..channels]))`: normalise the first `channels` channels (a
     /// prefix view, no copy) and apply ReLU, in one kernel. Output `[N, channels, ...]`; the
     /// gradient wrt `self` has `self`'s shape, zero past the prefix.
-    pub fn batch_norm_relu(&self, channels: usize, gamma: &Tensor, beta: &Tensor, stats: &BatchNormStats, training: bool) -> Result<Tensor> {
+    pub fn batch_norm_relu(
+        &self,
+        channels: usize,
+        gamma: &Tensor,
+        beta: &Tensor,
+        stats: &BatchNormStats,
+        training: bool,
+    ) -> Result<Tensor> {
         self.batch_norm_ex(channels, true, gamma, beta, stats, training)
     }
 
-    fn batch_norm_ex(&self, channels: usize, relu: bool, gamma: &Tensor, beta: &Tensor, st: &BatchNormStats, training: bool) -> Result<Tensor> {
+    fn batch_norm_ex(
+        &self,
+        channels: usize,
+        relu: bool,
+        gamma: &Tensor,
+        beta: &Tensor,
+        st: &BatchNormStats,
+        training: bool,
+    ) -> Result<Tensor> {
         let (y, stats, g) = bn_forward(self, channels, relu, gamma, beta, st, training)?;
         let (x, gm, bt) = (self.detach(), gamma.detach(), beta.detach());
         self.gpu().record(&y, &[self, gamma, beta], move |dy| {
@@ -185,17 +273,29 @@ impl Tensor {
 /// Plain-Rust reference for the tests.
 pub mod cpu {
     /// Training-mode batch norm of `[n, c, hw]`: `(y, batch mean, biased batch variance)`.
-    pub fn batch_norm(x: &[f32], gamma: &[f32], beta: &[f32], n: usize, c: usize, hw: usize, eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    pub fn batch_norm(
+        x: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        n: usize,
+        c: usize,
+        hw: usize,
+        eps: f32,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let m = (n * hw) as f64;
         let mut y = vec![0.0; x.len()];
         let (mut means, mut vars) = (vec![0.0; c], vec![0.0; c]);
         for ch in 0..c {
             let idx = |j: usize| ((j / hw) * c + ch) * hw + j % hw;
             let mean = (0..n * hw).map(|j| x[idx(j)] as f64).sum::<f64>() / m;
-            let var = (0..n * hw).map(|j| (x[idx(j)] as f64 - mean).powi(2)).sum::<f64>() / m;
+            let var = (0..n * hw)
+                .map(|j| (x[idx(j)] as f64 - mean).powi(2))
+                .sum::<f64>()
+                / m;
             let inv = 1.0 / (var + eps as f64).sqrt();
             for j in 0..n * hw {
-                y[idx(j)] = ((x[idx(j)] as f64 - mean) * inv * gamma[ch] as f64 + beta[ch] as f64) as f32;
+                y[idx(j)] =
+                    ((x[idx(j)] as f64 - mean) * inv * gamma[ch] as f64 + beta[ch] as f64) as f32;
             }
             means[ch] = mean as f32;
             vars[ch] = var as f32;

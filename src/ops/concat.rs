@@ -23,7 +23,14 @@ fn copy(src: &Tensor, src_off: usize, dst: &Tensor, dst_off: usize, channels: us
     src.gpu().dispatch(
         &COPY_CHANNELS,
         &[],
-        ParamBuilder::new().u(n).u(hw).u(channels).u(src_c).u(src_off).u(dst_c).u(dst_off),
+        ParamBuilder::new()
+            .u(n)
+            .u(hw)
+            .u(channels)
+            .u(src_c)
+            .u(src_off)
+            .u(dst_c)
+            .u(dst_off),
         &[src.binding(), dst.binding()],
         groups_1d(n * channels * hw, 256),
     )
@@ -32,13 +39,18 @@ fn copy(src: &Tensor, src_off: usize, dst: &Tensor, dst_off: usize, channels: us
 impl Tensor {
     /// Concatenate `[N, C_i, H, W]` tensors along channels.
     pub fn concat_channels(parts: &[&Tensor]) -> Result<Tensor> {
-        let first = parts.first().ok_or_else(|| Error::shape("concat_channels", "no tensors given"))?;
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::shape("concat_channels", "no tensors given"))?;
         let mut total = 0;
         let mut widths = Vec::with_capacity(parts.len());
         for t in parts {
             let (s, f) = (t.shape(), first.shape());
             if s.len() != f.len() || s.len() < 2 || s[0] != f[0] || s[2..] != f[2..] {
-                return Err(Error::shape("concat_channels", format!("{s:?} vs {f:?}: only channels may differ")));
+                return Err(Error::shape(
+                    "concat_channels",
+                    format!("{s:?} vs {f:?}: only channels may differ"),
+                ));
             }
             widths.push(s[1]);
             total += s[1];
@@ -67,7 +79,10 @@ impl Tensor {
     pub fn slice_channels(&self, start: usize, len: usize) -> Result<Tensor> {
         let (_, c, _) = nchw(self, "slice_channels")?;
         if len == 0 || start + len > c {
-            return Err(Error::shape("slice_channels", format!("channels {start}..{} of {:?}", start + len, self.shape())));
+            return Err(Error::shape(
+                "slice_channels",
+                format!("channels {start}..{} of {:?}", start + len, self.shape()),
+            ));
         }
         let mut shape = self.shape().to_vec();
         shape[1] = len;
@@ -96,7 +111,12 @@ impl Tensor {
         if pn != n || phw != hw || offset + pc > c {
             return Err(Error::shape(
                 "write_channels",
-                format!("{:?} into channels {offset}..{} of {:?}", part.shape(), offset + pc, self.shape()),
+                format!(
+                    "{:?} into channels {offset}..{} of {:?}",
+                    part.shape(),
+                    offset + pc,
+                    self.shape()
+                ),
             ));
         }
         copy(part, 0, self, offset, pc)?;

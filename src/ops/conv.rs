@@ -641,7 +641,7 @@ fn backward_weight(
     let out = Tensor::empty(gpu, &shape)?;
     gpu.dispatch(
         &spec(
-            if g.ow % 4 == 0 {
+            if g.ow.is_multiple_of(4) {
                 Kind::BackwardWeightVec4
             } else {
                 Kind::BackwardWeight

@@ -14,7 +14,10 @@ const CROSS_ENTROPY_BACKWARD: KernelSpec = kernel!("loss", "cross_entropy_backwa
 fn rows(t: &Tensor, op: &'static str) -> Result<(usize, usize)> {
     match t.shape() {
         [b, c] if *b > 0 && *c > 0 => Ok((*b, *c)),
-        s => Err(Error::shape(op, format!("expected logits [B, C], got {s:?}"))),
+        s => Err(Error::shape(
+            op,
+            format!("expected logits [B, C], got {s:?}"),
+        )),
     }
 }
 
@@ -28,7 +31,13 @@ impl Tensor {
         let (b, c) = rows(self, "log_softmax")?;
         let gpu = self.gpu().clone();
         let y = Tensor::empty(&gpu, &[b, c])?;
-        gpu.dispatch(&LOG_SOFTMAX, &[], params(b, c, 1.0), &[self.binding(), y.binding()], [b.div_ceil(64) as u32, 1, 1])?;
+        gpu.dispatch(
+            &LOG_SOFTMAX,
+            &[],
+            params(b, c, 1.0),
+            &[self.binding(), y.binding()],
+            [b.div_ceil(64) as u32, 1, 1],
+        )?;
         let yd = y.detach();
         gpu.clone().record(&y, &[self], move |dy| {
             let dz = Tensor::empty(&gpu, &[b, c])?;
@@ -50,7 +59,10 @@ impl Tensor {
     pub fn cross_entropy(&self, labels: &Tensor, scale: f32) -> Result<Tensor> {
         let (b, c) = rows(self, "cross_entropy")?;
         if labels.shape() != [b] {
-            return Err(Error::shape("cross_entropy", format!("labels {:?} vs logits {:?}", labels.shape(), self.shape())));
+            return Err(Error::shape(
+                "cross_entropy",
+                format!("labels {:?} vs logits {:?}", labels.shape(), self.shape()),
+            ));
         }
         let gpu = self.gpu().clone();
         let per_row = Tensor::empty(&gpu, &[b])?;
@@ -59,7 +71,12 @@ impl Tensor {
             &CROSS_ENTROPY,
             &[],
             params(b, c, scale),
-            &[self.binding(), labels.binding(), per_row.binding(), probs.binding()],
+            &[
+                self.binding(),
+                labels.binding(),
+                per_row.binding(),
+                probs.binding(),
+            ],
             [b.div_ceil(64) as u32, 1, 1],
         )?;
         let loss = gpu.no_grad(|| per_row.mean())?;
@@ -98,6 +115,9 @@ pub mod cpu {
     pub fn cross_entropy(z: &[f32], labels: &[u32], b: usize, c: usize, scale: f32) -> f64 {
         let zs: Vec<f32> = z.iter().map(|v| v * scale).collect();
         let ls = log_softmax(&zs, b, c);
-        -(0..b).map(|r| ls[r * c + labels[r] as usize] as f64).sum::<f64>() / b as f64
+        -(0..b)
+            .map(|r| ls[r * c + labels[r] as usize] as f64)
+            .sum::<f64>()
+            / b as f64
     }
 }

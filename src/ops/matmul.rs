@@ -20,7 +20,13 @@ fn matmul_spec(tm: u32, tn: u32) -> KernelSpec {
             Box::leak(format!("{MATMUL_COMMON}\n{}", matmul_entry(tm, tn)).into_boxed_str())
         })
     });
-    KernelSpec { family: "matmul", source, entry: "matmul", reads: 2, writes: 1 }
+    KernelSpec {
+        family: "matmul",
+        source,
+        entry: "matmul",
+        reads: 2,
+        writes: 1,
+    }
 }
 
 /// Emit `line` once per i in 0..n (and j in 0..m when m > 0), substituting `{i}` / `{j}`.
@@ -28,7 +34,11 @@ fn each(out: &mut String, n: u32, m: u32, line: &str) {
     for i in 0..n {
         for j in 0..m.max(1) {
             out.push_str("    ");
-            out.push_str(&line.replace("{i}", &i.to_string()).replace("{j}", &j.to_string()));
+            out.push_str(
+                &line
+                    .replace("{i}", &i.to_string())
+                    .replace("{j}", &j.to_string()),
+            );
             out.push('\n');
         }
     }
@@ -42,18 +52,38 @@ fn matmul_entry(tm: u32, tn: u32) -> String {
     );
     let w = &mut s;
     each(w, 1, 0, &format!("let m0 = wid.y * {tm}u;"));
-    each(w, 1, 0, &format!("let q0 = (wid.x + wid.z * nwg.x) * WX * {tn}u + lid.x;"));
+    each(
+        w,
+        1,
+        0,
+        &format!("let q0 = (wid.x + wid.z * nwg.x) * WX * {tn}u + lid.x;"),
+    );
     each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.m - 1u) * p.tiles;");
     each(w, tn, 0, "let c{i} = min(q0 + {i}u * WX, p.nq - 1u);");
     each(w, tm, tn, "var acc{i}_{j} = vec4<f32>(0.0);");
     each(w, 1, 0, "for (var kv = 0u; kv < p.tiles; kv++) {");
     each(w, tm, 0, "let av{i} = a4[r{i} + kv];");
     for (t, e) in ["x", "y", "z", "w"].iter().enumerate() {
-        each(w, tn, 0, &format!("let b{{i}}_{t} = b4[(kv * 4u + {t}u) * p.nq + c{{i}}];"));
-        each(w, tm, tn, &format!("acc{{i}}_{{j}} = fma(vec4<f32>(av{{i}}.{e}), b{{j}}_{t}, acc{{i}}_{{j}});"));
+        each(
+            w,
+            tn,
+            0,
+            &format!("let b{{i}}_{t} = b4[(kv * 4u + {t}u) * p.nq + c{{i}}];"),
+        );
+        each(
+            w,
+            tm,
+            tn,
+            &format!("acc{{i}}_{{j}} = fma(vec4<f32>(av{{i}}.{e}), b{{j}}_{t}, acc{{i}}_{{j}});"),
+        );
     }
     each(w, 1, 0, "}");
-    each(w, tm, tn, "if (m0 + {i}u < p.m && q0 + {j}u * WX < p.nq) { store4(m0 + {i}u, q0 + {j}u * WX, acc{i}_{j}); }");
+    each(
+        w,
+        tm,
+        tn,
+        "if (m0 + {i}u < p.m && q0 + {j}u * WX < p.nq) { store4(m0 + {i}u, q0 + {j}u * WX, acc{i}_{j}); }",
+    );
     s.push_str("}\n");
     s
 }
@@ -63,10 +93,12 @@ fn matmul_entry(tm: u32, tn: u32) -> String {
 fn tile(gpu: &Gpu) -> (u32, u32, u32) {
     if let Ok(s) = std::env::var("ISOMAX_MATMUL_TILE") {
         let v: Vec<u32> = s.split(',').filter_map(|x| x.parse().ok()).collect();
-        if let [tm, tn, wx] = v[..] {
-            if (1..=16).contains(&tm) && (1..=16).contains(&tn) && (1..=256).contains(&wx) {
-                return (tm, tn, wx);
-            }
+        if let [tm, tn, wx] = v[..]
+            && (1..=16).contains(&tm)
+            && (1..=16).contains(&tn)
+            && (1..=256).contains(&wx)
+        {
+            return (tm, tn, wx);
         }
     }
     if gpu.is_cpu() { (8, 4, 8) } else { (4, 1, 64) }
@@ -74,23 +106,64 @@ fn tile(gpu: &Gpu) -> (u32, u32, u32) {
 
 /// Record `c = op(a) · op(b)` where `a` is `[m, k]` (or `[k, m]` when `trans_a`) and `b` is
 /// `[k, n]` (or `[n, k]`). `c` must be `[m, n]`.
-pub(crate) fn matmul_into(a: &Tensor, b: &Tensor, c: &Tensor, trans_a: bool, trans_b: bool) -> Result<()> {
+pub(crate) fn matmul_into(
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    trans_a: bool,
+    trans_b: bool,
+) -> Result<()> {
     let gpu = a.gpu();
-    let (m, k) = if trans_a { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
+    let (m, k) = if trans_a {
+        (a.shape()[1], a.shape()[0])
+    } else {
+        (a.shape()[0], a.shape()[1])
+    };
     let n = c.shape()[1];
     let (tiles, nq) = (k.div_ceil(4), n.div_ceil(4));
-    let params = || ParamBuilder::new().u(m).u(n).u(k).u(tiles).u(trans_a as usize).u(trans_b as usize).u(nq);
+    let params = || {
+        ParamBuilder::new()
+            .u(m)
+            .u(n)
+            .u(k)
+            .u(tiles)
+            .u(trans_a as usize)
+            .u(trans_b as usize)
+            .u(nq)
+    };
     let pa = Tensor::empty(gpu, &[m, tiles * 4])?;
-    gpu.dispatch(&PACK_A, &[], params(), &[a.binding(), pa.binding()], super::groups_1d(m * tiles * 4, 256))?;
+    gpu.dispatch(
+        &PACK_A,
+        &[],
+        params(),
+        &[a.binding(), pa.binding()],
+        super::groups_1d(m * tiles * 4, 256),
+    )?;
     let pb = Tensor::empty(gpu, &[tiles * 4, nq * 4])?;
-    gpu.dispatch(&PACK_B, &[], params(), &[b.binding(), pb.binding()], super::groups_1d(tiles * 4 * nq * 4, 256))?;
+    gpu.dispatch(
+        &PACK_B,
+        &[],
+        params(),
+        &[b.binding(), pb.binding()],
+        super::groups_1d(tiles * 4 * nq * 4, 256),
+    )?;
     let (tm, tn, wx) = tile(gpu);
     let consts = [("WX", wx as f64)];
     let col_groups = nq.div_ceil((wx * tn) as usize);
     // Column groups beyond 65535 spill into z (the kernel folds it back into x).
-    let (gx, gz) = if col_groups <= 65535 { (col_groups, 1) } else { (65535, col_groups.div_ceil(65535)) };
+    let (gx, gz) = if col_groups <= 65535 {
+        (col_groups, 1)
+    } else {
+        (65535, col_groups.div_ceil(65535))
+    };
     let groups = [gx as u32, m.div_ceil(tm as usize) as u32, gz as u32];
-    gpu.dispatch(&matmul_spec(tm, tn), &consts, params(), &[pa.binding(), pb.binding(), c.binding()], groups)
+    gpu.dispatch(
+        &matmul_spec(tm, tn),
+        &consts,
+        params(),
+        &[pa.binding(), pb.binding(), c.binding()],
+        groups,
+    )
 }
 
 fn dims2(t: &Tensor, op: &'static str) -> Result<(usize, usize)> {
@@ -129,8 +202,16 @@ impl Tensor {
         let (a, b) = (self.clone(), other.clone());
         self.gpu().record(&out, &[self, other], move |g| {
             // C = op(A)·op(B): dA = g·op(B)ᵀ (transposed back if A was), dB likewise.
-            let da = if trans_a { b.matmul_t(g, trans_b, true)? } else { g.matmul_t(&b, false, !trans_b)? };
-            let db = if trans_b { g.matmul_t(&a, true, trans_a)? } else { a.matmul_t(g, !trans_a, false)? };
+            let da = if trans_a {
+                b.matmul_t(g, trans_b, true)?
+            } else {
+                g.matmul_t(&b, false, !trans_b)?
+            };
+            let db = if trans_b {
+                g.matmul_t(&a, true, trans_a)?
+            } else {
+                a.matmul_t(g, !trans_a, false)?
+            };
             Ok(vec![Some(da), Some(db)])
         });
         Ok(out)
@@ -153,7 +234,9 @@ pub mod cpu {
         let mut c = vec![0.0; m * n];
         for i in 0..m {
             for j in 0..n {
-                c[i * n + j] = (0..k).map(|t| a[i * k + t] as f64 * b[t * n + j] as f64).sum::<f64>() as f32;
+                c[i * n + j] = (0..k)
+                    .map(|t| a[i * k + t] as f64 * b[t * n + j] as f64)
+                    .sum::<f64>() as f32;
             }
         }
         c
@@ -169,4 +252,3 @@ pub mod cpu {
         t
     }
 }
-

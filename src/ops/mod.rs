@@ -17,7 +17,12 @@ macro_rules! kernel {
     ($family:literal, $entry:literal, $reads:expr, $writes:expr) => {
         $crate::gpu::KernelSpec {
             family: $family,
-            source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $family, ".wgsl")),
+            source: include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/shaders/",
+                $family,
+                ".wgsl"
+            )),
             entry: $entry,
             reads: $reads,
             writes: $writes,
@@ -25,6 +30,5 @@ macro_rules! kernel {
     };
 }
 pub(crate) use kernel;
-
 
 pub(crate) use crate::gpu::kernel_groups_1d as groups_1d;
