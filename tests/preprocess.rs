@@ -28,7 +28,14 @@ fn host_buffer(gpu: &Gpu, offset: u64, data: &[u32]) -> wgpu::Buffer {
 #[test]
 fn rgba8_conversion_matches_the_cpu_reference() {
     let gpu = common::gpu();
-    let cases: [(&[f32], &[f32], (usize, usize, usize), (usize, usize)); 5] = [
+    // (mean, std, (images, width, height) in, (height, width) out)
+    type Case = (
+        &'static [f32],
+        &'static [f32],
+        (usize, usize, usize),
+        (usize, usize),
+    );
+    let cases: [Case; 5] = [
         (&[0.13], &[0.31], (3, 7, 5), (5, 7)),     // gray, same size
         (&[0.13], &[0.31], (2, 28, 28), (12, 12)), // gray, downscale
         (&[0.5], &[0.25], (2, 5, 4), (9, 11)),     // gray, upscale, non-square
