@@ -6,11 +6,13 @@
 //! - [`tensor`]: [`Tensor`], an f32 array in a GPU buffer
 //! - [`autograd`]: the tape and `backward`
 //! - [`ops`]: one file per kernel family (WGSL in `shaders/`), with gradients and CPU references
+//! - [`embed`]: [`Classifier`], for host wgpu applications that classify their own GPU images
 
 pub mod autograd;
 pub mod checkpoint;
 pub mod data;
 pub mod demo;
+pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod gpu;
@@ -21,6 +23,7 @@ pub mod optim;
 pub mod tensor;
 pub mod train;
 
+pub use embed::{Classification, Classifier, ImageResult};
 pub use error::{Error, Result};
 
 /// The README's code samples, compiled as doc tests.

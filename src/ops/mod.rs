@@ -10,6 +10,7 @@ pub mod isomax;
 pub mod loss;
 pub mod matmul;
 pub mod pool;
+pub mod preprocess;
 pub mod reduce;
 
 /// A `KernelSpec` for entry `$entry` of `shaders/$family.wgsl`.
