@@ -1,9 +1,11 @@
-//! Buffer pool: GPU buffers are recycled by size so that a training step in steady state
-//! allocates nothing new. Sizes are rounded up to 256 bytes, and every buffer can be bound
-//! as storage and copied from and to.
+//! Buffer pool: GPU buffers are recycled so that a training step in steady state allocates
+//! nothing new. Sizes are rounded up to 256 bytes; a request takes the smallest free buffer
+//! of at least its size and at most twice it (tensors bind only their own bytes), which
+//! keeps the many sizes of a DenseNet from each holding their own idle buffers. Every
+//! buffer can be bound as storage and copied from and to.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 /// Every pooled buffer is usable as storage and as a copy source/destination.
@@ -28,7 +30,7 @@ pub struct MemoryStats {
 
 #[derive(Default)]
 pub(crate) struct Pool {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    free: BTreeMap<u64, Vec<wgpu::Buffer>>,
     pub(crate) stats: MemoryStats,
 }
 
@@ -42,11 +44,14 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 impl Pool {
     pub(crate) fn acquire(&mut self, device: &wgpu::Device, bytes: u64) -> wgpu::Buffer {
         let size = size_class(bytes);
-        self.stats.in_use += size;
-        self.stats.peak_in_use = self.stats.peak_in_use.max(self.stats.in_use);
-        if let Some(buf) = self.free.get_mut(&size).and_then(|v| v.pop()) {
+        let reuse = self.free.range_mut(size..=size * 2).find(|(_, v)| !v.is_empty());
+        if let Some(buf) = reuse.and_then(|(_, v)| v.pop()) {
+            self.stats.in_use += buf.size();
+            self.stats.peak_in_use = self.stats.peak_in_use.max(self.stats.in_use);
             return buf;
         }
+        self.stats.in_use += size;
+        self.stats.peak_in_use = self.stats.peak_in_use.max(self.stats.in_use);
         self.stats.allocated += size;
         self.stats.peak_allocated = self.stats.peak_allocated.max(self.stats.allocated);
         self.stats.buffers_created += 1;
@@ -66,7 +71,7 @@ impl Pool {
 
     /// Drop every free buffer (memory goes back to the driver).
     pub(crate) fn trim(&mut self) {
-        for (size, bufs) in self.free.drain() {
+        for (size, bufs) in std::mem::take(&mut self.free) {
             self.stats.allocated -= size * bufs.len() as u64;
         }
     }
