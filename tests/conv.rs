@@ -35,6 +35,11 @@ const CASES: &[Case] = &[
     case([1, 1, 4, 4], [1, 1, 3, 3], 1, 0, false),
     case([2, 3, 9, 9], [5, 3, 7, 7], 1, 2, false),
     case([1, 4, 13, 13], [8, 4, 3, 3], 3, 1, true),
+    // resnet-tiny's shapes: stride-2 3×3 and 1×1 shortcuts on even sizes, 16 channels.
+    case([4, 16, 6, 6], [32, 16, 3, 3], 2, 1, false),
+    case([4, 16, 6, 6], [32, 16, 1, 1], 2, 0, false),
+    case([4, 16, 6, 6], [16, 16, 3, 3], 1, 1, false),
+    case([4, 1, 6, 6], [16, 1, 3, 3], 1, 1, false),
 ];
 
 /// Runs one case with `cfg`; checks forward, dX, dW and the bias gradient against the CPU.
