@@ -55,9 +55,9 @@ pub fn run(epochs: usize) -> Result<()> {
             arch: Arch::ResnetTiny,
             head,
             epochs,
-            batch_size: 64,
+            batch_size: 32,
             sgd: SgdConfig {
-                lr: 0.05,
+                lr: 0.1,
                 milestones: vec![epochs.saturating_sub(1).max(1)],
                 ..SgdConfig::default()
             },
