@@ -4,46 +4,18 @@ mod common;
 use isomax::data::Dataset;
 use isomax::nn::{Arch, HeadKind, Model, ModelConfig};
 use isomax::ops::preprocess::cpu;
-use isomax::optim::SgdConfig;
-use isomax::train::{TrainConfig, train};
+use isomax::train::train;
 use isomax::{Classifier, Gpu, ImageResult, Tensor, eval};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-const SIZE: usize = 12;
-
-fn mnist(file: &str, n: usize) -> Dataset {
-    let p = format!("idx:{}/assets/mnist/{file}", env!("CARGO_MANIFEST_DIR"));
-    let mut d = Dataset::open(&p).unwrap();
-    d.truncate(n);
-    d.converted(1, SIZE, SIZE)
-}
+use common::{MNIST_SIZE as SIZE, mnist};
 
 /// One tiny IsoMax model for every test in this file (trained once, 1 epoch).
 fn checkpoint() -> &'static PathBuf {
     static CK: OnceLock<PathBuf> = OnceLock::new();
     CK.get_or_init(|| {
-        let out_dir =
-            std::env::temp_dir().join(format!("isomax-test-embed-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out_dir);
-        let cfg = TrainConfig {
-            arch: Arch::ResnetTiny,
-            head: HeadKind::IsoMax,
-            epochs: 1,
-            batch_size: 32,
-            sgd: SgdConfig {
-                lr: 0.05,
-                milestones: vec![100],
-                ..SgdConfig::default()
-            },
-            seed: 7,
-            augment: false,
-            holdout: 64,
-            out_dir,
-            resume: false,
-            progress: false,
-            normalization: None,
-        };
+        let cfg = common::train_config(HeadKind::IsoMax, 1, "embed");
         train(
             &common::gpu(),
             &cfg,

@@ -235,23 +235,64 @@ fn residual_network_gradient_matches_finite_differences() {
     use isomax::ops::batchnorm::BatchNormStats;
     let gpu = common::gpu();
     let p = |shape: &[usize], seed| common::param(&gpu, shape, seed);
-    let (w1, w2, w3, wl) = (p(&[4, 4, 3, 3], 1), p(&[6, 4, 3, 3], 2), p(&[6, 4, 1, 1], 3), p(&[3, 6], 4));
+    let (w1, w2, w3, wl) = (
+        p(&[4, 4, 3, 3], 1),
+        p(&[6, 4, 3, 3], 2),
+        p(&[6, 4, 1, 1], 3),
+        p(&[3, 6], 4),
+    );
     let (g1, b1, g2, b2) = (p(&[4], 5), p(&[4], 6), p(&[6], 7), p(&[6], 8));
     let x = common::tensor(&gpu, &[3, 4, 6, 6], 9);
     let y = Tensor::from_slice(&gpu, &[0.0, 2.0, 1.0], &[3]).unwrap();
     let rs: Vec<Tensor> = (0..6).map(|_| Tensor::zeros(&gpu, &[6]).unwrap()).collect();
     let loss_fn = || {
-        let st = |k: usize| BatchNormStats { running_mean: &rs[k], running_var: &rs[k + 1], momentum: 0.1, eps: 1e-5 };
-        let (rm4, rv4) = (Tensor::zeros(&gpu, &[4]).unwrap(), Tensor::ones(&gpu, &[4]).unwrap());
-        let st4 = BatchNormStats { running_mean: &rm4, running_var: &rv4, momentum: 0.1, eps: 1e-5 };
-        let h = x.conv2d(&w1, None, 1, 1).unwrap().batch_norm(&g1, &b1, &st4, true).unwrap().add(&x).unwrap();
-        let a = h.conv2d(&w2, None, 2, 1).unwrap().batch_norm(&g2, &b2, &st(0), true).unwrap();
+        let st = |k: usize| BatchNormStats {
+            running_mean: &rs[k],
+            running_var: &rs[k + 1],
+            momentum: 0.1,
+            eps: 1e-5,
+        };
+        let (rm4, rv4) = (
+            Tensor::zeros(&gpu, &[4]).unwrap(),
+            Tensor::ones(&gpu, &[4]).unwrap(),
+        );
+        let st4 = BatchNormStats {
+            running_mean: &rm4,
+            running_var: &rv4,
+            momentum: 0.1,
+            eps: 1e-5,
+        };
+        let h = x
+            .conv2d(&w1, None, 1, 1)
+            .unwrap()
+            .batch_norm(&g1, &b1, &st4, true)
+            .unwrap()
+            .add(&x)
+            .unwrap();
+        let a = h
+            .conv2d(&w2, None, 2, 1)
+            .unwrap()
+            .batch_norm(&g2, &b2, &st(0), true)
+            .unwrap();
         let s = h.conv2d(&w3, None, 2, 0).unwrap().add(&a).unwrap();
-        s.global_avg_pool().unwrap().linear(&wl, None).unwrap().cross_entropy(&y, 10.0).unwrap()
+        s.global_avg_pool()
+            .unwrap()
+            .linear(&wl, None)
+            .unwrap()
+            .cross_entropy(&y, 10.0)
+            .unwrap()
     };
     loss_fn().backward().unwrap();
     let mut bad = Vec::new();
-    for (name, t) in [("w1", &w1), ("w2", &w2), ("w3", &w3), ("wl", &wl), ("g1", &g1), ("b1", &b1), ("g2", &g2)] {
+    for (name, t) in [
+        ("w1", &w1),
+        ("w2", &w2),
+        ("w3", &w3),
+        ("wl", &wl),
+        ("g1", &g1),
+        ("b1", &b1),
+        ("g2", &g2),
+    ] {
         let g = t.grad().unwrap().to_vec().unwrap();
         let mut v = t.to_vec().unwrap();
         for k in [0, v.len() / 3, v.len() - 1] {
@@ -273,4 +314,3 @@ fn residual_network_gradient_matches_finite_differences() {
     }
     assert!(bad.is_empty(), "gradient mismatches:\n{}", bad.join("\n"));
 }
-

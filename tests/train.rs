@@ -1,44 +1,12 @@
 //! End to end: training on the shipped MNIST subset (downscaled so the test stays fast),
 //! every head, checkpoints, exact resume, evaluation JSON.
 mod common;
+use common::{mnist, train_config as config};
 use isomax::checkpoint::Checkpoint;
 use isomax::data::Dataset;
-use isomax::nn::{Arch, HeadKind, Module};
-use isomax::optim::SgdConfig;
-use isomax::train::{TrainConfig, load_model, train};
+use isomax::nn::{HeadKind, Module};
+use isomax::train::{load_model, train};
 use isomax::{Gpu, eval};
-use std::path::PathBuf;
-
-fn mnist(file: &str, n: usize) -> Dataset {
-    let p = format!("idx:{}/assets/mnist/{file}", env!("CARGO_MANIFEST_DIR"));
-    let mut d = Dataset::open(&p).unwrap();
-    d.truncate(n);
-    d.converted(1, 12, 12)
-}
-
-fn config(head: HeadKind, epochs: usize, dir: &str) -> TrainConfig {
-    let out_dir: PathBuf =
-        std::env::temp_dir().join(format!("isomax-test-{dir}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out_dir);
-    TrainConfig {
-        arch: Arch::ResnetTiny,
-        head,
-        epochs,
-        batch_size: 32,
-        sgd: SgdConfig {
-            lr: 0.05,
-            milestones: vec![100],
-            ..SgdConfig::default()
-        },
-        seed: 7,
-        augment: false,
-        holdout: 64,
-        out_dir,
-        resume: false,
-        progress: false,
-        normalization: None,
-    }
-}
 
 fn weights(gpu: &Gpu, path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
     let (model, _) = load_model(gpu, path).unwrap();

@@ -44,7 +44,10 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 impl Pool {
     pub(crate) fn acquire(&mut self, device: &wgpu::Device, bytes: u64) -> wgpu::Buffer {
         let size = size_class(bytes);
-        let reuse = self.free.range_mut(size..=size * 2).find(|(_, v)| !v.is_empty());
+        let reuse = self
+            .free
+            .range_mut(size..=size * 2)
+            .find(|(_, v)| !v.is_empty());
         if let Some(buf) = reuse.and_then(|(_, v)| v.pop()) {
             self.stats.in_use += buf.size();
             self.stats.peak_in_use = self.stats.peak_in_use.max(self.stats.in_use);

@@ -129,21 +129,32 @@ impl Tensor {
         Ok(out)
     }
 
-    /// Add vector `b` along `axis` (a bias: axis 1 of `[N, C, H, W]` or of `[B, D]`).
-    pub fn add_along(&self, b: &Tensor, axis: usize) -> Result<Tensor> {
-        let (inner, c) = broadcast_axis(self, b, axis, "add_along")?;
+    /// Record `out[i] = self[i] ∘ v[(i / inner) % c]` for a vector `v` along `axis`.
+    fn along(
+        &self,
+        v: &Tensor,
+        axis: usize,
+        spec: &KernelSpec,
+        op: &'static str,
+    ) -> Result<(Tensor, usize, usize)> {
+        let (inner, c) = broadcast_axis(self, v, axis, op)?;
         let out = Tensor::empty(self.gpu(), self.shape())?;
         let n = self.numel();
         self.gpu().dispatch(
-            &ADD_BROADCAST,
+            spec,
             &[],
             params(n, inner, c, 1.0, 0.0),
-            &[self.binding(), b.binding(), out.binding()],
+            &[self.binding(), v.binding(), out.binding()],
             groups_1d(n, 256),
         )?;
-        let shape = self.shape().to_vec();
+        Ok((out, inner, c))
+    }
+
+    /// Add vector `b` along `axis` (a bias: axis 1 of `[N, C, H, W]` or of `[B, D]`).
+    pub fn add_along(&self, b: &Tensor, axis: usize) -> Result<Tensor> {
+        let (out, inner, c) = self.along(b, axis, &ADD_BROADCAST, "add_along")?;
+        let outer: usize = self.shape()[..axis].iter().product();
         self.gpu().record(&out, &[self, b], move |g| {
-            let outer: usize = shape[..axis].iter().product();
             Ok(vec![Some(g.clone()), Some(g.sum_to_axis(outer, c, inner)?)])
         });
         Ok(out)
@@ -151,16 +162,7 @@ impl Tensor {
 
     /// Multiply by vector `s` along `axis` (per-channel scale). `s` gets no gradient.
     pub fn mul_along(&self, s: &Tensor, axis: usize) -> Result<Tensor> {
-        let (inner, c) = broadcast_axis(self, s, axis, "mul_along")?;
-        let out = Tensor::empty(self.gpu(), self.shape())?;
-        let n = self.numel();
-        self.gpu().dispatch(
-            &MUL_BROADCAST,
-            &[],
-            params(n, inner, c, 1.0, 0.0),
-            &[self.binding(), s.binding(), out.binding()],
-            groups_1d(n, 256),
-        )?;
+        let (out, _, _) = self.along(s, axis, &MUL_BROADCAST, "mul_along")?;
         let s = s.detach();
         self.gpu().record(&out, &[self], move |g| {
             Ok(vec![Some(g.mul_along(&s, axis)?)])

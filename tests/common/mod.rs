@@ -1,9 +1,14 @@
 //! Shared test helpers: the device, seeded random data, comparisons and finite differences.
 #![allow(dead_code)]
 
+use isomax::data::Dataset;
+use isomax::nn::{Arch, HeadKind};
+use isomax::optim::SgdConfig;
+use isomax::train::TrainConfig;
 use isomax::{Gpu, Tensor};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use std::path::PathBuf;
 
 /// A device with WebGPU's portable limits on whatever adapter `WGPU_BACKEND` selects.
 pub fn gpu() -> Gpu {
@@ -65,4 +70,40 @@ pub fn weighted_sum(out: &Tensor, seed: u64) -> (Tensor, Vec<f32>) {
 
 pub fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+}
+
+/// Side of the downscaled MNIST images the end-to-end tests train on (keeps them fast).
+pub const MNIST_SIZE: usize = 12;
+
+/// The first `n` images of a shipped MNIST file, downscaled to `MNIST_SIZE`².
+pub fn mnist(file: &str, n: usize) -> Dataset {
+    let p = format!("idx:{}/assets/mnist/{file}", env!("CARGO_MANIFEST_DIR"));
+    let mut d = Dataset::open(&p).unwrap();
+    d.truncate(n);
+    d.converted(1, MNIST_SIZE, MNIST_SIZE)
+}
+
+/// A quick resnet-tiny training setup writing into a fresh temporary folder named `dir`.
+pub fn train_config(head: HeadKind, epochs: usize, dir: &str) -> TrainConfig {
+    let out_dir: PathBuf =
+        std::env::temp_dir().join(format!("isomax-test-{dir}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    TrainConfig {
+        arch: Arch::ResnetTiny,
+        head,
+        epochs,
+        batch_size: 32,
+        sgd: SgdConfig {
+            lr: 0.05,
+            milestones: vec![100],
+            ..SgdConfig::default()
+        },
+        seed: 7,
+        augment: false,
+        holdout: 64,
+        out_dir,
+        resume: false,
+        progress: false,
+        normalization: None,
+    }
 }
