@@ -239,7 +239,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Score { checkpoint, images } => {
             let gpu = Gpu::new()?;
             let (model, ck) = isomax::train::load_model(&gpu, &checkpoint)?;
-            for path in images {
+            let mut failed = 0;
+            for path in &images {
                 let d = isomax::data::folder::from_files(
                     &path.display().to_string(),
                     &[(path.clone(), 0)],
@@ -249,6 +250,7 @@ fn run(cli: Cli) -> Result<()> {
                     Ok(d) => d,
                     Err(e) => {
                         eprintln!("{e}");
+                        failed += 1;
                         continue;
                     }
                 };
@@ -266,6 +268,12 @@ fn run(cli: Cli) -> Result<()> {
                     r.mps,
                     r.es
                 );
+            }
+            if failed > 0 {
+                return Err(isomax::Error::Config(format!(
+                    "{failed} of {} images could not be read",
+                    images.len()
+                )));
             }
         }
         Command::Demo { epochs } => isomax::demo::run(epochs)?,

@@ -108,3 +108,85 @@ fn info_describes_the_adapter() {
     assert!(ok, "{err}");
     assert!(out.contains("adapter:") && out.contains("limits:"), "{out}");
 }
+
+#[test]
+fn train_eval_score_round_trip_through_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("isomax-cli-{}-run", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let assets = concat!(env!("CARGO_MANIFEST_DIR"), "/assets");
+    let mnist_train = format!("idx:{assets}/mnist/train-images-idx3-ubyte.gz");
+    let mnist_test = format!("idx:{assets}/mnist/t10k-images-idx3-ubyte.gz");
+    let fashion = format!("idx:{assets}/fashion-mnist/t10k-images-idx3-ubyte.gz");
+    let out = dir.to_str().unwrap();
+    let (ok, stdout, err) = isomax(&[
+        "train",
+        "--model",
+        "resnet-tiny",
+        "--loss",
+        "isomax",
+        "--train",
+        &mnist_train,
+        "--limit",
+        "96",
+        "--holdout",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--out",
+        out,
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("ES threshold"), "{stdout}");
+    let ck = dir.join("checkpoint.safetensors");
+    let (json, csv, png) = (dir.join("e.json"), dir.join("s.csv"), dir.join("f.png"));
+    let (ok, stdout, err) = isomax(&[
+        "eval",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--test",
+        &mnist_test,
+        "--ood",
+        &fashion,
+        "--limit",
+        "40",
+        "--json",
+        json.to_str().unwrap(),
+        "--dump-scores",
+        csv.to_str().unwrap(),
+        "--plot",
+        png.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("accuracy") && stdout.contains("TNR95"),
+        "{stdout}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let set = v["ood"].as_object().unwrap().values().next().unwrap();
+    assert!(set["es"]["auroc"].is_number(), "{v}");
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(rows.lines().count(), 1 + 40 + 40, "header + in + out rows");
+    assert!(rows.starts_with("set,distribution,label,prediction,mps,es"));
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+    // score: a real image and a missing one -> results for the first, an error for the second.
+    let img = dir.join("digit.png");
+    image::GrayImage::from_fn(28, 28, |x, y| image::Luma([((x * 9 + y * 3) % 256) as u8]))
+        .save(&img)
+        .unwrap();
+    let (ok, stdout, err) = isomax(&[
+        "score",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        img.to_str().unwrap(),
+        "/nonexistent.png",
+    ]);
+    assert!(!ok, "a missing image must fail the command");
+    assert!(
+        stdout.contains("digit.png: class") && stdout.contains("ES="),
+        "{stdout}"
+    );
+    assert!(err.contains("/nonexistent.png"), "{err}");
+}
