@@ -132,7 +132,10 @@ pub(crate) fn groups_1d(n: usize, wg: u32) -> [u32; 3] {
 }
 
 impl Gpu {
-    fn kernel(&self, spec: &KernelSpec, constants: &[(&str, f64)]) -> Rc<Kernel> {
+    /// The cached pipeline for `spec`, built on first use. Shader or layout errors (a bug,
+    /// or a device that cannot run the kernel) come back as an error naming the kernel
+    /// instead of wgpu's panic.
+    fn kernel(&self, spec: &KernelSpec, constants: &[(&str, f64)]) -> Result<Rc<Kernel>> {
         // Generated variants share family and entry names: the source address tells them apart.
         let key = format!(
             "{}::{}@{:p}{:?}",
@@ -142,9 +145,10 @@ impl Gpu {
             constants
         );
         if let Some(k) = self.0.kernels.borrow().get(&key) {
-            return k.clone();
+            return Ok(k.clone());
         }
         let device = &self.0.device;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(spec.family),
             source: wgpu::ShaderSource::Wgsl(spec.source.into()),
@@ -193,13 +197,19 @@ impl Gpu {
             },
             cache: None,
         });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Device(format!(
+                "kernel {}::{} cannot be built on this device: {e}",
+                spec.family, spec.entry
+            )));
+        }
         let k = Rc::new(Kernel {
             pipeline,
             layout,
             bindings: spec.reads + spec.writes,
         });
         self.0.kernels.borrow_mut().insert(key, k.clone());
-        k
+        Ok(k)
     }
 
     /// Record one dispatch of `spec` into the pending encoder.
@@ -211,7 +221,7 @@ impl Gpu {
         bindings: &[Binding<'_>],
         groups: [u32; 3],
     ) -> Result<()> {
-        let kernel = self.kernel(spec, constants);
+        let kernel = self.kernel(spec, constants)?;
         if bindings.len() as u32 != kernel.bindings {
             return Err(Error::Limit {
                 op: spec.entry,
@@ -312,5 +322,25 @@ impl Gpu {
         }
         rec.total_dispatches += 1;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_shader_is_an_error_not_a_panic() {
+        let gpu = Gpu::portable().expect("adapter");
+        let spec = KernelSpec {
+            family: "broken",
+            source: "fn nope( {",
+            entry: "main",
+            reads: 0,
+            writes: 1,
+        };
+        let e = gpu.kernel(&spec, &[]).err().expect("must fail").to_string();
+        assert!(e.contains("broken::main"), "{e}");
+        assert_eq!(groups_1d(256 * 70_000, 256), [35_000, 2, 1]);
     }
 }
