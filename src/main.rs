@@ -178,6 +178,7 @@ fn run(cli: Cli) -> Result<()> {
             let gpu = Gpu::new()?;
             eprintln!("device: {} ({})", gpu.report().name, gpu.report().backend);
             let train_data = open(&train_spec, limit)?;
+            let normalization = isomax::data::Format::of_spec(&train_spec)?.paper_normalization();
             let test_data = test.as_deref().map(|t| open(t, None)).transpose()?;
             let milestones =
                 milestones.unwrap_or_else(|| vec![epochs / 2, epochs * 2 / 3, epochs * 5 / 6]);
@@ -198,7 +199,7 @@ fn run(cli: Cli) -> Result<()> {
                 out_dir: out,
                 resume,
                 progress: true,
-                normalization: None,
+                normalization,
             };
             let s = train(&gpu, &cfg, train_data, test_data.as_ref())?;
             println!("checkpoint: {}", s.checkpoint.display());

@@ -105,6 +105,26 @@ impl Format {
         })
     }
 
+    /// The format a dataset spec names or, for a bare path, the detected one.
+    pub fn of_spec(spec: &str) -> Result<Format, DataError> {
+        let (format, path) = parse_spec(spec)?;
+        match format {
+            Some(f) => Ok(f),
+            None => Format::detect(Path::new(path)),
+        }
+    }
+
+    /// The paper's fixed per-channel normalisation for this format, if it has one
+    /// (CIFAR-10, CIFAR-100, SVHN); other data is normalised with its own statistics.
+    pub fn paper_normalization(self) -> Option<Normalization> {
+        match self {
+            Format::Cifar10 => Some(Normalization::cifar10()),
+            Format::Cifar100 => Some(Normalization::cifar100()),
+            Format::Svhn => Some(Normalization::svhn()),
+            Format::Idx | Format::Folder => None,
+        }
+    }
+
     /// Guesses the format of an existing path from names and magic numbers.
     pub fn detect(path: &Path) -> Result<Format, DataError> {
         let undetected = || DataError::Undetected {
