@@ -319,7 +319,7 @@ pub fn logits_from_distances(d: &Tensor, dismax: bool) -> Result<Tensor> {
 /// What [`softmax_entropy`] produces.
 #[derive(Debug, Clone)]
 pub struct HeadOutput {
-    /// `[1]`: mean over the batch of −log softmax(scale·z)[y]. Differentiable wrt the logits.
+    /// `[1]`: mean over the batch of −log softmax(scale·z)_y. Differentiable wrt the logits.
     pub loss: Tensor,
     /// `[B, C]`: softmax(z) at scale 1 (the entropic scale is training-only).
     pub probs: Tensor,
