@@ -8,13 +8,7 @@ use isomax::{Gpu, Tensor};
 #[test]
 fn host_device_and_host_buffer_work_with_engine_ops() {
     // The host application creates its own instance, adapter, device and buffer.
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-        backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
-        ..wgpu::InstanceDescriptor::new_without_display_handle()
-    });
-    let adapter =
-        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-            .unwrap();
+    let adapter = common::host_adapter();
     let (device, queue) =
         pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
     let data: Vec<f32> = (0..10).map(|i| i as f32 - 4.5).collect();

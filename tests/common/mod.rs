@@ -107,3 +107,12 @@ pub fn train_config(head: HeadKind, epochs: usize, dir: &str) -> TrainConfig {
         normalization: None,
     }
 }
+
+/// What a host application does first: its own instance and adapter (honours WGPU_BACKEND).
+pub fn host_adapter() -> wgpu::Adapter {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap()
+}
