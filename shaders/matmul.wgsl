@@ -1,66 +1,84 @@
 // C[M, N] = op(A) · op(B), op = identity or transpose.
 //
-// `pack_a` first writes op(A) as rows padded to a multiple of 4 along k, so the main kernel
-// reads A as vec4s. In `matmul` (generated in src/ops/matmul.rs with the register tile fully
-// unrolled into scalars) each invocation owns TM rows × TN columns of C; rows are uniform
-// over a workgroup and columns are spread over lanes, WX apart. No workgroup memory and no
-// barriers: both are very slow on llvmpipe, and on that adapter every storage load costs a
-// loop over the SIMD lanes, so the tile is chosen to maximise FMAs per load.
+// Both operands are first packed into panels so that the main kernel streams contiguous
+// memory and never bounds-checks a load (panels are zero-padded):
+//   A: blocks of RB rows; block b holds, for each k-quad kq, RB vec4s (rows b·RB..+RB,
+//      columns 4kq..4kq+3): a4[(b · tiles + kq) · RB + r].
+//   B: panels of PW vec4 columns; panel p holds, for each k, its PW vec4s:
+//      b4[(p · 4·tiles + k) · PW + q].
+// The main kernels (generated in src/ops/matmul.rs, register tile unrolled into scalars)
+// give each invocation TM rows × TN vec4 columns of C: rows are uniform over a workgroup,
+// columns are spread over lanes. No workgroup memory and no barriers, which are very slow
+// on llvmpipe; there every storage load is a loop over the SIMD lanes, so the tile is
+// chosen to maximise FMAs per load. The subgroup variant lets each lane load a different
+// row of A and shares it with subgroupBroadcast: one load instead of one per lane.
 
 struct Params {
     m: u32,
     n: u32,
     k: u32,
-    tiles: u32,    // ceil(k / 4): vec4s per packed row of A, and packed rows of B / 4
+    tiles: u32,    // ceil(k / 4): k-quads
     trans_a: u32,
     trans_b: u32,
-    nq: u32,       // ceil(n / 4): vec4s per packed row of B
+    nq: u32,       // ceil(n / 4): vec4 columns of C
+    blocks: u32,   // pack kernels: A row blocks or B column panels
 };
 
 override WX: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-// ---- pack_a: packed[m, k] = op(A)[m, k], zero past k ----
-@group(0) @binding(1) var<storage, read> pk_a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> pk_out: array<f32>;
+// ---- pack_a / pack_b: one output vec4 per invocation; x runs within a row block (A) or
+// column panel (B), y + 65535·z picks the block, so only constant divisors remain. ----
+@group(0) @binding(1) var<storage, read> pk_src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> pk_out: array<vec4<f32>>;
 
-@compute @workgroup_size(256)
-fn pack_a(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    let width = p.tiles * 4u;
-    if (i >= p.m * width) { return; }
-    let m = i / width;
-    let k = i % width;
-    var v = 0.0;
-    if (k < p.k) {
-        if (p.trans_a == 1u) { v = pk_a[k * p.m + m]; } else { v = pk_a[m * p.k + k]; }
-    }
-    pk_out[i] = v;
+override RB: u32 = 8u;   // rows per A block
+override PW: u32 = 8u;   // vec4 columns per B panel
+
+fn op_a(m: u32, k: u32) -> f32 {
+    if (m >= p.m || k >= p.k) { return 0.0; }
+    if (p.trans_a == 1u) { return pk_src[k * p.m + m]; }
+    return pk_src[m * p.k + k];
 }
 
-// ---- pack_b: packed[k, n] = op(B)[k, n], zero past k and n; rows of nq vec4s ----
-@compute @workgroup_size(256)
-fn pack_b(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    let width = p.nq * 4u;
-    if (i >= p.tiles * 4u * width) { return; }
-    let k = i / width;
-    let n = i % width;
-    var v = 0.0;
-    if (k < p.k && n < p.n) {
-        if (p.trans_b == 1u) { v = pk_a[n * p.k + k]; } else { v = pk_a[k * p.n + n]; }
-    }
-    pk_out[i] = v;
+fn op_b(k: u32, n: u32) -> f32 {
+    if (k >= p.k || n >= p.n) { return 0.0; }
+    if (p.trans_b == 1u) { return pk_src[n * p.k + k]; }
+    return pk_src[k * p.n + n];
 }
 
-// ---- matmul (entry point generated in Rust): both operands packed, read as vec4s ----
+@compute @workgroup_size(64)
+fn pack_a(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x >= RB * p.tiles) { return; }
+    let block = gid.y + gid.z * 65535u;
+    if (block >= p.blocks) { return; }
+    let m = block * RB + gid.x % RB;
+    let k = (gid.x / RB) * 4u;
+    pk_out[block * RB * p.tiles + gid.x] =
+        vec4<f32>(op_a(m, k), op_a(m, k + 1u), op_a(m, k + 2u), op_a(m, k + 3u));
+}
+
+@compute @workgroup_size(64)
+fn pack_b(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let kp = p.tiles * 4u;
+    if (gid.x >= PW * kp) { return; }
+    let panel = gid.y + gid.z * 65535u;
+    if (panel >= p.blocks) { return; }
+    let n = (panel * PW + gid.x % PW) * 4u;
+    let k = gid.x / PW;
+    pk_out[panel * PW * kp + gid.x] =
+        vec4<f32>(op_b(k, n), op_b(k, n + 1u), op_b(k, n + 2u), op_b(k, n + 3u));
+}
+
+// ---- matmul (entry points generated in Rust) ----
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 // Columns 4q..4q+3 of row m, clipped at n.
 fn store4(m: u32, q: u32, v: vec4<f32>) {
+    if (m >= p.m || q >= p.nq) { return; }
     let n = q * 4u;
     let o = m * p.n + n;
     c[o] = v.x;

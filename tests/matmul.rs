@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use isomax::Tensor;
-use isomax::ops::matmul::cpu;
+use isomax::ops::matmul::{MatmulConfig, cpu};
 
 #[test]
 fn matmul_all_transposes_match_cpu() {
@@ -143,20 +143,91 @@ fn matmul_gradients_with_transposes_match_cpu() {
 
 #[test]
 fn every_matmul_tile_variant_matches_cpu() {
-    // Tile shapes are generated per adapter; each must be exact on awkward sizes.
+    // Tile shapes are generated per adapter; each must be exact on awkward sizes, forward
+    // and backward, including the subgroup variant where the adapter has subgroups.
     let gpu = gpu();
-    let (m, k, n) = (13, 9, 37);
-    let a = rand_vec(m * k, 21);
-    let b = rand_vec(k * n, 22);
-    let want = cpu::matmul(&a, &b, m, k, n);
-    let at = Tensor::from_slice(&gpu, &a, &[m, k]).unwrap();
-    let bt = Tensor::from_slice(&gpu, &b, &[k, n]).unwrap();
-    for tile in ["1,1,1", "8,4,8", "4,1,64", "3,2,5", "16,1,16"] {
-        // SAFETY of env mutation: tests in this file do not read the variable concurrently
-        // except through this test, which restores it.
-        unsafe { std::env::set_var("ISOMAX_MATMUL_TILE", tile) };
-        let got = at.matmul(&bt).unwrap().to_vec().unwrap();
-        unsafe { std::env::remove_var("ISOMAX_MATMUL_TILE") };
-        assert_close(&got, &want, 1e-4, 1e-5);
+    let mut configs = vec![
+        MatmulConfig::Plain {
+            rows: 1,
+            cols: 1,
+            workgroup: 1,
+        },
+        MatmulConfig::CPU,
+        MatmulConfig::GPU,
+        MatmulConfig::Plain {
+            rows: 3,
+            cols: 2,
+            workgroup: 5,
+        },
+        MatmulConfig::Plain {
+            rows: 16,
+            cols: 1,
+            workgroup: 16,
+        },
+    ];
+    if let Some(sg) = gpu.subgroup_size() {
+        configs.extend([
+            MatmulConfig::CPU_SUBGROUP,
+            MatmulConfig::Subgroup { rows: sg, cols: 1 },
+            MatmulConfig::Subgroup {
+                rows: 2 * sg,
+                cols: 3,
+            },
+        ]);
     }
+    for (m, k, n) in [(13, 9, 37), (1, 5, 1), (41, 70, 9)] {
+        let a = rand_vec(m * k, 21);
+        let b = rand_vec(k * n, 22);
+        let g = rand_vec(m * n, 23);
+        let want = cpu::matmul(&a, &b, m, k, n);
+        // d/dA sum(g ∘ AB) = g Bᵀ, d/dB = Aᵀ g
+        let want_da = cpu::matmul(&g, &cpu::transpose(&b, k, n), m, n, k);
+        let want_db = cpu::matmul(&cpu::transpose(&a, m, k), &g, k, m, n);
+        for cfg in &configs {
+            let at = Tensor::from_slice(&gpu, &a, &[m, k]).unwrap();
+            let bt = Tensor::from_slice(&gpu, &b, &[k, n]).unwrap();
+            at.set_requires_grad(true);
+            bt.set_requires_grad(true);
+            let c = at.matmul_with(&bt, false, false, *cfg).unwrap();
+            let gt = Tensor::from_slice(&gpu, &g, &[m, n]).unwrap();
+            c.mul(&gt).unwrap().sum().unwrap().backward().unwrap();
+            let what = format!("{cfg:?} at ({m},{k},{n})");
+            let close = |got: Vec<f32>, want: &[f32], part: &str| {
+                for (i, (x, y)) in got.iter().zip(want).enumerate() {
+                    assert!(
+                        (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                        "{what} {part}[{i}]: {x} vs {y}"
+                    );
+                }
+            };
+            close(c.to_vec().unwrap(), &want, "C");
+            close(at.grad().unwrap().to_vec().unwrap(), &want_da, "dA");
+            close(bt.grad().unwrap().to_vec().unwrap(), &want_db, "dB");
+        }
+    }
+}
+
+#[test]
+fn a_subgroup_tile_without_subgroups_is_an_error() {
+    let gpu = isomax::Gpu::with_options(&isomax::GpuOptions {
+        portable_limits: true,
+        no_subgroups: true,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(gpu.subgroup_size(), None);
+    assert_eq!(
+        MatmulConfig::for_gpu(&gpu),
+        if gpu.is_cpu() {
+            MatmulConfig::CPU
+        } else {
+            MatmulConfig::GPU
+        }
+    );
+    let a = Tensor::from_slice(&gpu, &[1.0; 4], &[2, 2]).unwrap();
+    let e = a
+        .matmul_with(&a, false, false, MatmulConfig::CPU_SUBGROUP)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("subgroup"), "{e}");
 }

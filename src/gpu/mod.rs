@@ -35,6 +35,9 @@ pub struct GpuOptions {
     /// Request WebGPU's default limits only (what every vendor guarantees). When false,
     /// buffer-size limits are raised to what the adapter offers.
     pub portable_limits: bool,
+    /// Never use subgroup operations, even where the adapter has them (to run or compare
+    /// the portable kernels on such an adapter).
+    pub no_subgroups: bool,
 }
 
 /// A description of the adapter in use, for `isomax info` and logs.
@@ -50,6 +53,9 @@ pub struct AdapterReport {
     pub max_compute_workgroup_storage_size: u32,
     pub max_compute_invocations_per_workgroup: u32,
     pub timestamp_queries: bool,
+    /// Lanes per subgroup when the engine uses subgroup operations (fixed-size subgroups
+    /// only), else `None`.
+    pub subgroup_size: Option<u32>,
 }
 
 impl std::fmt::Display for AdapterReport {
@@ -70,7 +76,11 @@ impl std::fmt::Display for AdapterReport {
             self.max_compute_workgroup_storage_size >> 10,
             self.max_compute_invocations_per_workgroup
         )?;
-        write!(f, "timestamp queries: {}", self.timestamp_queries)
+        write!(f, "timestamp queries: {}", self.timestamp_queries)?;
+        match self.subgroup_size {
+            Some(n) => write!(f, ", subgroups: {n} lanes"),
+            None => write!(f, ", subgroups: not used"),
+        }
     }
 }
 
@@ -107,6 +117,17 @@ fn required_limits(adapter_limits: &wgpu::Limits, portable: bool) -> wgpu::Limit
         l.max_buffer_size = adapter_limits.max_buffer_size.max(l.max_buffer_size);
     }
     l
+}
+
+/// The subgroup width when the device has subgroup operations enabled and every subgroup
+/// has the same width (kernels that share data across lanes are generated for that width).
+fn fixed_subgroup_size(device: &wgpu::Device) -> Option<u32> {
+    if !device.features().contains(wgpu::Features::SUBGROUP) {
+        return None;
+    }
+    let i = device.adapter_info();
+    (i.subgroup_min_size == i.subgroup_max_size && (1..=128).contains(&i.subgroup_min_size))
+        .then_some(i.subgroup_min_size)
 }
 
 fn device_type_rank(t: wgpu::DeviceType) -> u8 {
@@ -189,6 +210,9 @@ impl Gpu {
             wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         if adapter.features().contains(wanted) {
             features |= wanted;
+        }
+        if !options.no_subgroups && adapter.features().contains(wgpu::Features::SUBGROUP) {
+            features |= wgpu::Features::SUBGROUP;
         }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("isomax"),
@@ -279,6 +303,7 @@ impl Gpu {
             max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
             max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
             timestamp_queries: device.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+            subgroup_size: fixed_subgroup_size(&device),
         };
         let recorder = Recorder::new(&device);
         Gpu(Rc::new(GpuInner {
@@ -314,6 +339,12 @@ impl Gpu {
     /// without workgroup barriers.
     pub fn is_cpu(&self) -> bool {
         self.0.is_cpu
+    }
+
+    /// Lanes per subgroup when kernels may use subgroup operations (see
+    /// [`AdapterReport::subgroup_size`]).
+    pub fn subgroup_size(&self) -> Option<u32> {
+        self.0.report.subgroup_size
     }
 
     /// Buffer-pool statistics (peak bytes of GPU buffers the engine holds).

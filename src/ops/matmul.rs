@@ -8,25 +8,114 @@ const MATMUL_COMMON: &str = include_str!("../../shaders/matmul.wgsl");
 const PACK_A: KernelSpec = super::kernel!("matmul", "pack_a", 1, 1);
 const PACK_B: KernelSpec = super::kernel!("matmul", "pack_b", 1, 1);
 
-/// The matmul entry point for a `tm × tn` register tile, unrolled into scalars.
-/// Generated once per tile shape and kept for the life of the process.
-fn matmul_spec(tm: u32, tn: u32) -> KernelSpec {
-    thread_local! {
-        static SOURCES: std::cell::RefCell<std::collections::HashMap<(u32, u32), &'static str>> =
-            Default::default();
+/// How the matmul kernel is tiled. [`MatmulConfig::for_gpu`] picks one per adapter; the
+/// others exist for tuning (`examples/kernel_speed.rs`) and for the tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatmulConfig {
+    /// Each invocation computes `rows` rows × `cols` vec4 columns of C, `workgroup` lanes
+    /// per workgroup. Runs everywhere.
+    Plain {
+        rows: u32,
+        cols: u32,
+        workgroup: u32,
+    },
+    /// Like `Plain` with one subgroup per workgroup, but each lane loads a different row
+    /// of A and `subgroupBroadcast` shares it, so A costs one load per subgroup instead of
+    /// one per lane. `rows` must be a multiple of the subgroup size. Needs subgroups
+    /// ([`Gpu::subgroup_size`]).
+    Subgroup { rows: u32, cols: u32 },
+}
+
+impl MatmulConfig {
+    /// Measured fastest on lavapipe (`examples/kernel_speed.rs`): 32 rows shared by
+    /// subgroup broadcasts, one vec4 column per lane.
+    pub const CPU_SUBGROUP: MatmulConfig = MatmulConfig::Subgroup { rows: 32, cols: 1 };
+    /// Fastest portable tile on llvmpipe (GL, or Vulkan without subgroups).
+    pub const CPU: MatmulConfig = MatmulConfig::Plain {
+        rows: 8,
+        cols: 4,
+        workgroup: 8,
+    };
+    /// A starting point for real GPUs (not tuned: no GPU on the development machine).
+    pub const GPU: MatmulConfig = MatmulConfig::Plain {
+        rows: 4,
+        cols: 1,
+        workgroup: 64,
+    };
+
+    /// The default for `gpu`'s adapter.
+    pub fn for_gpu(gpu: &Gpu) -> MatmulConfig {
+        match (gpu.is_cpu(), gpu.subgroup_size()) {
+            (true, Some(sg)) if 32 % sg == 0 => Self::CPU_SUBGROUP,
+            (true, _) => Self::CPU,
+            (false, _) => Self::GPU,
+        }
     }
-    let source = SOURCES.with(|s| {
-        *s.borrow_mut().entry((tm, tn)).or_insert_with(|| {
-            Box::leak(format!("{MATMUL_COMMON}\n{}", matmul_entry(tm, tn)).into_boxed_str())
+
+    /// Check the tile against the device; returns (rows per invocation, vec4 columns per
+    /// invocation, lanes per workgroup).
+    fn shape(&self, gpu: &Gpu) -> Result<(u32, u32, u32)> {
+        let bad = |why: String| Err(Error::Config(format!("matmul: {self:?}: {why}")));
+        match *self {
+            MatmulConfig::Plain {
+                rows,
+                cols,
+                workgroup,
+            } => {
+                if !(1..=16).contains(&rows)
+                    || !(1..=16).contains(&cols)
+                    || !(1..=256).contains(&workgroup)
+                {
+                    return bad("rows and cols must be 1..=16, workgroup 1..=256".into());
+                }
+                Ok((rows, cols, workgroup))
+            }
+            MatmulConfig::Subgroup { rows, cols } => {
+                let Some(sg) = gpu.subgroup_size() else {
+                    return bad("this device has no fixed-size subgroups".into());
+                };
+                if rows == 0 || rows % sg != 0 || rows > 64 || !(1..=8).contains(&cols) {
+                    return bad(format!(
+                        "rows must be a multiple of the subgroup size {sg} up to 64, cols 1..=8"
+                    ));
+                }
+                Ok((rows, cols, sg))
+            }
+        }
+    }
+}
+
+/// The generated entry point for `cfg` (subgroup width `sg`), kept for the life of the
+/// process.
+fn matmul_spec(cfg: MatmulConfig, tm: u32, tn: u32, sg: u32) -> KernelSpec {
+    type Sources = std::collections::HashMap<(MatmulConfig, u32), (&'static str, &'static str)>;
+    thread_local! {
+        static SOURCES: std::cell::RefCell<Sources> = Default::default();
+    }
+    let (source, entry) = SOURCES.with(|s| {
+        *s.borrow_mut().entry((cfg, sg)).or_insert_with(|| {
+            let (entry, body) = match cfg {
+                MatmulConfig::Plain { .. } => (format!("matmul_{tm}x{tn}"), plain_entry(tm, tn)),
+                MatmulConfig::Subgroup { .. } => (
+                    format!("matmul_sg{sg}_{tm}x{tn}"),
+                    subgroup_entry(tm, tn, sg),
+                ),
+            };
+            let source = format!("{MATMUL_COMMON}\n{}", body.replace("ENTRY", &entry));
+            (leak(source), leak(entry))
         })
     });
     KernelSpec {
         family: "matmul",
         source,
-        entry: "matmul",
+        entry,
         reads: 2,
         writes: 1,
     }
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
 }
 
 /// Emit `line` once per i in 0..n (and j in 0..m when m > 0), substituting `{i}` / `{j}`.
@@ -44,64 +133,120 @@ fn each(out: &mut String, n: u32, m: u32, line: &str) {
     }
 }
 
-/// Each invocation: `tm` rows × `tn` vec4 column groups (4·tn columns), groups WX apart.
-fn matmul_entry(tm: u32, tn: u32) -> String {
-    let mut s = String::from(
-        "@compute @workgroup_size(WX)\nfn matmul(@builtin(workgroup_id) wid: vec3<u32>, \
-         @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {\n",
-    );
-    let w = &mut s;
-    each(w, 1, 0, &format!("let m0 = wid.y * {tm}u;"));
-    each(
-        w,
-        1,
-        0,
-        &format!("let q0 = (wid.x + wid.z * nwg.x) * WX * {tn}u + lid.x;"),
-    );
-    each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.m - 1u) * p.tiles;");
-    each(w, tn, 0, "let c{i} = min(q0 + {i}u * WX, p.nq - 1u);");
-    each(w, tm, tn, "var acc{i}_{j} = vec4<f32>(0.0);");
-    each(w, 1, 0, "for (var kv = 0u; kv < p.tiles; kv++) {");
-    each(w, tm, 0, "let av{i} = a4[r{i} + kv];");
+/// Loads of one k-quad of B (`tn` vec4 columns per lane, WX apart) and the FMAs of row
+/// `{i}` with value `a{i}_{t}` for k-step `t`, shared by both variants.
+fn k_quad(w: &mut String, tm: u32, tn: u32, row_value: impl Fn(u32, u32, &str) -> String) {
     for (t, e) in ["x", "y", "z", "w"].iter().enumerate() {
         each(
             w,
             tn,
             0,
-            &format!("let b{{i}}_{t} = b4[(kv * 4u + {t}u) * p.nq + c{{i}}];"),
+            &format!("let b{{i}}_{t} = b4[bb + (kv * 4u + {t}u) * (WX * {tn}u) + {{i}}u * WX];"),
         );
-        each(
-            w,
-            tm,
-            tn,
-            &format!("acc{{i}}_{{j}} = fma(vec4<f32>(av{{i}}.{e}), b{{j}}_{t}, acc{{i}}_{{j}});"),
-        );
+        for i in 0..tm {
+            each(w, 1, 0, &row_value(i, t as u32, e));
+            each(
+                w,
+                1,
+                tn,
+                &format!("acc{i}_{{j}} = fma(vec4<f32>(a{i}_{t}), b{{j}}_{t}, acc{i}_{{j}});"),
+            );
+        }
     }
-    each(w, 1, 0, "}");
+}
+
+/// The part before and after the k loop, shared by both variants.
+fn prologue(w: &mut String, tm: u32, tn: u32) {
+    each(w, 1, 0, "let panel = wid.x + wid.z * nwg.x;");
+    each(
+        w,
+        1,
+        0,
+        &format!("let bb = panel * p.tiles * 4u * (WX * {tn}u) + lid.x;"),
+    );
+    each(w, tm, tn, "var acc{i}_{j} = vec4<f32>(0.0);");
+}
+
+fn epilogue(w: &mut String, tm: u32, tn: u32) {
     each(
         w,
         tm,
         tn,
-        "if (m0 + {i}u < p.m && q0 + {j}u * WX < p.nq) { store4(m0 + {i}u, q0 + {j}u * WX, acc{i}_{j}); }",
+        &format!(
+            "store4(wid.y * {tm}u + {{i}}u, panel * WX * {tn}u + lid.x + {{j}}u * WX, acc{{i}}_{{j}});"
+        ),
     );
+}
+
+/// Plain variant: every lane loads the `tm` A vec4s of its workgroup's row block.
+fn plain_entry(tm: u32, tn: u32) -> String {
+    let mut s = String::from(
+        "@compute @workgroup_size(WX)\nfn ENTRY(@builtin(workgroup_id) wid: vec3<u32>, \
+         @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {\n",
+    );
+    let w = &mut s;
+    prologue(w, tm, tn);
+    each(w, 1, 0, &format!("let ab = wid.y * p.tiles * {tm}u;"));
+    each(w, 1, 0, "for (var kv = 0u; kv < p.tiles; kv++) {");
+    each(
+        w,
+        tm,
+        0,
+        &format!("let av{{i}} = a4[ab + kv * {tm}u + {{i}}u];"),
+    );
+    k_quad(w, tm, tn, |i, t, e| format!("let a{i}_{t} = av{i}.{e};"));
+    each(w, 1, 0, "}");
+    epilogue(w, tm, tn);
     s.push_str("}\n");
     s
 }
 
-/// Register-tile shape (rows, strided columns, workgroup width) for this adapter;
-/// `ISOMAX_MATMUL_TILE=rows,cols,width` overrides it for tuning.
-fn tile(gpu: &Gpu) -> (u32, u32, u32) {
-    if let Ok(s) = std::env::var("ISOMAX_MATMUL_TILE") {
-        let v: Vec<u32> = s.split(',').filter_map(|x| x.parse().ok()).collect();
-        if let [tm, tn, wx] = v[..]
-            && (1..=16).contains(&tm)
-            && (1..=16).contains(&tn)
-            && (1..=256).contains(&wx)
-        {
-            return (tm, tn, wx);
-        }
-    }
-    if gpu.is_cpu() { (8, 4, 8) } else { (4, 1, 64) }
+/// Subgroup variant (one subgroup of `sg` lanes per workgroup): lane l loads row
+/// `g·sg + l` of the block and `subgroupBroadcast` hands each row to every lane.
+fn subgroup_entry(tm: u32, tn: u32, sg: u32) -> String {
+    let groups = tm / sg;
+    let mut s = String::from(
+        "@compute @workgroup_size(WX)\nfn ENTRY(@builtin(workgroup_id) wid: vec3<u32>, \
+         @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, \
+         @builtin(subgroup_invocation_id) sl: u32) {\n",
+    );
+    let w = &mut s;
+    prologue(w, tm, tn);
+    each(
+        w,
+        groups,
+        0,
+        &format!("let ab{{i}} = (wid.y * {groups}u + {{i}}u) * p.tiles * {sg}u + sl;"),
+    );
+    each(w, 1, 0, "for (var kv = 0u; kv < p.tiles; kv++) {");
+    each(
+        w,
+        groups,
+        0,
+        &format!("let ag{{i}} = a4[ab{{i}} + kv * {sg}u];"),
+    );
+    k_quad(w, tm, tn, |i, t, e| {
+        format!(
+            "let a{i}_{t} = subgroupBroadcast(ag{}.{e}, {}u);",
+            i / sg,
+            i % sg
+        )
+    });
+    each(w, 1, 0, "}");
+    epilogue(w, tm, tn);
+    s.push_str("}\n");
+    s
+}
+
+/// Workgroups of 64 for the pack kernels: `x` invocations within a block, `blocks` blocks
+/// over y (and z past 65535).
+fn groups_2d(x: usize, blocks: usize) -> [u32; 3] {
+    let (y, z) = if blocks <= 65535 {
+        (blocks, 1)
+    } else {
+        (65535, blocks.div_ceil(65535))
+    };
+    [x.div_ceil(64) as u32, y as u32, z as u32]
 }
 
 /// Record `c = op(a) · op(b)` where `a` is `[m, k]` (or `[k, m]` when `trans_a`) and `b` is
@@ -112,8 +257,10 @@ pub(crate) fn matmul_into(
     c: &Tensor,
     trans_a: bool,
     trans_b: bool,
+    cfg: MatmulConfig,
 ) -> Result<()> {
     let gpu = a.gpu();
+    let (tm, tn, wx) = cfg.shape(gpu)?;
     let (m, k) = if trans_a {
         (a.shape()[1], a.shape()[0])
     } else {
@@ -121,7 +268,12 @@ pub(crate) fn matmul_into(
     };
     let n = c.shape()[1];
     let (tiles, nq) = (k.div_ceil(4), n.div_ceil(4));
-    let params = || {
+    let (rb, pw) = match cfg {
+        MatmulConfig::Plain { .. } => (tm, wx * tn),
+        MatmulConfig::Subgroup { .. } => (wx, wx * tn),
+    };
+    let (row_blocks, panels) = (m.div_ceil(tm as usize), nq.div_ceil(pw as usize));
+    let params = |blocks: usize| {
         ParamBuilder::new()
             .u(m)
             .u(n)
@@ -130,39 +282,39 @@ pub(crate) fn matmul_into(
             .u(trans_a as usize)
             .u(trans_b as usize)
             .u(nq)
+            .u(blocks)
     };
-    let pa = Tensor::empty(gpu, &[m, tiles * 4])?;
+    let layout = [("RB", rb as f64), ("PW", pw as f64)];
+    // Zero-padded to whole row blocks and panels, so the main kernel never clips a load.
+    let blocks = row_blocks * (tm / rb) as usize;
+    let pa = Tensor::empty(gpu, &[blocks * rb as usize * tiles * 4])?;
     gpu.dispatch(
         &PACK_A,
-        &[],
-        params(),
+        &layout,
+        params(blocks),
         &[a.binding(), pa.binding()],
-        super::groups_1d(m * tiles * 4, 256),
+        groups_2d(rb as usize * tiles, blocks),
     )?;
-    let pb = Tensor::empty(gpu, &[tiles * 4, nq * 4])?;
+    let pb = Tensor::empty(gpu, &[panels * pw as usize * tiles * 16])?;
     gpu.dispatch(
         &PACK_B,
-        &[],
-        params(),
+        &layout,
+        params(panels),
         &[b.binding(), pb.binding()],
-        super::groups_1d(tiles * 4 * nq * 4, 256),
+        groups_2d(pw as usize * tiles * 4, panels),
     )?;
-    let (tm, tn, wx) = tile(gpu);
-    let consts = [("WX", wx as f64)];
-    let col_groups = nq.div_ceil((wx * tn) as usize);
-    // Column groups beyond 65535 spill into z (the kernel folds it back into x).
-    let (gx, gz) = if col_groups <= 65535 {
-        (col_groups, 1)
+    // Panels beyond 65535 spill into z (the kernel folds it back into x).
+    let (gx, gz) = if panels <= 65535 {
+        (panels, 1)
     } else {
-        (65535, col_groups.div_ceil(65535))
+        (65535, panels.div_ceil(65535))
     };
-    let groups = [gx as u32, m.div_ceil(tm as usize) as u32, gz as u32];
     gpu.dispatch(
-        &matmul_spec(tm, tn),
-        &consts,
-        params(),
+        &matmul_spec(cfg, tm, tn, wx),
+        &[("WX", wx as f64)],
+        params(0),
         &[pa.binding(), pb.binding(), c.binding()],
-        groups,
+        [gx as u32, row_blocks as u32, gz as u32],
     )
 }
 
@@ -181,6 +333,17 @@ impl Tensor {
 
     /// Matrix product with optional transposes of either side.
     pub fn matmul_t(&self, other: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+        self.matmul_with(other, trans_a, trans_b, MatmulConfig::for_gpu(self.gpu()))
+    }
+
+    /// [`Tensor::matmul_t`] with an explicit kernel tiling (forward and backward).
+    pub fn matmul_with(
+        &self,
+        other: &Tensor,
+        trans_a: bool,
+        trans_b: bool,
+        cfg: MatmulConfig,
+    ) -> Result<Tensor> {
         let (ar, ac) = dims2(self, "matmul")?;
         let (br, bc) = dims2(other, "matmul")?;
         let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
@@ -198,19 +361,19 @@ impl Tensor {
             ));
         }
         let out = Tensor::empty(self.gpu(), &[m, n])?;
-        matmul_into(self, other, &out, trans_a, trans_b)?;
+        matmul_into(self, other, &out, trans_a, trans_b, cfg)?;
         let (a, b) = (self.clone(), other.clone());
         self.gpu().record(&out, &[self, other], move |g| {
             // C = op(A)·op(B): dA = g·op(B)ᵀ (transposed back if A was), dB likewise.
             let da = if trans_a {
-                b.matmul_t(g, trans_b, true)?
+                b.matmul_with(g, trans_b, true, cfg)?
             } else {
-                g.matmul_t(&b, false, !trans_b)?
+                g.matmul_with(&b, false, !trans_b, cfg)?
             };
             let db = if trans_b {
-                g.matmul_t(&a, true, trans_a)?
+                g.matmul_with(&a, true, trans_a, cfg)?
             } else {
-                a.matmul_t(g, !trans_a, false)?
+                a.matmul_with(g, !trans_a, false, cfg)?
             };
             Ok(vec![Some(da), Some(db)])
         });
