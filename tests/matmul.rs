@@ -15,6 +15,9 @@ fn matmul_all_transposes_match_cpu() {
         (17, 33, 13),
         (64, 65, 66),
         (3, 130, 1),
+        // Row lengths that are multiples of 4 take the vec4 packing path.
+        (12, 8, 20),
+        (33, 16, 4),
     ] {
         let a = rand_vec(m * k, 1);
         let b = rand_vec(k * n, 2);
@@ -175,7 +178,7 @@ fn every_matmul_tile_variant_matches_cpu() {
             },
         ]);
     }
-    for (m, k, n) in [(13, 9, 37), (1, 5, 1), (41, 70, 9)] {
+    for (m, k, n) in [(13, 9, 37), (1, 5, 1), (41, 70, 9), (9, 12, 40)] {
         let a = rand_vec(m * k, 21);
         let b = rand_vec(k * n, 22);
         let g = rand_vec(m * n, 23);

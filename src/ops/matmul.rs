@@ -7,6 +7,8 @@ use crate::tensor::Tensor;
 const MATMUL_COMMON: &str = include_str!("../../shaders/matmul.wgsl");
 const PACK_A: KernelSpec = super::kernel!("matmul", "pack_a", 1, 1);
 const PACK_B: KernelSpec = super::kernel!("matmul", "pack_b", 1, 1);
+const PACK_A_VEC4: KernelSpec = super::kernel!("matmul", "pack_a_vec4", 1, 1);
+const PACK_B_VEC4: KernelSpec = super::kernel!("matmul", "pack_b_vec4", 1, 1);
 
 /// How the matmul kernel is tiled. [`MatmulConfig::for_gpu`] picks one per adapter; the
 /// others exist for tuning (`examples/kernel_speed.rs`) and for the tests.
@@ -136,14 +138,18 @@ fn each(out: &mut String, n: u32, m: u32, line: &str) {
 /// Loads of one k-quad of B (`tn` vec4 columns per lane, WX apart) and the FMAs of row
 /// `{i}` with value `a{i}_{t}` for k-step `t`, shared by both variants.
 fn k_quad(w: &mut String, tm: u32, tn: u32, row_value: impl Fn(u32, u32, &str) -> String) {
-    for (t, e) in ["x", "y", "z", "w"].iter().enumerate() {
+    let steps = ["x", "y", "z", "w"];
+    for t in 0..4 {
         each(
             w,
             tn,
             0,
             &format!("let b{{i}}_{t} = b4[bb + (kv * 4u + {t}u) * (WX * {tn}u) + {{i}}u * WX];"),
         );
-        for i in 0..tm {
+    }
+    // Row by row, so one row's accumulators stay in registers for the four k-steps.
+    for i in 0..tm {
+        for (t, e) in steps.iter().enumerate() {
             each(w, 1, 0, &row_value(i, t as u32, e));
             each(
                 w,
@@ -288,8 +294,13 @@ pub(crate) fn matmul_into(
     // Zero-padded to whole row blocks and panels, so the main kernel never clips a load.
     let blocks = row_blocks * (tm / rb) as usize;
     let pa = Tensor::empty(gpu, &[blocks * rb as usize * tiles * 4])?;
+    let aligned = |trans: bool, row: usize| !trans && row % 4 == 0;
     gpu.dispatch(
-        &PACK_A,
+        if aligned(trans_a, k) {
+            &PACK_A_VEC4
+        } else {
+            &PACK_A
+        },
         &layout,
         params(blocks),
         &[a.binding(), pa.binding()],
@@ -297,7 +308,11 @@ pub(crate) fn matmul_into(
     )?;
     let pb = Tensor::empty(gpu, &[panels * pw as usize * tiles * 16])?;
     gpu.dispatch(
-        &PACK_B,
+        if aligned(trans_b, n) {
+            &PACK_B_VEC4
+        } else {
+            &PACK_B
+        },
         &layout,
         params(panels),
         &[b.binding(), pb.binding()],
