@@ -1,7 +1,8 @@
 //! conv2d throughput: forward, backward data and backward weight, in GFLOP/s.
 //!
 //! `cargo run --release --example conv_speed [RxC ...]` — with tile arguments (e.g. `4x4 8x4`)
-//! every kernel is timed with each of those tiles; without, the adapter's default config.
+//! every kernel is timed with each of those tiles (`sg32x4`: a subgroup tile, forward and
+//! stride-1 backward data only); without, the adapter's default config.
 
 use isomax::ops::conv::{ConvConfig, Tile};
 use isomax::{Gpu, Result, Tensor};
@@ -37,7 +38,11 @@ fn main() -> Result<()> {
         } else {
             args.iter()
                 .map(|a| {
-                    let (r, c) = a.split_once('x').expect("tile as RxC or RxC@WG");
+                    if let Some(sg) = a.strip_prefix("sg") {
+                        let (r, c) = sg.split_once('x').expect("subgroup tile as sgRxC");
+                        return Some(Tile::subgroup(r.parse().unwrap(), c.parse().unwrap()));
+                    }
+                    let (r, c) = a.split_once('x').expect("tile as RxC, RxC@WG or sgRxC");
                     let (c, wg) = c.split_once('@').unwrap_or((c, "64"));
                     Some(Tile::new(
                         r.parse().unwrap(),
@@ -75,6 +80,11 @@ fn main() -> Result<()> {
         let flops = 2.0 * (xs[0] * ws[0] * oh * ow * ws[1] * ws[2] * ws[3]) as f64;
         for tile in &tiles {
             let cfg = match tile {
+                // Only the forward kernel (and backward data at stride 1) has a subgroup variant.
+                Some(t) if t.subgroup => ConvConfig {
+                    forward: *t,
+                    ..ConvConfig::for_gpu(&gpu)
+                },
                 Some(t) => ConvConfig {
                     forward: *t,
                     backward_data: *t,

@@ -40,6 +40,8 @@ const CASES: &[Case] = &[
     case([4, 16, 6, 6], [32, 16, 1, 1], 2, 0, false),
     case([4, 16, 6, 6], [16, 16, 3, 3], 1, 1, false),
     case([4, 1, 6, 6], [16, 1, 3, 3], 1, 1, false),
+    // More output channels than one 32-row subgroup tile, the last block partial.
+    case([2, 3, 5, 5], [37, 3, 3, 3], 1, 1, true),
 ];
 
 /// Runs one case with `cfg`; checks forward, dX, dW and the bias gradient against the CPU.
@@ -118,6 +120,37 @@ fn every_tile_variant_and_split_weight_gradient_match_cpu() {
         {
             check(&gpu, c, cfg, 100 + 10 * (i * 4 + j) as u64);
         }
+    }
+    // The subgroup forward kernel (also backward data at stride 1), where there are
+    // subgroups; the strided backward-data and backward-weight kernels keep plain tiles.
+    if let Some(sg) = gpu.subgroup_size() {
+        for (i, t) in [
+            Tile::subgroup(32, 4),
+            Tile::subgroup(sg, 3),
+            Tile::subgroup(2 * sg, 1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let cfg = ConvConfig {
+                forward: t,
+                ..ConvConfig::CPU
+            };
+            for (j, c) in CASES.iter().enumerate() {
+                check(&gpu, c, cfg, 500 + 10 * (i * CASES.len() + j) as u64);
+            }
+        }
+        let bad = ConvConfig {
+            backward_weight: Tile::subgroup(sg, 1),
+            ..ConvConfig::CPU
+        };
+        let x = param_from(&gpu, &[0.0; 9], &[1, 1, 3, 3]);
+        let w = Tensor::zeros(&gpu, &[1, 1, 1, 1]).unwrap();
+        let y = x.conv2d_with(&w, None, 1, 0, ConvConfig::CPU).unwrap();
+        let e = y
+            .conv2d_backward_weight(&x, &[1, 1, 1, 1], 1, 0, bad)
+            .unwrap_err();
+        assert!(e.to_string().contains("only the forward kernel"), "{e}");
     }
     assert!(
         Tensor::zeros(&gpu, &[1, 1, 3, 3])

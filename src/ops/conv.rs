@@ -25,11 +25,16 @@ enum Kind {
 /// apart). Forward rows are output channels and cols output positions; backward data rows
 /// are input channels and cols input positions; backward weight rows are output channels
 /// and cols weight entries `(c, kh, kw)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// A subgroup tile ([`Tile::subgroup`], forward kernel only) runs one subgroup per
+/// workgroup and shares the row operand across lanes with `subgroupBroadcast`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tile {
     pub rows: u32,
     pub cols: u32,
+    /// Lanes per workgroup (for a subgroup tile, the subgroup size once resolved).
     pub workgroup: u32,
+    pub subgroup: bool,
 }
 
 impl Tile {
@@ -38,7 +43,44 @@ impl Tile {
             rows,
             cols,
             workgroup,
+            subgroup: false,
         }
+    }
+
+    /// A subgroup tile: `rows` a multiple of the subgroup size, up to 64; `cols` up to 8.
+    pub const fn subgroup(rows: u32, cols: u32) -> Tile {
+        Tile {
+            rows,
+            cols,
+            workgroup: 0,
+            subgroup: true,
+        }
+    }
+
+    /// The tile as it runs on `gpu` (a subgroup tile gets the subgroup size), checked.
+    fn resolve(self, gpu: &Gpu, kind: Kind) -> Result<Tile> {
+        if !self.subgroup {
+            self.check()?;
+            return Ok(self);
+        }
+        let bad = |why: &str| Err(Error::Config(format!("conv2d: tile {self:?}: {why}")));
+        if kind != Kind::Forward {
+            return bad("only the forward kernel has a subgroup variant");
+        }
+        let Some(sg) = gpu.subgroup_size() else {
+            return bad("this device has no fixed-size subgroups");
+        };
+        if self.rows == 0
+            || !self.rows.is_multiple_of(sg)
+            || self.rows > 64
+            || !(1..=8).contains(&self.cols)
+        {
+            return bad("rows must be a multiple of the subgroup size up to 64, cols 1..=8");
+        }
+        Ok(Tile {
+            workgroup: sg,
+            ..self
+        })
     }
 
     fn check(&self) -> Result<()> {
@@ -62,7 +104,10 @@ impl Tile {
 /// Tile shapes for the three conv kernels, chosen per adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvConfig {
+    /// The forward kernel, also used for backward data at stride 1 (a forward convolution
+    /// with the flipped, transposed weight).
     pub forward: Tile,
+    /// The backward-data kernel for strided convolutions.
     pub backward_data: Tile,
     pub backward_weight: Tile,
     /// Target number of invocations for backward weight: the position sum is split into
@@ -87,29 +132,48 @@ impl ConvConfig {
         weight_parallelism: 65536,
     };
 
+    /// [`ConvConfig::CPU`] with the subgroup forward kernel, for llvmpipe with subgroups
+    /// (lavapipe): each lane loads a different output channel's weights and
+    /// `subgroupBroadcast` shares them.
+    pub const CPU_SUBGROUP: ConvConfig = ConvConfig {
+        forward: Tile::subgroup(32, 4),
+        ..Self::CPU
+    };
+
     /// The default for `gpu`'s adapter.
     pub fn for_gpu(gpu: &Gpu) -> ConvConfig {
-        if gpu.is_cpu() { Self::CPU } else { Self::GPU }
+        match (gpu.is_cpu(), gpu.subgroup_size()) {
+            (true, Some(sg)) if 32 % sg == 0 => Self::CPU_SUBGROUP,
+            (true, _) => Self::CPU,
+            (false, _) => Self::GPU,
+        }
     }
 }
 
 /// The generated entry point for `kind` with tile `rows × cols`, kept for the life of the
 /// process (the pipeline cache keys on the entry name, which encodes the tile).
 fn spec(kind: Kind, t: Tile) -> KernelSpec {
-    type Sources = HashMap<(Kind, u32, u32), (&'static str, &'static str)>;
+    type Sources = HashMap<(Kind, Tile), (&'static str, &'static str)>;
     thread_local! {
         static SOURCES: RefCell<Sources> = RefCell::default();
     }
     let (source, entry) = SOURCES.with(|s| {
-        *s.borrow_mut().entry((kind, t.rows, t.cols)).or_insert_with(|| {
+        *s.borrow_mut().entry((kind, t)).or_insert_with(|| {
+            let sg = t.subgroup.then_some(t.workgroup);
             let (name, body) = match kind {
-                Kind::Forward => ("forward", gen_forward(t.rows, t.cols)),
+                Kind::Forward => ("forward", gen_forward(t.rows, t.cols, sg)),
                 Kind::BackwardData => ("backward_data", gen_backward_data(t.rows, t.cols)),
                 Kind::BackwardWeight => ("backward_weight", gen_backward_weight(t.rows, t.cols, false)),
                 Kind::BackwardWeightVec4 => ("backward_weight_v4", gen_backward_weight(t.rows, t.cols, true)),
             };
-            let entry = format!("{name}_{}x{}", t.rows, t.cols);
-            let source = format!("{COMMON}\n@compute @workgroup_size(WX)\nfn {entry}(\n    @builtin(workgroup_id) wid: vec3<u32>,\n    @builtin(local_invocation_id) lid: vec3<u32>,\n    @builtin(num_workgroups) nwg: vec3<u32>,\n) {{\n{body}}}\n");
+            let (entry, lane) = match sg {
+                None => (format!("{name}_{}x{}", t.rows, t.cols), ""),
+                Some(sg) => (
+                    format!("{name}_sg{sg}_{}x{}", t.rows, t.cols),
+                    "    @builtin(subgroup_invocation_id) sl: u32,\n",
+                ),
+            };
+            let source = format!("{COMMON}\n@compute @workgroup_size(WX)\nfn {entry}(\n    @builtin(workgroup_id) wid: vec3<u32>,\n    @builtin(local_invocation_id) lid: vec3<u32>,\n    @builtin(num_workgroups) nwg: vec3<u32>,\n{lane}) {{\n{body}}}\n");
             (leak(source), leak(entry))
         })
     });
@@ -142,8 +206,10 @@ fn each(out: &mut String, n: u32, m: u32, line: &str) {
 }
 
 /// Forward: rows = output channels, cols = output positions `(n, oh, ow)` flattened;
-/// `a` = x, `b` = weight as `[OC, K]`.
-fn gen_forward(tm: u32, tn: u32) -> String {
+/// `a` = x, `b` = weight as `[OC, K]`. With `sg` (the subgroup variant) lane `l` loads
+/// weight row `g·sg + l` and `subgroupBroadcast` shares it, instead of every lane loading
+/// every row.
+fn gen_forward(tm: u32, tn: u32, sg: Option<u32>) -> String {
     let mut s = String::new();
     let w = &mut s;
     each(
@@ -165,7 +231,15 @@ fn gen_forward(tm: u32, tn: u32) -> String {
         0,
         &format!("let qb = (wid.x + wid.z * nwg.x) * WX * {tn}u + lid.x;"),
     );
-    each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.oc - 1u) * p.tiles;");
+    match sg {
+        None => each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.oc - 1u) * p.tiles;"),
+        Some(sg) => each(
+            w,
+            tm / sg,
+            0,
+            &format!("let r{{i}} = min(m0 + {{i}}u * {sg}u + sl, p.oc - 1u) * p.tiles;"),
+        ),
+    }
     each(
         w,
         tn,
@@ -180,49 +254,69 @@ fn gen_forward(tm: u32, tn: u32) -> String {
     );
     each(w, tn, 0, "let xb{i} = i32(n{i} * p.c * hw);");
     each(w, tm, tn, "var acc{i}_{j} = 0.0;");
-    // k = (c, kh, kw) advances one step per FMA row, branch-free (the wrap is a select).
+    // k = (c, kh, kw) advances one step per k, branch-free (the wrap is a select).
     each(w, 1, 0, "var kh = 0u; var kw = 0u; var xc = 0;");
     each(w, 1, 0, "for (var kv = 0u; kv < p.tiles; kv++) {");
-    each(w, tm, 0, "let w{i} = b4[r{i} + kv];");
-    for e in ["x", "y", "z", "w"] {
-        each(w, 1, 0, "{");
+    match sg {
+        None => each(w, tm, 0, "let w{i} = b4[r{i} + kv];"),
+        Some(sg) => each(w, tm / sg, 0, "let w{i} = b4[r{i} + kv];"),
+    }
+    // The inputs of all four k-steps first, then row by row so that one row's
+    // accumulators stay in registers.
+    for t in 0..4 {
         each(
             w,
             tn,
             0,
-            "let y{i} = ih{i} + i32(kh); let xw{i} = iw{i} + i32(kw);",
+            &format!("let y{{i}}_{t} = ih{{i}} + i32(kh); let xw{{i}}_{t} = iw{{i}} + i32(kw);"),
         );
         each(
             w,
             tn,
             0,
-            "let ok{i} = u32(y{i}) < p.h && u32(xw{i}) < p.w && xc < i32(p.c * hw);",
+            &format!(
+                "let ok{{i}}_{t} = u32(y{{i}}_{t}) < p.h && u32(xw{{i}}_{t}) < p.w && xc < i32(p.c * hw);"
+            ),
         );
         each(
             w,
             tn,
             0,
-            "let x{i} = select(0.0, a[select(0u, u32(xb{i} + xc + y{i} * i32(p.w) + xw{i}), ok{i})], ok{i});",
-        );
-        each(
-            w,
-            tm,
-            tn,
-            &format!("acc{{i}}_{{j}} = fma(w{{i}}.{e}, x{{j}}, acc{{i}}_{{j}});"),
+            &format!(
+                "let x{{i}}_{t} = select(0.0, a[select(0u, u32(xb{{i}} + xc + y{{i}}_{t} * i32(p.w) + xw{{i}}_{t}), ok{{i}}_{t})], ok{{i}}_{t});"
+            ),
         );
         each(
             w,
             1,
             0,
-            "kw += 1u; let wrap_w = kw == p.kw; kw = select(kw, 0u, wrap_w); kh += u32(wrap_w);",
+            &format!(
+                "kw += 1u; let wrap_w{t} = kw == p.kw; kw = select(kw, 0u, wrap_w{t}); kh += u32(wrap_w{t});"
+            ),
         );
         each(
             w,
             1,
             0,
-            "let wrap_h = kh == p.kh; kh = select(kh, 0u, wrap_h); xc += select(0, i32(hw), wrap_h);",
+            &format!(
+                "let wrap_h{t} = kh == p.kh; kh = select(kh, 0u, wrap_h{t}); xc += select(0, i32(hw), wrap_h{t});"
+            ),
         );
-        each(w, 1, 0, "}");
+    }
+    for i in 0..tm {
+        for (t, e) in ["x", "y", "z", "w"].iter().enumerate() {
+            let wv = match sg {
+                None => format!("w{i}.{e}"),
+                Some(sg) => format!("subgroupBroadcast(w{}.{e}, {}u)", i / sg, i % sg),
+            };
+            each(w, 1, 0, &format!("let wv{i}_{t} = {wv};"));
+            each(
+                w,
+                1,
+                tn,
+                &format!("acc{i}_{{j}} = fma(wv{i}_{t}, x{{j}}_{t}, acc{i}_{{j}});"),
+            );
+        }
     }
     each(w, 1, 0, "}");
     each(
@@ -552,13 +646,17 @@ fn pack(gpu: &Gpu, w: &Tensor, rows: usize, k: usize, taps: usize, flip: bool) -
 }
 
 fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
-    t.check()?;
+    let t = t.resolve(gpu, Kind::Forward)?;
     let wp = pack(gpu, w, g.oc, g.k(), g.kh * g.kw, false)?;
     forward_packed(gpu, x, &wp, g, t)
 }
 
 /// The forward kernel with a weight already packed by [`pack`].
-fn forward_packed(gpu: &Gpu, x: &Tensor, wp: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
+fn forward_packed(gpu: &Gpu, x: &Tensor, wp: &Tensor, g: Geom, mut t: Tile) -> Result<Tensor> {
+    if t.subgroup {
+        // Rows past the channel count are wasted work: shrink to whole subgroups that cover it.
+        t.rows = t.rows.min((g.oc as u32).next_multiple_of(t.workgroup));
+    }
     let out = Tensor::empty(gpu, &[g.n, g.oc, g.oh, g.ow])?;
     let [gx, gz] = col_groups(g.n * g.oh * g.ow, t);
     gpu.dispatch(
@@ -571,11 +669,11 @@ fn forward_packed(gpu: &Gpu, x: &Tensor, wp: &Tensor, g: Geom, t: Tile) -> Resul
     Ok(out)
 }
 
-fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
-    t.check()?;
+fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
     if g.stride == 1 && g.kh == g.kw && g.pad < g.kh {
         // At stride 1, dX is the forward convolution of dY with the transposed, flipped
         // weight and padding K - 1 - p: reuse the (faster, vec4-weight) forward kernel.
+        let t = cfg.forward.resolve(gpu, Kind::Forward)?;
         let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true)?;
         let gt = Geom::new(
             &[g.n, g.oc, g.oh, g.ow],
@@ -585,6 +683,7 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result
         )?;
         return forward_packed(gpu, dy, &wp, gt, t);
     }
+    let t = cfg.backward_data.resolve(gpu, Kind::BackwardData)?;
     let dx = Tensor::empty(gpu, &[g.n, g.c, g.h, g.w])?;
     let s = g.stride;
     let tiles = g.c.div_ceil(t.rows as usize);
@@ -617,7 +716,7 @@ fn backward_weight(
     t: Tile,
     parallelism: usize,
 ) -> Result<Tensor> {
-    t.check()?;
+    let t = t.resolve(gpu, Kind::BackwardWeight)?;
     let x_groups = g.k().div_ceil(t.span());
     let row_groups = g.oc.div_ceil(t.rows as usize);
     let rows = g.n * g.oh;
@@ -708,7 +807,7 @@ impl Tensor {
         let (need_dx, need_dw) = (self.requires_grad(), weight.requires_grad());
         self.gpu().record(&out, &[self, weight], move |dy| {
             let dx = if need_dx {
-                Some(backward_data(&gpu, dy, &w, g, cfg.backward_data)?)
+                Some(backward_data(&gpu, dy, &w, g, cfg)?)
             } else {
                 None
             };
@@ -744,7 +843,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let g = Geom::new(input_shape, weight.shape(), stride, padding)?;
         check_dy(self, &g)?;
-        backward_data(self.gpu(), self, weight, g, cfg.backward_data)
+        backward_data(self.gpu(), self, weight, g, cfg)
     }
 
     /// Gradient of [`Tensor::conv2d`] wrt its weight, from `self` = dY (no tape).

@@ -76,7 +76,7 @@ impl MatmulConfig {
                 let Some(sg) = gpu.subgroup_size() else {
                     return bad("this device has no fixed-size subgroups".into());
                 };
-                if rows == 0 || rows % sg != 0 || rows > 64 || !(1..=8).contains(&cols) {
+                if rows == 0 || !rows.is_multiple_of(sg) || rows > 64 || !(1..=8).contains(&cols) {
                     return bad(format!(
                         "rows must be a multiple of the subgroup size {sg} up to 64, cols 1..=8"
                     ));
@@ -294,7 +294,7 @@ pub(crate) fn matmul_into(
     // Zero-padded to whole row blocks and panels, so the main kernel never clips a load.
     let blocks = row_blocks * (tm / rb) as usize;
     let pa = Tensor::empty(gpu, &[blocks * rb as usize * tiles * 4])?;
-    let aligned = |trans: bool, row: usize| !trans && row % 4 == 0;
+    let aligned = |trans: bool, row: usize| !trans && row.is_multiple_of(4);
     gpu.dispatch(
         if aligned(trans_a, k) {
             &PACK_A_VEC4
