@@ -1,8 +1,8 @@
 //! conv2d throughput: forward, backward data and backward weight, in GFLOP/s.
 //!
 //! `cargo run --release --example conv_speed [RxC ...]` — with tile arguments (e.g. `4x4 8x4`)
-//! every kernel is timed with each of those tiles (`sg32x4`: a subgroup tile, forward and
-//! stride-1 backward data only); without, the adapter's default config.
+//! every kernel is timed with each of those tiles (`sg32x4`: a subgroup tile, for all but
+//! the strided backward-data kernel); without, the adapter's default config.
 
 use isomax::ops::conv::{ConvConfig, Tile};
 use isomax::{Gpu, Result, Tensor};
@@ -80,9 +80,10 @@ fn main() -> Result<()> {
         let flops = 2.0 * (xs[0] * ws[0] * oh * ow * ws[1] * ws[2] * ws[3]) as f64;
         for tile in &tiles {
             let cfg = match tile {
-                // Only the forward kernel (and backward data at stride 1) has a subgroup variant.
+                // The strided backward-data kernel has no subgroup variant.
                 Some(t) if t.subgroup => ConvConfig {
                     forward: *t,
+                    backward_weight: *t,
                     ..ConvConfig::for_gpu(&gpu)
                 },
                 Some(t) => ConvConfig {

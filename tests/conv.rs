@@ -121,8 +121,8 @@ fn every_tile_variant_and_split_weight_gradient_match_cpu() {
             check(&gpu, c, cfg, 100 + 10 * (i * 4 + j) as u64);
         }
     }
-    // The subgroup forward kernel (also backward data at stride 1), where there are
-    // subgroups; the strided backward-data and backward-weight kernels keep plain tiles.
+    // The subgroup forward (also backward data at stride 1) and backward-weight kernels,
+    // where there are subgroups; the strided backward-data kernel keeps plain tiles.
     if let Some(sg) = gpu.subgroup_size() {
         for (i, t) in [
             Tile::subgroup(32, 4),
@@ -134,6 +134,8 @@ fn every_tile_variant_and_split_weight_gradient_match_cpu() {
         {
             let cfg = ConvConfig {
                 forward: t,
+                backward_weight: t,
+                weight_parallelism: if i == 1 { 4096 } else { 0 },
                 ..ConvConfig::CPU
             };
             for (j, c) in CASES.iter().enumerate() {
@@ -141,16 +143,15 @@ fn every_tile_variant_and_split_weight_gradient_match_cpu() {
             }
         }
         let bad = ConvConfig {
-            backward_weight: Tile::subgroup(sg, 1),
+            backward_data: Tile::subgroup(sg, 1),
             ..ConvConfig::CPU
         };
-        let x = param_from(&gpu, &[0.0; 9], &[1, 1, 3, 3]);
-        let w = Tensor::zeros(&gpu, &[1, 1, 1, 1]).unwrap();
-        let y = x.conv2d_with(&w, None, 1, 0, ConvConfig::CPU).unwrap();
-        let e = y
-            .conv2d_backward_weight(&x, &[1, 1, 1, 1], 1, 0, bad)
+        let w = Tensor::zeros(&gpu, &[1, 1, 3, 3]).unwrap();
+        let dy = Tensor::zeros(&gpu, &[1, 1, 2, 2]).unwrap();
+        let e = dy
+            .conv2d_backward_data(&w, &[1, 1, 5, 5], 2, 0, bad)
             .unwrap_err();
-        assert!(e.to_string().contains("only the forward kernel"), "{e}");
+        assert!(e.to_string().contains("no subgroup variant"), "{e}");
     }
     assert!(
         Tensor::zeros(&gpu, &[1, 1, 3, 3])

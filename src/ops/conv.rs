@@ -26,7 +26,7 @@ enum Kind {
 /// are input channels and cols input positions; backward weight rows are output channels
 /// and cols weight entries `(c, kh, kw)`.
 ///
-/// A subgroup tile ([`Tile::subgroup`], forward kernel only) runs one subgroup per
+/// A subgroup tile ([`Tile::subgroup`]; forward and backward weight) runs one subgroup per
 /// workgroup and shares the row operand across lanes with `subgroupBroadcast`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tile {
@@ -64,8 +64,8 @@ impl Tile {
             return Ok(self);
         }
         let bad = |why: &str| Err(Error::Config(format!("conv2d: tile {self:?}: {why}")));
-        if kind != Kind::Forward {
-            return bad("only the forward kernel has a subgroup variant");
+        if kind == Kind::BackwardData {
+            return bad("the strided backward-data kernel has no subgroup variant");
         }
         let Some(sg) = gpu.subgroup_size() else {
             return bad("this device has no fixed-size subgroups");
@@ -81,6 +81,19 @@ impl Tile {
             workgroup: sg,
             ..self
         })
+    }
+
+    /// A resolved subgroup tile with no more rows than whole subgroups covering `rows`
+    /// (rows past the channel count would be wasted work).
+    fn fit_rows(self, rows: usize) -> Tile {
+        if !self.subgroup {
+            return self;
+        }
+        let cover = (rows as u32).next_multiple_of(self.workgroup);
+        Tile {
+            rows: self.rows.min(cover),
+            ..self
+        }
     }
 
     fn check(&self) -> Result<()> {
@@ -132,11 +145,12 @@ impl ConvConfig {
         weight_parallelism: 65536,
     };
 
-    /// [`ConvConfig::CPU`] with the subgroup forward kernel, for llvmpipe with subgroups
-    /// (lavapipe): each lane loads a different output channel's weights and
-    /// `subgroupBroadcast` shares them.
+    /// [`ConvConfig::CPU`] with the subgroup forward and backward-weight kernels, for
+    /// llvmpipe with subgroups (lavapipe): each lane loads a different output channel's
+    /// weights (or dY) and `subgroupBroadcast` shares them.
     pub const CPU_SUBGROUP: ConvConfig = ConvConfig {
         forward: Tile::subgroup(32, 4),
+        backward_weight: Tile::subgroup(32, 4),
         ..Self::CPU
     };
 
@@ -163,8 +177,8 @@ fn spec(kind: Kind, t: Tile) -> KernelSpec {
             let (name, body) = match kind {
                 Kind::Forward => ("forward", gen_forward(t.rows, t.cols, sg)),
                 Kind::BackwardData => ("backward_data", gen_backward_data(t.rows, t.cols)),
-                Kind::BackwardWeight => ("backward_weight", gen_backward_weight(t.rows, t.cols, false)),
-                Kind::BackwardWeightVec4 => ("backward_weight_v4", gen_backward_weight(t.rows, t.cols, true)),
+                Kind::BackwardWeight => ("backward_weight", gen_backward_weight(t.rows, t.cols, false, sg)),
+                Kind::BackwardWeightVec4 => ("backward_weight_v4", gen_backward_weight(t.rows, t.cols, true, sg)),
             };
             let (entry, lane) = match sg {
                 None => (format!("{name}_{}x{}", t.rows, t.cols), ""),
@@ -440,7 +454,7 @@ fn gen_backward_data(tm: u32, tn: u32) -> String {
 /// Backward weight: rows = output channels, cols = weight entries `k = (c, kh, kw)`; the
 /// invocation sums over the `(n, oh)` rows of its split (workgroup_id.z) and every `ow`;
 /// `a` = dY, `b` = x, `out` = `[splits, OC, K]`.
-fn gen_backward_weight(tm: u32, tn: u32, vec4: bool) -> String {
+fn gen_backward_weight(tm: u32, tn: u32, vec4: bool, sg: Option<u32>) -> String {
     let mut s = String::new();
     let w = &mut s;
     each(
@@ -452,7 +466,22 @@ fn gen_backward_weight(tm: u32, tn: u32, vec4: bool) -> String {
     each(w, 1, 0, "let s = i32(p.stride); let pad = i32(p.pad);");
     each(w, 1, 0, &format!("let m0 = wid.y * {tm}u;"));
     each(w, 1, 0, &format!("let kb = wid.x * WX * {tn}u + lid.x;"));
-    each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.oc - 1u) * ohw;");
+    // dY rows: one per accumulator row, or (subgroup variant) one per lane and group.
+    let loads = match sg {
+        None => {
+            each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.oc - 1u) * ohw;");
+            tm
+        }
+        Some(sg) => {
+            each(
+                w,
+                tm / sg,
+                0,
+                &format!("let r{{i}} = min(m0 + {{i}}u * {sg}u + sl, p.oc - 1u) * ohw;"),
+            );
+            tm / sg
+        }
+    };
     each(
         w,
         tn,
@@ -487,34 +516,48 @@ fn gen_backward_weight(tm: u32, tn: u32, vec4: bool) -> String {
         "let y{i} = i32(oh) * s + kh{i}; let hok{i} = u32(y{i}) < p.h; let rb{i} = xn + cx{i} + y{i} * i32(p.w);",
     );
     each(w, tn, 0, "var xw{i} = kw{i};");
-    if vec4 {
+    let steps: &[&str] = if vec4 {
         each(w, 1, 0, "for (var ow = 0u; ow < p.ow; ow += 4u) {");
-        each(w, tm, 0, "let d{i} = a4[(dyb + r{i} + ow) / 4u];");
+        each(w, loads, 0, "let d{i} = a4[(dyb + r{i} + ow) / 4u];");
+        &[".x", ".y", ".z", ".w"]
     } else {
         each(w, 1, 0, "for (var ow = 0u; ow < p.ow; ow++) {");
-        each(w, tm, 0, "let d{i} = a[dyb + r{i} + ow];");
-    }
-    for e in if vec4 {
-        [".x", ".y", ".z", ".w"].as_slice()
-    } else {
-        [""].as_slice()
-    } {
-        each(w, 1, 0, "{");
-        each(w, tn, 0, "let ok{i} = hok{i} && u32(xw{i}) < p.w;");
+        each(w, loads, 0, "let d{i} = a[dyb + r{i} + ow];");
+        &[""]
+    };
+    // The inputs of every step first, then row by row so that one row's accumulators
+    // stay in registers.
+    for t in 0..steps.len() {
         each(
             w,
             tn,
             0,
-            "let x{i} = select(0.0, b[select(0u, u32(rb{i} + xw{i}), ok{i})], ok{i});",
+            &format!("let ok{{i}}_{t} = hok{{i}} && u32(xw{{i}}) < p.w;"),
         );
         each(
             w,
-            tm,
             tn,
-            &format!("acc{{i}}_{{j}} = fma(d{{i}}{e}, x{{j}}, acc{{i}}_{{j}});"),
+            0,
+            &format!(
+                "let x{{i}}_{t} = select(0.0, b[select(0u, u32(rb{{i}} + xw{{i}}), ok{{i}}_{t})], ok{{i}}_{t});"
+            ),
         );
         each(w, tn, 0, "xw{i} += s;");
-        each(w, 1, 0, "}");
+    }
+    for i in 0..tm {
+        for (t, e) in steps.iter().enumerate() {
+            let dv = match sg {
+                None => format!("d{i}{e}"),
+                Some(sg) => format!("subgroupBroadcast(d{}{e}, {}u)", i / sg, i % sg),
+            };
+            each(w, 1, 0, &format!("let dv{i}_{t} = {dv};"));
+            each(
+                w,
+                1,
+                tn,
+                &format!("acc{i}_{{j}} = fma(dv{i}_{t}, x{{j}}_{t}, acc{i}_{{j}});"),
+            );
+        }
     }
     each(w, 1, 0, "}");
     each(w, 1, 0, "oh += 1u; if (oh == p.oh) { oh = 0u; n += 1u; }");
@@ -653,10 +696,7 @@ fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor
 
 /// The forward kernel with a weight already packed by [`pack`].
 fn forward_packed(gpu: &Gpu, x: &Tensor, wp: &Tensor, g: Geom, mut t: Tile) -> Result<Tensor> {
-    if t.subgroup {
-        // Rows past the channel count are wasted work: shrink to whole subgroups that cover it.
-        t.rows = t.rows.min((g.oc as u32).next_multiple_of(t.workgroup));
-    }
+    t = t.fit_rows(g.oc);
     let out = Tensor::empty(gpu, &[g.n, g.oc, g.oh, g.ow])?;
     let [gx, gz] = col_groups(g.n * g.oh * g.ow, t);
     gpu.dispatch(
@@ -716,7 +756,7 @@ fn backward_weight(
     t: Tile,
     parallelism: usize,
 ) -> Result<Tensor> {
-    let t = t.resolve(gpu, Kind::BackwardWeight)?;
+    let t = t.resolve(gpu, Kind::BackwardWeight)?.fit_rows(g.oc);
     let x_groups = g.k().div_ceil(t.span());
     let row_groups = g.oc.div_ceil(t.rows as usize);
     let rows = g.n * g.oh;
