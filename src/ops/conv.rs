@@ -26,8 +26,8 @@ enum Kind {
 /// are input channels and cols input positions; backward weight rows are output channels
 /// and cols weight entries `(c, kh, kw)`.
 ///
-/// A subgroup tile ([`Tile::subgroup`]; forward and backward weight) runs one subgroup per
-/// workgroup and shares the row operand across lanes with `subgroupBroadcast`.
+/// A subgroup tile ([`Tile::subgroup`]) runs one subgroup per workgroup and shares the row
+/// operand across lanes with `subgroupBroadcast`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tile {
     pub rows: u32,
@@ -58,15 +58,12 @@ impl Tile {
     }
 
     /// The tile as it runs on `gpu` (a subgroup tile gets the subgroup size), checked.
-    fn resolve(self, gpu: &Gpu, kind: Kind) -> Result<Tile> {
+    fn resolve(self, gpu: &Gpu) -> Result<Tile> {
         if !self.subgroup {
             self.check()?;
             return Ok(self);
         }
         let bad = |why: &str| Err(Error::Config(format!("conv2d: tile {self:?}: {why}")));
-        if kind == Kind::BackwardData {
-            return bad("the strided backward-data kernel has no subgroup variant");
-        }
         let Some(sg) = gpu.subgroup_size() else {
             return bad("this device has no fixed-size subgroups");
         };
@@ -145,13 +142,13 @@ impl ConvConfig {
         weight_parallelism: 65536,
     };
 
-    /// [`ConvConfig::CPU`] with the subgroup forward and backward-weight kernels, for
-    /// llvmpipe with subgroups (lavapipe): each lane loads a different output channel's
-    /// weights (or dY) and `subgroupBroadcast` shares them.
+    /// The subgroup kernels, for llvmpipe with subgroups (lavapipe): each lane loads a
+    /// different channel's weights (or dY) and `subgroupBroadcast` shares them.
     pub const CPU_SUBGROUP: ConvConfig = ConvConfig {
         forward: Tile::subgroup(32, 4),
+        backward_data: Tile::subgroup(32, 4),
         backward_weight: Tile::subgroup(32, 4),
-        ..Self::CPU
+        weight_parallelism: 0,
     };
 
     /// The default for `gpu`'s adapter.
@@ -176,7 +173,7 @@ fn spec(kind: Kind, t: Tile) -> KernelSpec {
             let sg = t.subgroup.then_some(t.workgroup);
             let (name, body) = match kind {
                 Kind::Forward => ("forward", gen_forward(t.rows, t.cols, sg)),
-                Kind::BackwardData => ("backward_data", gen_backward_data(t.rows, t.cols)),
+                Kind::BackwardData => ("backward_data", gen_backward_data(t.rows, t.cols, sg)),
                 Kind::BackwardWeight => ("backward_weight", gen_backward_weight(t.rows, t.cols, false, sg)),
                 Kind::BackwardWeightVec4 => ("backward_weight_v4", gen_backward_weight(t.rows, t.cols, true, sg)),
             };
@@ -346,7 +343,7 @@ fn gen_forward(tm: u32, tn: u32, sg: Option<u32>) -> String {
 /// `(ih mod s, iw mod s)` (workgroup_id.y / tiles), so every tap loop is uniform and only
 /// visits the taps `kh ≡ ih + pad (mod s)` that reach the position; `a` = dY,
 /// `b` = weight `[OC, C, KH, KW]`.
-fn gen_backward_data(tm: u32, tn: u32) -> String {
+fn gen_backward_data(tm: u32, tn: u32, sg: Option<u32>) -> String {
     let mut s = String::new();
     let w = &mut s;
     each(
@@ -380,7 +377,16 @@ fn gen_backward_data(tm: u32, tn: u32) -> String {
         0,
         "let kh0 = (rh + p.pad) % st; let kw0 = (rw + p.pad) % st;",
     );
-    each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.c - 1u) * khw;");
+    // Weight rows: one per accumulator row, or (subgroup variant) one per lane and group.
+    match sg {
+        None => each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.c - 1u) * khw;"),
+        Some(sg) => each(
+            w,
+            tm / sg,
+            0,
+            &format!("let r{{i}} = min(m0 + {{i}}u * {sg}u + sl, p.c - 1u) * khw;"),
+        ),
+    }
     each(
         w,
         tn,
@@ -433,8 +439,29 @@ fn gen_backward_data(tm: u32, tn: u32) -> String {
         "let d{i} = select(0.0, a[select(0u, u32(rb{i} + xw{i}), ok{i})], ok{i});",
     );
     each(w, 1, 0, "let ko = wb + kh * p.kw + kw;");
-    each(w, tm, 0, "let w{i} = b[r{i} + ko];");
-    each(w, tm, tn, "acc{i}_{j} = fma(w{i}, d{j}, acc{i}_{j});");
+    match sg {
+        None => {
+            each(w, tm, 0, "let w{i} = b[r{i} + ko];");
+            each(w, tm, tn, "acc{i}_{j} = fma(w{i}, d{j}, acc{i}_{j});");
+        }
+        Some(sg) => {
+            each(w, tm / sg, 0, "let wl{i} = b[r{i} + ko];");
+            for i in 0..tm {
+                each(
+                    w,
+                    1,
+                    0,
+                    &format!("let w{i} = subgroupBroadcast(wl{}, {}u);", i / sg, i % sg),
+                );
+                each(
+                    w,
+                    1,
+                    tn,
+                    &format!("acc{i}_{{j}} = fma(w{i}, d{{j}}, acc{i}_{{j}});"),
+                );
+            }
+        }
+    }
     each(w, 1, 0, "dw += 1;");
     each(w, 1, 0, "}");
     each(w, 1, 0, "dh += 1;");
@@ -689,7 +716,7 @@ fn pack(gpu: &Gpu, w: &Tensor, rows: usize, k: usize, taps: usize, flip: bool) -
 }
 
 fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
-    let t = t.resolve(gpu, Kind::Forward)?;
+    let t = t.resolve(gpu)?;
     let wp = pack(gpu, w, g.oc, g.k(), g.kh * g.kw, false)?;
     forward_packed(gpu, x, &wp, g, t)
 }
@@ -713,7 +740,7 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
     if g.stride == 1 && g.kh == g.kw && g.pad < g.kh {
         // At stride 1, dX is the forward convolution of dY with the transposed, flipped
         // weight and padding K - 1 - p: reuse the (faster, vec4-weight) forward kernel.
-        let t = cfg.forward.resolve(gpu, Kind::Forward)?;
+        let t = cfg.forward.resolve(gpu)?;
         let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true)?;
         let gt = Geom::new(
             &[g.n, g.oc, g.oh, g.ow],
@@ -723,7 +750,7 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
         )?;
         return forward_packed(gpu, dy, &wp, gt, t);
     }
-    let t = cfg.backward_data.resolve(gpu, Kind::BackwardData)?;
+    let t = cfg.backward_data.resolve(gpu)?.fit_rows(g.c);
     let dx = Tensor::empty(gpu, &[g.n, g.c, g.h, g.w])?;
     let s = g.stride;
     let tiles = g.c.div_ceil(t.rows as usize);
@@ -756,7 +783,7 @@ fn backward_weight(
     t: Tile,
     parallelism: usize,
 ) -> Result<Tensor> {
-    let t = t.resolve(gpu, Kind::BackwardWeight)?.fit_rows(g.oc);
+    let t = t.resolve(gpu)?.fit_rows(g.oc);
     let x_groups = g.k().div_ceil(t.span());
     let row_groups = g.oc.div_ceil(t.rows as usize);
     let rows = g.n * g.oh;
