@@ -20,16 +20,12 @@ const WG: u32 = 64u;
 var<workgroup> red_a: array<f32, 64>;
 var<workgroup> red_b: array<f32, 64>;
 
-// Element j of channel c, j running over N * HW.
-fn x_index(j: u32, c: u32) -> u32 {
-    return ((j / p.hw) * p.c_stride + c) * p.hw + j % p.hw;
-}
-
-// Element i of the dense [N, C, HW] layout → its index in x.
-fn strided(i: u32) -> u32 {
-    let c = (i / p.hw) % p.c;
-    return ((i / (p.hw * p.c)) * p.c_stride + c) * p.hw + i % p.hw;
-}
+// Start of plane (n, c) in x (channel stride C_STRIDE) and in the dense [N, C, HW] layout.
+// Kernels walk planes with nested loops or a 3-D dispatch (x: position, y: channel,
+// z: sample) rather than dividing a flat index: integer division by a runtime value is
+// scalarised per lane on llvmpipe and costs more than the memory traffic.
+fn x_plane(n: u32, c: u32) -> u32 { return (n * p.c_stride + c) * p.hw; }
+fn dense_plane(n: u32, c: u32) -> u32 { return (n * p.c + c) * p.hw; }
 
 fn reduce2(lid: u32) {
     workgroupBarrier();
@@ -53,7 +49,10 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     let c = wid.x;
     let m = p.n * p.hw;
     var s = 0.0;
-    for (var j = lid; j < m; j += WG) { s += st_x[x_index(j, c)]; }
+    for (var n = 0u; n < p.n; n++) {
+        let b = x_plane(n, c);
+        for (var j = lid; j < p.hw; j += WG) { s += st_x[b + j]; }
+    }
     red_a[lid] = s;
     red_b[lid] = 0.0;
     reduce2(lid);
@@ -61,9 +60,12 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     workgroupBarrier();
     // Second pass over centred values: no cancellation, unlike E[x²] − E[x]².
     var v = 0.0;
-    for (var j = lid; j < m; j += WG) {
-        let d = st_x[x_index(j, c)] - mean;
-        v += d * d;
+    for (var n = 0u; n < p.n; n++) {
+        let b = x_plane(n, c);
+        for (var j = lid; j < p.hw; j += WG) {
+            let d = st_x[b + j] - mean;
+            v += d * d;
+        }
     }
     red_a[lid] = v;
     reduce2(lid);
@@ -97,14 +99,29 @@ fn bn_eval_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(4) var<storage, read> ap_beta: array<f32>;
 @group(0) @binding(5) var<storage, read_write> ap_y: array<f32>;
 
-@compute @workgroup_size(256)
-fn bn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= p.n * p.c * p.hw) { return; }
-    let c = (i / p.hw) % p.c;
-    var y = (ap_x[strided(i)] - ap_stats[c]) * ap_stats[p.c + c] * ap_gamma[c] + ap_beta[c];
-    if (p.relu == 1u) { y = max(y, 0.0); }
-    ap_y[i] = y;
+// Four values of channel c at once (the scalar entry uses lane x).
+fn apply4(x: vec4<f32>, c: u32) -> vec4<f32> {
+    let y = (x - ap_stats[c]) * (ap_stats[p.c + c] * ap_gamma[c]) + ap_beta[c];
+    return select(y, max(y, vec4<f32>(0.0)), p.relu == 1u);
+}
+
+@compute @workgroup_size(64)
+fn bn_apply(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x >= p.hw) { return; }
+    let x = ap_x[x_plane(gid.z, gid.y) + gid.x];
+    ap_y[dense_plane(gid.z, gid.y) + gid.x] = apply4(vec4<f32>(x), gid.y).x;
+}
+
+// HW a multiple of 4: vec4 loads and stores (on llvmpipe every storage access is a loop
+// over the SIMD lanes, so one vec4 costs far less than four scalars).
+@group(0) @binding(1) var<storage, read> ap_x4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> ap_y4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn bn_apply_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x * 4u >= p.hw) { return; }
+    let x = ap_x4[x_plane(gid.z, gid.y) / 4u + gid.x];
+    ap_y4[dense_plane(gid.z, gid.y) / 4u + gid.x] = apply4(x, gid.y);
 }
 
 // ---- backward, per channel: dgamma = Σ dy·x̂, dbeta = Σ dy (dy masked by the ReLU) ----
@@ -124,13 +141,18 @@ fn bn_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
     let inv = br_stats[p.c + c];
     var sdy = 0.0;
     var sdyx = 0.0;
-    for (var j = lid; j < m; j += WG) {
-        let xhat = (br_x[x_index(j, c)] - mean) * inv;
-        var dy = br_dy[((j / p.hw) * p.c + c) * p.hw + j % p.hw];
-        // ReLU mask recomputed from x rather than stored.
-        if (p.relu == 1u && xhat * br_gamma[c] + br_beta[c] <= 0.0) { dy = 0.0; }
-        sdy += dy;
-        sdyx += dy * xhat;
+    let g = br_gamma[c];
+    let b = br_beta[c];
+    for (var n = 0u; n < p.n; n++) {
+        let xb = x_plane(n, c);
+        let db = dense_plane(n, c);
+        for (var j = lid; j < p.hw; j += WG) {
+            let xhat = (br_x[xb + j] - mean) * inv;
+            // ReLU mask recomputed from x rather than stored.
+            let dy = select(br_dy[db + j], 0.0, p.relu == 1u && xhat * g + b <= 0.0);
+            sdy += dy;
+            sdyx += dy * xhat;
+        }
     }
     red_a[lid] = sdy;
     red_b[lid] = sdyx;
@@ -152,20 +174,32 @@ fn bn_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
 @group(0) @binding(7) var<storage, read> bd_dbeta: array<f32>;
 @group(0) @binding(8) var<storage, read_write> bd_dx: array<f32>;
 
-@compute @workgroup_size(256)
-fn bn_backward_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= p.n * p.c * p.hw) { return; }
-    let c = (i / p.hw) % p.c;
-    let k = strided(i);
+// dx for four values of channel c (frozen: statistics are constants).
+fn backward4(x: vec4<f32>, dy_in: vec4<f32>, c: u32) -> vec4<f32> {
     let inv = bd_stats[p.c + c];
-    let xhat = (bd_x[k] - bd_stats[c]) * inv;
-    var dy = bd_dy[i];
-    if (p.relu == 1u && xhat * bd_gamma[c] + bd_beta[c] <= 0.0) { dy = 0.0; }
-    if (p.frozen == 1u) {
-        bd_dx[k] = bd_gamma[c] * inv * dy;
-        return;
-    }
+    let xhat = (x - bd_stats[c]) * inv;
+    let dy = select(dy_in, vec4<f32>(0.0), vec4<bool>(p.relu == 1u) & (xhat * bd_gamma[c] + bd_beta[c] <= vec4<f32>(0.0)));
+    if (p.frozen == 1u) { return bd_gamma[c] * inv * dy; }
     let m = f32(p.n * p.hw);
-    bd_dx[k] = bd_gamma[c] * inv / m * (m * dy - bd_dbeta[c] - xhat * bd_dgamma[c]);
+    return bd_gamma[c] * inv / m * (m * dy - bd_dbeta[c] - xhat * bd_dgamma[c]);
+}
+
+@compute @workgroup_size(64)
+fn bn_backward_apply(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x >= p.hw) { return; }
+    let k = x_plane(gid.z, gid.y) + gid.x;
+    let dy = bd_dy[dense_plane(gid.z, gid.y) + gid.x];
+    bd_dx[k] = backward4(vec4<f32>(bd_x[k]), vec4<f32>(dy), gid.y).x;
+}
+
+@group(0) @binding(1) var<storage, read> bd_x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> bd_dy4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> bd_dx4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn bn_backward_apply_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x * 4u >= p.hw) { return; }
+    let k = x_plane(gid.z, gid.y) / 4u + gid.x;
+    let dy = bd_dy4[dense_plane(gid.z, gid.y) / 4u + gid.x];
+    bd_dx4[k] = backward4(bd_x4[k], dy, gid.y);
 }

@@ -20,6 +20,9 @@ fn training_forward_and_running_stats_match_cpu() {
         (4, 17, 3, 3),
         (3, 2, 1, 1),
         (1, 65, 9, 11),
+        // H·W a multiple of 4: the vec4 kernels.
+        (2, 3, 4, 4),
+        (3, 5, 1, 8),
     ] {
         let hw = h * w;
         let x: Vec<f32> = rand_vec(n * c * hw, 1)
@@ -94,7 +97,7 @@ fn eval_mode_uses_running_statistics() {
 #[test]
 fn training_gradients_match_finite_differences() {
     let gpu = gpu();
-    for (n, c, h, w) in [(2, 3, 3, 1), (1, 2, 2, 3), (3, 1, 1, 1)] {
+    for (n, c, h, w) in [(2, 3, 3, 1), (1, 2, 2, 3), (3, 1, 1, 1), (2, 2, 2, 2)] {
         let hw = h * w;
         let x = rand_vec(n * c * hw, 5);
         let (gamma, beta) = (rand_vec(c, 6), rand_vec(c, 7));

@@ -1,7 +1,7 @@
 //! Batch norm 2d: batch statistics and running averages in training, running statistics in
 //! eval, with gradients for the input, the scale (gamma) and the shift (beta).
 
-use super::{groups_1d, kernel};
+use super::kernel;
 use crate::error::{Error, Result};
 use crate::gpu::{KernelSpec, ParamBuilder};
 use crate::tensor::Tensor;
@@ -11,6 +11,32 @@ const EVAL_STATS: KernelSpec = kernel!("batchnorm", "bn_eval_stats", 2, 1);
 const APPLY: KernelSpec = kernel!("batchnorm", "bn_apply", 4, 1);
 const BACKWARD_REDUCE: KernelSpec = kernel!("batchnorm", "bn_backward_reduce", 5, 2);
 const BACKWARD_APPLY: KernelSpec = kernel!("batchnorm", "bn_backward_apply", 7, 1);
+const APPLY_VEC4: KernelSpec = kernel!("batchnorm", "bn_apply_vec4", 4, 1);
+const BACKWARD_APPLY_VEC4: KernelSpec = kernel!("batchnorm", "bn_backward_apply_vec4", 7, 1);
+
+/// The elementwise kernels run over (position, channel, sample); with HW a multiple of 4,
+/// four positions per invocation as vec4s. Returns the variant to use and its grid.
+fn plane_grid(
+    g: &BnGeom,
+    scalar: &'static KernelSpec,
+    vec4: &'static KernelSpec,
+) -> Result<(&'static KernelSpec, [u32; 3])> {
+    if g.c > 65535 || g.n > 65535 {
+        return Err(Error::Limit {
+            op: "batch_norm",
+            detail: format!("{} samples × {} channels: at most 65535 of each", g.n, g.c),
+        });
+    }
+    let (spec, per) = if g.hw.is_multiple_of(4) {
+        (vec4, 4)
+    } else {
+        (scalar, 1)
+    };
+    Ok((
+        spec,
+        [g.hw.div_ceil(per * 64) as u32, g.c as u32, g.n as u32],
+    ))
+}
 
 /// Batch-norm state that lives outside the autodiff graph.
 pub struct BatchNormStats<'a> {
@@ -154,8 +180,9 @@ pub(crate) fn bn_apply(
     shape: &[usize],
 ) -> Result<Tensor> {
     let y = Tensor::empty(x.gpu(), shape)?;
+    let (spec, grid) = plane_grid(&g, &APPLY, &APPLY_VEC4)?;
     x.gpu().dispatch(
-        &APPLY,
+        spec,
         &[],
         g.params(),
         &[
@@ -165,7 +192,7 @@ pub(crate) fn bn_apply(
             beta.binding(),
             y.binding(),
         ],
-        groups_1d(g.n * g.c * g.hw, 256),
+        grid,
     )?;
     Ok(y)
 }
@@ -203,8 +230,9 @@ pub(crate) fn bn_backward(
     } else {
         Tensor::empty(gpu, x.shape())?
     };
+    let (spec, grid) = plane_grid(&g, &BACKWARD_APPLY, &BACKWARD_APPLY_VEC4)?;
     gpu.dispatch(
-        &BACKWARD_APPLY,
+        spec,
         &[],
         g.params(),
         &[
@@ -217,7 +245,7 @@ pub(crate) fn bn_backward(
             dbeta.binding(),
             dx.binding(),
         ],
-        groups_1d(g.n * g.c * g.hw, 256),
+        grid,
     )?;
     Ok((dx, dgamma, dbeta))
 }
