@@ -21,22 +21,6 @@ fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 256u;
 }
 
-// out = alpha * a + beta * b
-@compute @workgroup_size(256)
-fn axpby(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n) { return; }
-    out[i] = p.alpha * a[i] + p.beta * b[i];
-}
-
-// out = a * b
-@compute @workgroup_size(256)
-fn mul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n) { return; }
-    out[i] = a[i] * b[i];
-}
-
 // out = a + b[(i / inner) % c]   (bias over rows or channels)
 @compute @workgroup_size(256)
 fn add_broadcast(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -53,43 +37,40 @@ fn mul_broadcast(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     out[i] = a[i] * b[(i / p.inner) % p.c];
 }
 
-// out = max(a, 0) * alpha + beta   (alpha = 1, beta = 0 for ReLU; relu=0 -> plain affine)
-@compute @workgroup_size(256)
-fn relu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n) { return; }
-    out1[i] = max(a[i], 0.0);
+// ---- flat ops: out[i] = op(a[i], b[i]) ----
+// Each op is written once on vec4s; src/ops/elementwise.rs generates two entry points per
+// op: `NAME` (one element per invocation, `op(vec4(a[i]), vec4(b[i])).x`) and `NAME_vec4`
+// (four elements per invocation when the length is a multiple of 4: on llvmpipe every
+// storage access is a loop over the SIMD lanes, so one vec4 costs far less than four
+// scalars). Unary ops ignore `b` and write `out1`.
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> out1_4: array<vec4<f32>>;
+
+// alpha * a + beta * b
+fn axpby_op(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> { return p.alpha * a + p.beta * b; }
+
+// a * b
+fn mul_op(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> { return a * b; }
+
+// max(a, 0)
+fn relu_op(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> { return max(a, vec4<f32>(0.0)); }
+
+// alpha * a + beta
+fn affine_op(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> { return p.alpha * a + p.beta; }
+
+// b where a > 0 else 0   (ReLU backward: a = forward output, b = output gradient)
+fn relu_backward_op(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), b, a > vec4<f32>(0.0));
 }
 
-// out = alpha * a + beta
-@compute @workgroup_size(256)
-fn affine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n) { return; }
-    out1[i] = p.alpha * a[i] + p.beta;
+// sqrt(a)
+fn sqrt_fwd_op(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> { return sqrt(a); }
+
+// b / (2 a) where a > 0 else 0   (sqrt backward: a = forward output, b = output gradient;
+// 0 at sqrt(0) is the subgradient convention of the distance heads, never inf/NaN)
+fn sqrt_backward_op(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), 0.5 * b / a, a > vec4<f32>(0.0));
 }
 
-// out = b where a > 0 else 0   (ReLU backward: a = forward output, b = output gradient)
-@compute @workgroup_size(256)
-fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n) { return; }
-    out[i] = select(0.0, b[i], a[i] > 0.0);
-}
-
-// out = sqrt(a)
-@compute @workgroup_size(256)
-fn sqrt_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n) { return; }
-    out1[i] = sqrt(a[i]);
-}
-
-// out = b / (2 a) where a > 0 else 0   (sqrt backward: a = forward output, b = output
-// gradient; 0 at sqrt(0) is the subgradient convention of the distance heads, never inf/NaN)
-@compute @workgroup_size(256)
-fn sqrt_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n) { return; }
-    out[i] = select(0.0, 0.5 * b[i] / a[i], a[i] > 0.0);
-}

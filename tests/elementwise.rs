@@ -7,9 +7,17 @@ use isomax::ops::{elementwise, reduce};
 #[test]
 fn add_sub_mul_scale_relu_match_cpu() {
     let gpu = gpu();
-    for (k, shape) in [vec![1], vec![7], vec![3, 5, 17], vec![257, 301]]
-        .into_iter()
-        .enumerate()
+    // Lengths that are multiples of 4 run the vec4 kernels, the others the scalar ones.
+    for (k, shape) in [
+        vec![1],
+        vec![7],
+        vec![3, 5, 17],
+        vec![257, 301],
+        vec![4],
+        vec![6, 10],
+    ]
+    .into_iter()
+    .enumerate()
     {
         let n: usize = shape.iter().product();
         let (a, b) = (rand_vec(n, k as u64), rand_vec(n, 100 + k as u64));
@@ -34,14 +42,32 @@ fn add_sub_mul_scale_relu_match_cpu() {
             0.0,
             0.0,
         );
+        // d/da Σ relu(a)·b = b where a > 0
+        ta.set_requires_grad(true);
+        ta.relu()
+            .unwrap()
+            .mul(&tb)
+            .unwrap()
+            .sum()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let want: Vec<f32> = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| if *x > 0.0 { *y } else { 0.0 })
+            .collect();
+        assert_close(&ta.grad().unwrap().to_vec().unwrap(), &want, 1e-6, 1e-7);
+        gpu.zero_grads();
     }
 }
 
 #[test]
 fn large_tensor_uses_two_dimensional_dispatch() {
-    // 70 000 workgroups of 256 > 65535: exercises the gid.y path.
+    // 70 000 workgroups of 256 > 65535: exercises the gid.y path (an odd length keeps the
+    // one-element-per-invocation kernel).
     let gpu = gpu();
-    let n = 256 * 70_000;
+    let n = 256 * 70_000 + 1;
     let a: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
     let t = Tensor::from_slice(&gpu, &a, &[n]).unwrap();
     let out = t.affine(1.0, 1.0).unwrap().to_vec().unwrap();

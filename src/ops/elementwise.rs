@@ -5,15 +5,85 @@ use crate::error::{Error, Result};
 use crate::gpu::{KernelSpec, ParamBuilder};
 use crate::tensor::Tensor;
 
-const AXPBY: KernelSpec = kernel!("elementwise", "axpby", 2, 1);
-const MUL: KernelSpec = kernel!("elementwise", "mul", 2, 1);
 const ADD_BROADCAST: KernelSpec = kernel!("elementwise", "add_broadcast", 2, 1);
 const MUL_BROADCAST: KernelSpec = kernel!("elementwise", "mul_broadcast", 2, 1);
-const RELU: KernelSpec = kernel!("elementwise", "relu", 1, 1);
-const AFFINE: KernelSpec = kernel!("elementwise", "affine", 1, 1);
-const RELU_BACKWARD: KernelSpec = kernel!("elementwise", "relu_backward", 2, 1);
-const SQRT: KernelSpec = kernel!("elementwise", "sqrt_fwd", 1, 1);
-const SQRT_BACKWARD: KernelSpec = kernel!("elementwise", "sqrt_backward", 2, 1);
+
+/// A flat op `out[i] = op(a[i], b[i])`: the shader's `NAME_op` function on vec4s, with a
+/// scalar and a vec4 entry point generated from it.
+#[derive(Clone, Copy)]
+struct Flat {
+    name: &'static str,
+    vec4_name: &'static str,
+    unary: bool,
+}
+
+const AXPBY: Flat = Flat::binary("axpby", "axpby_vec4");
+const MUL: Flat = Flat::binary("mul", "mul_vec4");
+const RELU: Flat = Flat::unary("relu", "relu_vec4");
+const AFFINE: Flat = Flat::unary("affine", "affine_vec4");
+const RELU_BACKWARD: Flat = Flat::binary("relu_backward", "relu_backward_vec4");
+const SQRT: Flat = Flat::unary("sqrt_fwd", "sqrt_fwd_vec4");
+const SQRT_BACKWARD: Flat = Flat::binary("sqrt_backward", "sqrt_backward_vec4");
+const FLAT_OPS: [Flat; 7] = [AXPBY, MUL, RELU, AFFINE, RELU_BACKWARD, SQRT, SQRT_BACKWARD];
+
+impl Flat {
+    const fn binary(name: &'static str, vec4_name: &'static str) -> Flat {
+        Flat {
+            name,
+            vec4_name,
+            unary: false,
+        }
+    }
+    const fn unary(name: &'static str, vec4_name: &'static str) -> Flat {
+        Flat {
+            name,
+            vec4_name,
+            unary: true,
+        }
+    }
+
+    /// The kernel for `n` elements: the vec4 one when `n` is a multiple of 4.
+    fn spec(&self, n: usize) -> (KernelSpec, [u32; 3]) {
+        let vec4 = n.is_multiple_of(4);
+        let spec = KernelSpec {
+            family: "elementwise",
+            source: flat_source(),
+            entry: if vec4 { self.vec4_name } else { self.name },
+            reads: if self.unary { 1 } else { 2 },
+            writes: 1,
+        };
+        (spec, groups_1d(if vec4 { n / 4 } else { n }, 256))
+    }
+}
+
+/// `shaders/elementwise.wgsl` plus the generated entry points of every flat op.
+fn flat_source() -> &'static str {
+    static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SOURCE.get_or_init(|| {
+        let mut s = String::from(include_str!("../../shaders/elementwise.wgsl"));
+        for op in FLAT_OPS {
+            let (out, out4, b, b4) = if op.unary {
+                ("out1", "out1_4", "0.0", "0.0")
+            } else {
+                ("out", "out4", "b[i]", "b4[i]")
+            };
+            let head = "@compute @workgroup_size(256)\nfn";
+            let args = "(@builtin(global_invocation_id) gid: vec3<u32>, \
+                        @builtin(num_workgroups) nwg: vec3<u32>) {\n    let i = index(gid, nwg);\n";
+            s += &format!(
+                "\n{head} {}{args}    if (i >= p.n) {{ return; }}\n    \
+                 {out}[i] = {}_op(vec4<f32>(a[i]), vec4<f32>({b})).x;\n}}\n",
+                op.name, op.name
+            );
+            s += &format!(
+                "\n{head} {}{args}    if (i >= p.n / 4u) {{ return; }}\n    \
+                 {out4}[i] = {}_op(a4[i], vec4<f32>({b4}));\n}}\n",
+                op.vec4_name, op.name
+            );
+        }
+        s
+    })
+}
 
 fn params(n: usize, inner: usize, c: usize, alpha: f32, beta: f32) -> ParamBuilder {
     ParamBuilder::new().u(n).u(inner).u(c).f(alpha).f(beta)
@@ -36,28 +106,30 @@ fn broadcast_axis(x: &Tensor, b: &Tensor, axis: usize, op: &'static str) -> Resu
 }
 
 impl Tensor {
-    fn binary(&self, other: &Tensor, spec: &KernelSpec, alpha: f32, beta: f32) -> Result<Tensor> {
+    fn binary(&self, other: &Tensor, op: Flat, alpha: f32, beta: f32) -> Result<Tensor> {
         let out = Tensor::empty(self.gpu(), self.shape())?;
         let n = self.numel();
+        let (spec, groups) = op.spec(n);
         self.gpu().dispatch(
-            spec,
+            &spec,
             &[],
             params(n, 1, 1, alpha, beta),
             &[self.binding(), other.binding(), out.binding()],
-            groups_1d(n, 256),
+            groups,
         )?;
         Ok(out)
     }
 
-    fn unary(&self, spec: &KernelSpec, alpha: f32, beta: f32) -> Result<Tensor> {
+    fn unary(&self, op: Flat, alpha: f32, beta: f32) -> Result<Tensor> {
         let out = Tensor::empty(self.gpu(), self.shape())?;
         let n = self.numel();
+        let (spec, groups) = op.spec(n);
         self.gpu().dispatch(
-            spec,
+            &spec,
             &[],
             params(n, 1, 1, alpha, beta),
             &[self.binding(), out.binding()],
-            groups_1d(n, 256),
+            groups,
         )?;
         Ok(out)
     }
@@ -65,7 +137,7 @@ impl Tensor {
     /// `alpha * self + beta * other`, same shapes.
     pub fn axpby(&self, alpha: f32, other: &Tensor, beta: f32) -> Result<Tensor> {
         self.same_shape(other, "axpby")?;
-        let out = self.binary(other, &AXPBY, alpha, beta)?;
+        let out = self.binary(other, AXPBY, alpha, beta)?;
         self.gpu().record(&out, &[self, other], move |g| {
             // Gradients are never written in place, so a unit factor can share `g`.
             let scaled = |k: f32| if k == 1.0 { Ok(g.clone()) } else { g.scale(k) };
@@ -87,7 +159,7 @@ impl Tensor {
     /// Elementwise product.
     pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
         self.same_shape(other, "mul")?;
-        let out = self.binary(other, &MUL, 1.0, 0.0)?;
+        let out = self.binary(other, MUL, 1.0, 0.0)?;
         let (a, b) = (self.clone(), other.clone());
         self.gpu().record(&out, &[self, other], move |g| {
             Ok(vec![Some(g.mul(&b)?), Some(g.mul(&a)?)])
@@ -97,7 +169,7 @@ impl Tensor {
 
     /// `alpha * self + beta`.
     pub fn affine(&self, alpha: f32, beta: f32) -> Result<Tensor> {
-        let out = self.unary(&AFFINE, alpha, beta)?;
+        let out = self.unary(AFFINE, alpha, beta)?;
         self.gpu()
             .record(&out, &[self], move |g| Ok(vec![Some(g.scale(alpha)?)]));
         Ok(out)
@@ -110,10 +182,10 @@ impl Tensor {
 
     /// `max(self, 0)`.
     pub fn relu(&self) -> Result<Tensor> {
-        let out = self.unary(&RELU, 1.0, 0.0)?;
+        let out = self.unary(RELU, 1.0, 0.0)?;
         let y = out.detach();
         self.gpu().record(&out, &[self], move |g| {
-            Ok(vec![Some(y.binary(g, &RELU_BACKWARD, 1.0, 0.0)?)])
+            Ok(vec![Some(y.binary(g, RELU_BACKWARD, 1.0, 0.0)?)])
         });
         Ok(out)
     }
@@ -121,10 +193,10 @@ impl Tensor {
     /// Elementwise square root. Its gradient g/(2√x) is taken as 0 at x = 0 (the
     /// subgradient convention of the distance heads), so ‖f − p‖ at f = p gives 0, not NaN.
     pub fn sqrt(&self) -> Result<Tensor> {
-        let out = self.unary(&SQRT, 1.0, 0.0)?;
+        let out = self.unary(SQRT, 1.0, 0.0)?;
         let y = out.detach();
         self.gpu().record(&out, &[self], move |g| {
-            Ok(vec![Some(y.binary(g, &SQRT_BACKWARD, 1.0, 0.0)?)])
+            Ok(vec![Some(y.binary(g, SQRT_BACKWARD, 1.0, 0.0)?)])
         });
         Ok(out)
     }
