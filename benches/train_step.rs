@@ -135,5 +135,10 @@ fn benches(c: &mut Criterion) {
     );
 }
 
-criterion_group!(train, benches);
+// No plots: criterion's plotters backend needs system fonts that headless machines lack.
+criterion_group! {
+    name = train;
+    config = Criterion::default().without_plots();
+    targets = benches
+}
 criterion_main!(train);
