@@ -216,6 +216,27 @@ fn each(out: &mut String, n: u32, m: u32, line: &str) {
     }
 }
 
+/// The FMAs of every accumulator row with the column values `x{j}_{t}` of each step `t`:
+/// row `i`'s operand is `{src}{i}{step}`, or with `sg` lane `i % sg` of `{src}{i / sg}{step}`
+/// broadcast over the subgroup. Row by row, so one row's accumulators stay in registers.
+fn row_fmas(w: &mut String, tm: u32, tn: u32, sg: Option<u32>, src: &str, steps: &[&str]) {
+    for i in 0..tm {
+        for (t, e) in steps.iter().enumerate() {
+            let v = match sg {
+                None => format!("{src}{i}{e}"),
+                Some(sg) => format!("subgroupBroadcast({src}{}{e}, {}u)", i / sg, i % sg),
+            };
+            each(w, 1, 0, &format!("let {src}v{i}_{t} = {v};"));
+            each(
+                w,
+                1,
+                tn,
+                &format!("acc{i}_{{j}} = fma({src}v{i}_{t}, x{{j}}_{t}, acc{i}_{{j}});"),
+            );
+        }
+    }
+}
+
 /// Forward: rows = output channels, cols = output positions `(n, oh, ow)` flattened;
 /// `a` = x, `b` = weight as `[OC, K]`. With `sg` (the subgroup variant) lane `l` loads
 /// weight row `g·sg + l` and `subgroupBroadcast` shares it, instead of every lane loading
@@ -272,8 +293,7 @@ fn gen_forward(tm: u32, tn: u32, sg: Option<u32>) -> String {
         None => each(w, tm, 0, "let w{i} = b4[r{i} + kv];"),
         Some(sg) => each(w, tm / sg, 0, "let w{i} = b4[r{i} + kv];"),
     }
-    // The inputs of all four k-steps first, then row by row so that one row's
-    // accumulators stay in registers.
+    // The inputs of all four k-steps first, then the FMAs row by row.
     for t in 0..4 {
         each(
             w,
@@ -314,21 +334,7 @@ fn gen_forward(tm: u32, tn: u32, sg: Option<u32>) -> String {
             ),
         );
     }
-    for i in 0..tm {
-        for (t, e) in ["x", "y", "z", "w"].iter().enumerate() {
-            let wv = match sg {
-                None => format!("w{i}.{e}"),
-                Some(sg) => format!("subgroupBroadcast(w{}.{e}, {}u)", i / sg, i % sg),
-            };
-            each(w, 1, 0, &format!("let wv{i}_{t} = {wv};"));
-            each(
-                w,
-                1,
-                tn,
-                &format!("acc{i}_{{j}} = fma(wv{i}_{t}, x{{j}}_{t}, acc{i}_{{j}});"),
-            );
-        }
-    }
+    row_fmas(w, tm, tn, sg, "w", &[".x", ".y", ".z", ".w"]);
     each(w, 1, 0, "}");
     each(
         w,
@@ -552,8 +558,7 @@ fn gen_backward_weight(tm: u32, tn: u32, vec4: bool, sg: Option<u32>) -> String 
         each(w, loads, 0, "let d{i} = a[dyb + r{i} + ow];");
         &[""]
     };
-    // The inputs of every step first, then row by row so that one row's accumulators
-    // stay in registers.
+    // The inputs of every step first, then the FMAs row by row.
     for t in 0..steps.len() {
         each(
             w,
@@ -571,21 +576,7 @@ fn gen_backward_weight(tm: u32, tn: u32, vec4: bool, sg: Option<u32>) -> String 
         );
         each(w, tn, 0, "xw{i} += s;");
     }
-    for i in 0..tm {
-        for (t, e) in steps.iter().enumerate() {
-            let dv = match sg {
-                None => format!("d{i}{e}"),
-                Some(sg) => format!("subgroupBroadcast(d{}{e}, {}u)", i / sg, i % sg),
-            };
-            each(w, 1, 0, &format!("let dv{i}_{t} = {dv};"));
-            each(
-                w,
-                1,
-                tn,
-                &format!("acc{i}_{{j}} = fma(dv{i}_{t}, x{{j}}_{t}, acc{i}_{{j}});"),
-            );
-        }
-    }
+    row_fmas(w, tm, tn, sg, "d", steps);
     each(w, 1, 0, "}");
     each(w, 1, 0, "oh += 1u; if (oh == p.oh) { oh = 0u; n += 1u; }");
     each(w, 1, 0, "}");
