@@ -226,8 +226,7 @@ impl Gpu {
                 adapter.get_info().name
             ))
         })?;
-        let info = adapter.get_info();
-        Ok(Self::assemble(device, queue, Some(info)))
+        Ok(Self::assemble(device, queue))
     }
 
     /// Wrap a device and queue that a host application created. The engine checks that the
@@ -269,34 +268,20 @@ impl Gpu {
                 short.join(", ")
             )));
         }
-        Ok(Self::assemble(device, queue, None))
+        Ok(Self::assemble(device, queue))
     }
 
-    fn assemble(device: wgpu::Device, queue: wgpu::Queue, info: Option<wgpu::AdapterInfo>) -> Gpu {
+    fn assemble(device: wgpu::Device, queue: wgpu::Queue) -> Gpu {
         let l = device.limits();
-        let (name, backend, device_type, driver) = match &info {
-            Some(i) => (
-                i.name.clone(),
-                format!("{:?}", i.backend),
-                format!("{:?}", i.device_type),
-                format!("{} {}", i.driver, i.driver_info),
-            ),
-            None => (
-                "host-provided device".into(),
-                "host".into(),
-                "unknown".into(),
-                String::new(),
-            ),
-        };
-        let is_cpu = info
-            .as_ref()
-            .map(|i| i.device_type == wgpu::DeviceType::Cpu)
-            .unwrap_or(false);
+        // A host-provided device is described by its own adapter, so kernels are chosen for
+        // the real hardware (e.g. the CPU tilings on a host's lavapipe device).
+        let i = device.adapter_info();
+        let is_cpu = i.device_type == wgpu::DeviceType::Cpu;
         let report = AdapterReport {
-            name,
-            backend,
-            device_type,
-            driver,
+            name: i.name.clone(),
+            backend: format!("{:?}", i.backend),
+            device_type: format!("{:?}", i.device_type),
+            driver: format!("{} {}", i.driver, i.driver_info),
             max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
             max_buffer_size: l.max_buffer_size,
             max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
