@@ -5,10 +5,13 @@
 // TM rows x TN columns, unrolled into scalars: function-local arrays indexed in loops end
 // up in memory on llvmpipe. Every invocation sums in a fixed order: no atomics, no
 // workgroup memory, no barriers (barriers are very slow on llvmpipe/lavapipe).
-// Rows are uniform across a workgroup (workgroup_id.y), so the loads of the row operand
-// are one address for all lanes; columns are strided by WX across lanes. Loops over the
-// reduction are uniform too (no divergent `continue`): taps outside the image are masked
-// with `select`, never skipped per lane.
+// Rows are uniform across a workgroup (workgroup_id.y), so the row operand (weights, or dY
+// for backward weight) is the same for all lanes; columns are strided by WX across lanes.
+// In the subgroup variants (one subgroup per workgroup, `sl` = lane) each lane loads a
+// different row and subgroupBroadcast shares it: on llvmpipe every storage load is a loop
+// over the SIMD lanes, so this replaces one load per lane by one per subgroup. Loops over
+// the reduction are uniform too (no divergent `continue`, as subgroup operations need):
+// taps outside the image are masked with `select`, never skipped per lane.
 
 struct Params {
     n: u32,
