@@ -153,10 +153,10 @@ impl ConvConfig {
 
     /// The default for `gpu`'s adapter.
     pub fn for_gpu(gpu: &Gpu) -> ConvConfig {
-        match (gpu.is_cpu(), gpu.subgroup_size()) {
-            (true, Some(sg)) if 32 % sg == 0 => Self::CPU_SUBGROUP,
-            (true, _) => Self::CPU,
-            (false, _) => Self::GPU,
+        match super::tuning(gpu) {
+            super::Tuning::CpuSubgroup => Self::CPU_SUBGROUP,
+            super::Tuning::Cpu => Self::CPU,
+            super::Tuning::Gpu => Self::GPU,
         }
     }
 }

@@ -33,3 +33,23 @@ macro_rules! kernel {
 pub(crate) use kernel;
 
 pub(crate) use crate::gpu::kernel_groups_1d as groups_1d;
+
+/// Which family of register tilings suits an adapter (the `for_gpu` defaults of
+/// [`matmul::MatmulConfig`] and [`conv::ConvConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tuning {
+    /// A CPU adapter (llvmpipe) with fixed-width subgroups that divide the 32-row tiles.
+    CpuSubgroup,
+    /// A CPU adapter without usable subgroups (GL, or subgroups turned off).
+    Cpu,
+    /// A real GPU.
+    Gpu,
+}
+
+pub(crate) fn tuning(gpu: &crate::Gpu) -> Tuning {
+    match (gpu.is_cpu(), gpu.subgroup_size()) {
+        (true, Some(sg)) if 32 % sg == 0 => Tuning::CpuSubgroup,
+        (true, _) => Tuning::Cpu,
+        (false, _) => Tuning::Gpu,
+    }
+}
