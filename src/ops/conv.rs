@@ -1,6 +1,7 @@
 //! 2-D convolution (NCHW) as implicit GEMMs: forward, backward data and backward weight,
 //! each register-tiled without workgroup memory (see `shaders/conv2d.wgsl`).
 
+use super::codegen::{each, leak};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelSpec, ParamBuilder};
 use crate::tensor::Tensor;
@@ -194,25 +195,6 @@ fn spec(kind: Kind, t: Tile) -> KernelSpec {
         entry,
         reads: 2,
         writes: 1,
-    }
-}
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
-/// Emits `line` once per `i` in `0..n` with `{i}` replaced (and `{j}` per `j` in `0..m`
-/// when `m > 0`).
-fn each(out: &mut String, n: u32, m: u32, line: &str) {
-    for i in 0..n {
-        for j in 0..m.max(1) {
-            let l = line
-                .replace("{i}", &i.to_string())
-                .replace("{j}", &j.to_string());
-            out.push_str("    ");
-            out.push_str(&l);
-            out.push('\n');
-        }
     }
 }
 

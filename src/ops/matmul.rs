@@ -1,5 +1,6 @@
 //! Matrix products (with optional transposes) and the linear layer's forward.
 
+use super::codegen::{each, leak};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelSpec, ParamBuilder};
 use crate::tensor::Tensor;
@@ -113,25 +114,6 @@ fn matmul_spec(cfg: MatmulConfig, tm: u32, tn: u32, sg: u32) -> KernelSpec {
         entry,
         reads: 2,
         writes: 1,
-    }
-}
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
-/// Emit `line` once per i in 0..n (and j in 0..m when m > 0), substituting `{i}` / `{j}`.
-fn each(out: &mut String, n: u32, m: u32, line: &str) {
-    for i in 0..n {
-        for j in 0..m.max(1) {
-            out.push_str("    ");
-            out.push_str(
-                &line
-                    .replace("{i}", &i.to_string())
-                    .replace("{j}", &j.to_string()),
-            );
-            out.push('\n');
-        }
     }
 }
 

@@ -53,3 +53,30 @@ pub(crate) fn tuning(gpu: &crate::Gpu) -> Tuning {
         (false, _) => Tuning::Gpu,
     }
 }
+
+/// Helpers for the kernels whose entry points are generated in Rust (matmul, conv2d): their
+/// register tiles are unrolled into scalars, since function-local arrays indexed in loops
+/// end up in memory on llvmpipe.
+pub(crate) mod codegen {
+    /// Emit `line` once per `i` in `0..n` with `{i}` replaced (and once per `j` in `0..m`
+    /// with `{j}` replaced, when `m > 0`), indented one level.
+    pub(crate) fn each(out: &mut String, n: u32, m: u32, line: &str) {
+        for i in 0..n {
+            for j in 0..m.max(1) {
+                out.push_str("    ");
+                out.push_str(
+                    &line
+                        .replace("{i}", &i.to_string())
+                        .replace("{j}", &j.to_string()),
+                );
+                out.push('\n');
+            }
+        }
+    }
+
+    /// Generated sources and entry names live as long as the process (the pipeline cache
+    /// and `KernelSpec` hold `&'static str`); each variant is generated once.
+    pub(crate) fn leak(s: String) -> &'static str {
+        Box::leak(s.into_boxed_str())
+    }
+}
