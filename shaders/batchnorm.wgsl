@@ -44,39 +44,72 @@ fn reduce2(lid: u32) {
 @group(0) @binding(3) var<storage, read_write> st_running_mean: array<f32>;
 @group(0) @binding(4) var<storage, read_write> st_running_var: array<f32>;
 
+// This invocation's share of Σ x (or, with `centred`, of Σ (x − mean)²) over channel c.
+fn stats_share(c: u32, lid: u32, mean: f32, centred: bool) -> f32 {
+    var s = 0.0;
+    for (var n = 0u; n < p.n; n++) {
+        let b = x_plane(n, c);
+        for (var j = lid; j < p.hw; j += WG) {
+            let d = st_x[b + j] - select(0.0, mean, centred);
+            s += select(d, d * d, centred);
+        }
+    }
+    return s;
+}
+
+// Two passes, the second over centred values (no cancellation, unlike E[x²] − E[x]²),
+// each reduced over the workgroup in a fixed tree.
 @compute @workgroup_size(64)
 fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wid.x;
     let m = p.n * p.hw;
-    var s = 0.0;
-    for (var n = 0u; n < p.n; n++) {
-        let b = x_plane(n, c);
-        for (var j = lid; j < p.hw; j += WG) { s += st_x[b + j]; }
-    }
-    red_a[lid] = s;
+    red_a[lid] = stats_share(c, lid, 0.0, false);
     red_b[lid] = 0.0;
     reduce2(lid);
     let mean = red_a[0] / f32(m);
     workgroupBarrier();
-    // Second pass over centred values: no cancellation, unlike E[x²] − E[x]².
-    var v = 0.0;
+    red_a[lid] = stats_share(c, lid, mean, true);
+    reduce2(lid);
+    if (lid == 0u) { write_stats(c, mean, red_a[0] / f32(m)); }
+}
+
+// HW a multiple of 4: the same with vec4 loads.
+@group(0) @binding(1) var<storage, read> st_x4: array<vec4<f32>>;
+
+fn stats_share4(c: u32, lid: u32, mean: f32, centred: bool) -> f32 {
+    var s = vec4<f32>(0.0);
     for (var n = 0u; n < p.n; n++) {
-        let b = x_plane(n, c);
-        for (var j = lid; j < p.hw; j += WG) {
-            let d = st_x[b + j] - mean;
-            v += d * d;
+        let b = x_plane(n, c) / 4u;
+        for (var j = lid; j * 4u < p.hw; j += WG) {
+            let d = st_x4[b + j] - select(0.0, mean, centred);
+            s += select(d, d * d, centred);
         }
     }
-    red_a[lid] = v;
+    return (s.x + s.y) + (s.z + s.w);
+}
+
+@compute @workgroup_size(64)
+fn bn_stats_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x;
+    let m = p.n * p.hw;
+    red_a[lid] = stats_share4(c, lid, 0.0, false);
+    red_b[lid] = 0.0;
     reduce2(lid);
-    if (lid == 0u) {
-        let var_b = red_a[0] / f32(m);
-        st_stats[c] = mean;
-        st_stats[p.c + c] = 1.0 / sqrt(var_b + p.eps);
-        let unbiased = var_b * f32(m) / f32(max(m, 2u) - 1u);
-        st_running_mean[c] = (1.0 - p.momentum) * st_running_mean[c] + p.momentum * mean;
-        st_running_var[c] = (1.0 - p.momentum) * st_running_var[c] + p.momentum * unbiased;
-    }
+    let mean = red_a[0] / f32(m);
+    workgroupBarrier();
+    red_a[lid] = stats_share4(c, lid, mean, true);
+    reduce2(lid);
+    if (lid == 0u) { write_stats(c, mean, red_a[0] / f32(m)); }
+}
+
+// Mean, 1/sqrt(var + eps) and the running averages of channel c (biased variance var_b).
+fn write_stats(c: u32, mean: f32, var_b: f32) {
+    let m = p.n * p.hw;
+    st_stats[c] = mean;
+    st_stats[p.c + c] = 1.0 / sqrt(var_b + p.eps);
+    let unbiased = var_b * f32(m) / f32(max(m, 2u) - 1u);
+    st_running_mean[c] = (1.0 - p.momentum) * st_running_mean[c] + p.momentum * mean;
+    st_running_var[c] = (1.0 - p.momentum) * st_running_var[c] + p.momentum * unbiased;
 }
 
 // ---- eval: stats from the running averages ----
@@ -136,7 +169,6 @@ fn bn_apply_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(64)
 fn bn_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wid.x;
-    let m = p.n * p.hw;
     let mean = br_stats[c];
     let inv = br_stats[p.c + c];
     var sdy = 0.0;
@@ -154,6 +186,10 @@ fn bn_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
             sdyx += dy * xhat;
         }
     }
+    write_dsums(c, lid, sdy, sdyx);
+}
+
+fn write_dsums(c: u32, lid: u32, sdy: f32, sdyx: f32) {
     red_a[lid] = sdy;
     red_b[lid] = sdyx;
     reduce2(lid);
@@ -161,6 +197,33 @@ fn bn_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
         br_dbeta[c] = red_a[0];
         br_dgamma[c] = red_b[0];
     }
+}
+
+// HW a multiple of 4: the same with vec4 loads.
+@group(0) @binding(1) var<storage, read> br_x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> br_dy4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn bn_backward_reduce_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x;
+    let mean = br_stats[c];
+    let inv = br_stats[p.c + c];
+    var sdy = vec4<f32>(0.0);
+    var sdyx = vec4<f32>(0.0);
+    let g = br_gamma[c];
+    let b = br_beta[c];
+    let relu = vec4<bool>(p.relu == 1u);
+    for (var n = 0u; n < p.n; n++) {
+        let xb = x_plane(n, c) / 4u;
+        let db = dense_plane(n, c) / 4u;
+        for (var j = lid; j * 4u < p.hw; j += WG) {
+            let xhat = (br_x4[xb + j] - mean) * inv;
+            let dy = select(br_dy4[db + j], vec4<f32>(0.0), relu & (xhat * g + b <= vec4<f32>(0.0)));
+            sdy += dy;
+            sdyx += dy * xhat;
+        }
+    }
+    write_dsums(c, lid, (sdy.x + sdy.y) + (sdy.z + sdy.w), (sdyx.x + sdyx.y) + (sdyx.z + sdyx.w));
 }
 
 // ---- dx = gamma·invstd/M · (M·dy − Σdy − x̂·Σdy·x̂)   (frozen: dx = gamma·invstd·dy) ----

@@ -11,6 +11,8 @@ const EVAL_STATS: KernelSpec = kernel!("batchnorm", "bn_eval_stats", 2, 1);
 const APPLY: KernelSpec = kernel!("batchnorm", "bn_apply", 4, 1);
 const BACKWARD_REDUCE: KernelSpec = kernel!("batchnorm", "bn_backward_reduce", 5, 2);
 const BACKWARD_APPLY: KernelSpec = kernel!("batchnorm", "bn_backward_apply", 7, 1);
+const STATS_VEC4: KernelSpec = kernel!("batchnorm", "bn_stats_vec4", 1, 3);
+const BACKWARD_REDUCE_VEC4: KernelSpec = kernel!("batchnorm", "bn_backward_reduce_vec4", 5, 2);
 const APPLY_VEC4: KernelSpec = kernel!("batchnorm", "bn_apply_vec4", 4, 1);
 const BACKWARD_APPLY_VEC4: KernelSpec = kernel!("batchnorm", "bn_backward_apply_vec4", 7, 1);
 
@@ -139,7 +141,11 @@ pub(crate) fn bn_forward(
     let stats = Tensor::empty(gpu, &[2 * c])?;
     if training {
         gpu.dispatch(
-            &STATS,
+            if g.hw.is_multiple_of(4) {
+                &STATS_VEC4
+            } else {
+                &STATS
+            },
             &[],
             g.params(),
             &[
@@ -210,7 +216,11 @@ pub(crate) fn bn_backward(
     let dgamma = Tensor::empty(gpu, &[g.c])?;
     let dbeta = Tensor::empty(gpu, &[g.c])?;
     gpu.dispatch(
-        &BACKWARD_REDUCE,
+        if g.hw.is_multiple_of(4) {
+            &BACKWARD_REDUCE_VEC4
+        } else {
+            &BACKWARD_REDUCE
+        },
         &[],
         g.params(),
         &[
