@@ -61,16 +61,11 @@ fn stats_share(c: u32, lid: u32, mean: f32, centred: bool) -> f32 {
 // each reduced over the workgroup in a fixed tree.
 @compute @workgroup_size(64)
 fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let c = wid.x;
-    let m = p.n * p.hw;
-    red_a[lid] = stats_share(c, lid, 0.0, false);
-    red_b[lid] = 0.0;
-    reduce2(lid);
-    let mean = red_a[0] / f32(m);
+    let m = f32(p.n * p.hw);
+    let mean = workgroup_sum(lid, stats_share(wid.x, lid, 0.0, false)) / m;
     workgroupBarrier();
-    red_a[lid] = stats_share(c, lid, mean, true);
-    reduce2(lid);
-    if (lid == 0u) { write_stats(c, mean, red_a[0] / f32(m)); }
+    let var_b = workgroup_sum(lid, stats_share(wid.x, lid, mean, true)) / m;
+    if (lid == 0u) { write_stats(wid.x, mean, var_b); }
 }
 
 // HW a multiple of 4: the same with vec4 loads.
@@ -90,16 +85,19 @@ fn stats_share4(c: u32, lid: u32, mean: f32, centred: bool) -> f32 {
 
 @compute @workgroup_size(64)
 fn bn_stats_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let c = wid.x;
-    let m = p.n * p.hw;
-    red_a[lid] = stats_share4(c, lid, 0.0, false);
+    let m = f32(p.n * p.hw);
+    let mean = workgroup_sum(lid, stats_share4(wid.x, lid, 0.0, false)) / m;
+    workgroupBarrier();
+    let var_b = workgroup_sum(lid, stats_share4(wid.x, lid, mean, true)) / m;
+    if (lid == 0u) { write_stats(wid.x, mean, var_b); }
+}
+
+// Σ over the workgroup of each invocation's `v`, in a fixed tree (every invocation gets it).
+fn workgroup_sum(lid: u32, v: f32) -> f32 {
+    red_a[lid] = v;
     red_b[lid] = 0.0;
     reduce2(lid);
-    let mean = red_a[0] / f32(m);
-    workgroupBarrier();
-    red_a[lid] = stats_share4(c, lid, mean, true);
-    reduce2(lid);
-    if (lid == 0u) { write_stats(c, mean, red_a[0] / f32(m)); }
+    return red_a[0];
 }
 
 // Mean, 1/sqrt(var + eps) and the running averages of channel c (biased variance var_b).

@@ -29,11 +29,7 @@ fn plane_grid(
             detail: format!("{} samples × {} channels: at most 65535 of each", g.n, g.c),
         });
     }
-    let (spec, per) = if g.hw.is_multiple_of(4) {
-        (vec4, 4)
-    } else {
-        (scalar, 1)
-    };
+    let (spec, per) = if g.vec4() { (vec4, 4) } else { (scalar, 1) };
     Ok((
         spec,
         [g.hw.div_ceil(per * 64) as u32, g.c as u32, g.n as u32],
@@ -68,6 +64,11 @@ pub(crate) struct BnGeom {
 }
 
 impl BnGeom {
+    /// Whether the kernels can read whole planes as vec4s (H·W a multiple of 4).
+    fn vec4(&self) -> bool {
+        self.hw.is_multiple_of(4)
+    }
+
     fn params(&self) -> ParamBuilder {
         ParamBuilder::new()
             .u(self.n)
@@ -141,11 +142,7 @@ pub(crate) fn bn_forward(
     let stats = Tensor::empty(gpu, &[2 * c])?;
     if training {
         gpu.dispatch(
-            if g.hw.is_multiple_of(4) {
-                &STATS_VEC4
-            } else {
-                &STATS
-            },
+            if g.vec4() { &STATS_VEC4 } else { &STATS },
             &[],
             g.params(),
             &[
@@ -216,7 +213,7 @@ pub(crate) fn bn_backward(
     let dgamma = Tensor::empty(gpu, &[g.c])?;
     let dbeta = Tensor::empty(gpu, &[g.c])?;
     gpu.dispatch(
-        if g.hw.is_multiple_of(4) {
+        if g.vec4() {
             &BACKWARD_REDUCE_VEC4
         } else {
             &BACKWARD_REDUCE
