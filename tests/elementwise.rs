@@ -118,15 +118,23 @@ fn broadcast_and_reductions_match_cpu() {
 #[test]
 fn gradients_of_elementwise_chain_match_finite_differences() {
     // loss = sum(w * relu((a * b + bias_along_axis1) * 0.5 - a)) ; check d/da, d/db, d/dbias.
+    // [2, 3, 5] runs the one-element kernels, [2, 3, 4] the vec4 ones.
     let gpu = gpu();
-    let shape = [2, 3, 5];
-    let n = 30;
+    for inner in [5, 4] {
+        chain_check(&gpu, inner);
+    }
+}
+
+fn chain_check(gpu: &isomax::Gpu, inner: usize) {
+    let gpu = gpu.clone();
+    let shape = [2, 3, inner];
+    let n = 6 * inner;
     let (a, b, bias) = (rand_vec(n, 3), rand_vec(n, 4), rand_vec(3, 5));
     let w = rand_vec(n, 6);
     let host = |a: &[f32], b: &[f32], bias: &[f32]| -> f64 {
         (0..n)
             .map(|i| {
-                let v = ((a[i] * b[i] + bias[(i / 5) % 3]) * 0.5 - a[i]).max(0.0);
+                let v = ((a[i] * b[i] + bias[(i / inner) % 3]) * 0.5 - a[i]).max(0.0);
                 v as f64 * w[i] as f64
             })
             .sum()
