@@ -161,8 +161,8 @@ pub fn train(
             inputs.labels.write(&labels_f32(&batch))?;
             let logits = model.forward(&inputs.images, true)?;
             let loss = logits.cross_entropy(&inputs.labels, scale)?;
-            loss.backward()?;
-            opt.step(lr)?;
+            let grads = loss.backward()?;
+            opt.step(&grads, lr)?;
             // Read the previous step's results while this one runs: one submit per step.
             let next = (loss.read_async(), logits.read_async(), batch.labels.clone());
             if let Some(prev) = pending.replace(next) {
