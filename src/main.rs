@@ -153,7 +153,10 @@ fn open(spec: &str, limit: Option<usize>, classes: Option<&[u32]>) -> Result<Dat
 }
 
 fn join_u32(v: &[u32]) -> String {
-    v.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+    v.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Whether the paper trains on this format with random crop + flip (CIFAR-10/100, SVHN).

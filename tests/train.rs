@@ -113,8 +113,7 @@ fn holdout_zero_trains_on_everything_and_says_where_the_threshold_came_from() {
     cfg.resume = true;
     cfg.entropic_scale = None;
     let err = train(&gpu, &cfg, mnist("train-images-idx3-ubyte.gz", 96), None)
-        .err()
-        .expect("a different entropic scale must be refused")
+        .expect_err("a different entropic scale must be refused")
         .to_string();
     assert!(err.contains("entropic scale 3"), "{err}");
 }
