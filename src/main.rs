@@ -310,6 +310,10 @@ fn run(cli: Cli) -> Result<()> {
             ood_classes,
         } => {
             let gpu = Gpu::new()?;
+            // Bad checkpoints are reported before any data is read.
+            for ck in &checkpoint {
+                isomax::checkpoint::Checkpoint::load(ck)?;
+            }
             let test_data = open(&test, limit, classes.as_deref())?;
             let ood_data = ood_specs
                 .iter()
