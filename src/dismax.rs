@@ -150,10 +150,7 @@ pub mod cpu {
             let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
             row.iter().map(|v| v - lse).collect()
         };
-        let ce = -(0..h)
-            .map(|i| log_p(i)[labels[i] as usize])
-            .sum::<f64>()
-            / h as f64;
+        let ce = -(0..h).map(|i| log_p(i)[labels[i] as usize]).sum::<f64>() / h as f64;
         let mut kl = 0.0;
         for i in 0..n {
             let lp = log_p(h + i);

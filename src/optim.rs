@@ -1,6 +1,7 @@
 //! SGD with momentum, Nesterov and weight decay (the paper's optimizer), and the multi-step
 //! learning-rate schedule. Parameters, gradients and velocities never leave the GPU.
 
+use crate::autograd::Gradients;
 use crate::error::{Error, Result};
 use crate::gpu::{KernelSpec, ParamBuilder};
 use crate::ops::{groups_1d, kernel};
@@ -107,12 +108,12 @@ impl Sgd {
         &self.velocity
     }
 
-    /// One update at learning rate `lr`, then clear the gradients. Parameters without a
-    /// gradient (unused in this step) are left alone. Records only; no submit.
-    pub fn step(&mut self, lr: f32) -> Result<()> {
+    /// One update at learning rate `lr` from the gradients of a backward pass. Parameters
+    /// without a gradient (unused in this step) are left alone. Records only; no submit.
+    pub fn step(&mut self, grads: &Gradients, lr: f32) -> Result<()> {
         let c = &self.config;
         for (p, v) in self.params.iter().zip(&self.velocity) {
-            let Some(g) = p.grad() else { continue };
+            let Some(g) = grads.get(p) else { continue };
             if g.shape() != p.shape() {
                 return Err(Error::shape(
                     "sgd",
@@ -132,7 +133,6 @@ impl Sgd {
                 &[g.binding(), p.binding(), v.binding()],
                 groups_1d(n, 256),
             )?;
-            p.zero_grad();
         }
         Ok(())
     }

@@ -235,8 +235,8 @@ pub fn train(
                 (logits.cross_entropy(&inputs.labels, scale)?, logits)
             };
             let (loss, logits) = loss;
-            loss.backward()?;
-            opt.step(lr)?;
+            let grads = loss.backward()?;
+            opt.step(&grads, lr)?;
             // Read the previous step's results while this one runs: one submit per step.
             let next = (loss.read_async(), logits.read_async(), counted);
             if let Some(prev) = pending.replace(next) {
@@ -245,7 +245,13 @@ pub fn train(
                 correct += c.0;
                 seen += c.1;
                 step += 1;
-                update_bar(&bar, loss_sum / step as f64, (correct, seen), step * cfg.batch_size, t0);
+                update_bar(
+                    &bar,
+                    loss_sum / step as f64,
+                    (correct, seen),
+                    step * cfg.batch_size,
+                    t0,
+                );
             }
         }
         if let Some(prev) = pending.take() {

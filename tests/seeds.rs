@@ -79,8 +79,15 @@ fn two_seeds_share_no_draws_and_one_seed_reproduces() {
         );
         // Within one model, no tensor reuses another's stream either.
         let within: usize = a.iter().map(|(_, x)| x.len() - 1).sum();
-        assert_eq!(pa.len(), within, "{arch:?}: tensors of one seed share draws");
+        assert_eq!(
+            pa.len(),
+            within,
+            "{arch:?}: tensors of one seed share draws"
+        );
         let again = draws(&gpu, arch, head, 1);
-        assert!(a == again, "{arch:?}: the same seed must give the same weights");
+        assert!(
+            a == again,
+            "{arch:?}: the same seed must give the same weights"
+        );
     }
 }

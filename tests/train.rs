@@ -132,7 +132,9 @@ fn fpr_is_on_for_dismax_by_default_and_refused_for_other_losses() {
     assert!(!Checkpoint::load(&s.checkpoint).unwrap().state.fpr);
     let mut wrong = config(HeadKind::IsoMax, 1, "fpr-wrong");
     wrong.fpr = Some(true);
-    let err = train(&gpu, &wrong, data, None).expect_err("FPR is DisMax's").to_string();
+    let err = train(&gpu, &wrong, data, None)
+        .expect_err("FPR is DisMax's")
+        .to_string();
     assert!(err.contains("DisMax"), "{err}");
 }
 
