@@ -61,6 +61,12 @@ enum Command {
         /// Continue from OUT/checkpoint.safetensors.
         #[arg(long)]
         resume: bool,
+        /// Start afresh in an OUT that already holds a checkpoint, overwriting it.
+        #[arg(long, conflicts_with = "resume")]
+        force: bool,
+        /// Number of classes (default: the format's; IDX files do not record one, 10 is assumed).
+        #[arg(long)]
+        classes: Option<usize>,
     },
     /// Evaluate a checkpoint: accuracy and OOD metrics per OOD set and score.
     Eval {
@@ -118,12 +124,22 @@ fn parse_head(s: &str) -> Result<HeadKind> {
     })
 }
 
-fn open(spec: &str, limit: Option<usize>) -> Result<Dataset> {
-    let mut d = Dataset::open(spec)?;
+/// Opens a dataset, keeps its first `limit` samples, and checks its labels against
+/// `classes` (default: the format's class count); `Some(0)` means the labels do not matter
+/// (out-of-distribution sets).
+fn open(spec: &str, limit: Option<usize>, classes: Option<usize>) -> Result<Dataset> {
+    let mut d = Dataset::load(spec)?;
     if let Some(n) = limit {
         d.truncate(n);
     }
-    Ok(d)
+    match classes {
+        Some(0) => Ok(d),
+        Some(n) => Ok(d.with_classes(n)?),
+        None => {
+            d.check_labels()?;
+            Ok(d)
+        }
+    }
 }
 
 fn write_json(path: &std::path::Path, v: &serde_json::Value) -> Result<()> {
@@ -174,12 +190,18 @@ fn run(cli: Cli) -> Result<()> {
             limit,
             holdout,
             resume,
+            force,
+            classes,
         } => {
             let gpu = Gpu::new()?;
             eprintln!("device: {} ({})", gpu.report().name, gpu.report().backend);
-            let train_data = open(&train_spec, limit)?;
+            let train_data = open(&train_spec, limit, classes)?;
             let normalization = isomax::data::Format::of_spec(&train_spec)?.paper_normalization();
-            let test_data = test.as_deref().map(|t| open(t, None)).transpose()?;
+            let classes = Some(train_data.num_classes);
+            let test_data = test
+                .as_deref()
+                .map(|t| open(t, None, classes))
+                .transpose()?;
             let milestones =
                 milestones.unwrap_or_else(|| vec![epochs / 2, epochs * 2 / 3, epochs * 5 / 6]);
             let cfg = TrainConfig {
@@ -198,6 +220,7 @@ fn run(cli: Cli) -> Result<()> {
                 holdout,
                 out_dir: out,
                 resume,
+                force,
                 progress: true,
                 normalization,
             };
@@ -218,11 +241,11 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let gpu = Gpu::new()?;
             let (model, _) = isomax::train::load_model(&gpu, &checkpoint)?;
-            let test_data = open(&test, limit)?;
+            let test_data = open(&test, limit, Some(model.config.num_classes))?;
             let inside = eval::score_dataset(&gpu, &model, &test_data, 256)?;
             let mut outside = Vec::new();
             for spec in &ood_specs {
-                let d = open(spec, limit)?;
+                let d = open(spec, limit, Some(0))?;
                 outside.push((d.name.clone(), eval::score_dataset(&gpu, &model, &d, 256)?));
             }
             let rep = eval::report(model.config.head, &inside, &outside)?;
