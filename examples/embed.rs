@@ -134,6 +134,7 @@ fn train_tiny(gpu: &Gpu, dir: &Path) -> AnyResult<PathBuf> {
         seed: 1,
         augment: false,
         holdout: 200,
+        entropic_scale: None,
         out_dir: dir.to_path_buf(),
         resume: false,
         force: true, // a scratch folder, retrained on every run

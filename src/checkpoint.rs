@@ -27,6 +27,24 @@ pub struct TrainState {
     pub train_data: String,
     pub augment: bool,
     pub holdout: usize,
+    /// The entropic scale E_s the loss used (`None` in checkpoints written before it was
+    /// stored: the head's default, see [`TrainState::entropic_scale`]).
+    #[serde(default)]
+    pub entropic_scale: Option<f32>,
+    /// Where `es_threshold` was calibrated (e.g. "1000 held-out training images").
+    #[serde(default)]
+    pub threshold_source: Option<String>,
+    /// DisMax's fractional probability regularization was on (`false` in older checkpoints).
+    #[serde(default)]
+    pub fpr: bool,
+}
+
+impl TrainState {
+    /// The entropic scale E_s of this run: the stored one, else the head's default (10 for
+    /// the IsoMax family, 1 for SoftMax), which is what older checkpoints were trained with.
+    pub fn entropic_scale(&self, head: crate::nn::HeadKind) -> f32 {
+        self.entropic_scale.unwrap_or_else(|| head.train_scale())
+    }
 }
 
 /// A checkpoint read from disk.

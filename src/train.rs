@@ -25,8 +25,14 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Random crop (4-pixel zero padding) and horizontal flip.
     pub augment: bool,
-    /// Images held out of training to calibrate the ES threshold.
+    /// Images held out of training to calibrate the ES threshold (at most a fifth of the
+    /// set). With 0 the whole set trains (the paper's setting) and the threshold is
+    /// calibrated on the training images themselves, which [`TrainSummary::threshold_source`]
+    /// says.
     pub holdout: usize,
+    /// The entropic scale E_s of the loss, −log softmax(E_s·z)_y (the paper's 10); `None`
+    /// takes the head's default ([`HeadKind::train_scale`]). Only the IsoMax family has one.
+    pub entropic_scale: Option<f32>,
     pub out_dir: PathBuf,
     /// Continue from `out_dir/checkpoint.safetensors`.
     pub resume: bool,
@@ -47,6 +53,8 @@ pub struct TrainSummary {
     pub train_accuracy: f32,
     pub test_accuracy: Option<f32>,
     pub es_threshold: Option<f32>,
+    /// Which images the ES threshold was calibrated on.
+    pub threshold_source: Option<String>,
     pub images_per_second: f64,
 }
 
@@ -87,6 +95,7 @@ pub fn train(
     // Held until training returns; the OS releases it if the process dies, so a killed
     // run never blocks its own resume.
     let _lock = lock_run_dir(&cfg.out_dir)?;
+    let scale = entropic_scale(cfg)?;
     let ck_path = cfg.out_dir.join("checkpoint.safetensors");
     let log_path = cfg.out_dir.join("log.jsonl");
     if cfg.resume {
@@ -161,6 +170,13 @@ pub fn train(
                 model.config
             )));
         }
+        let stored = ck.state.entropic_scale(cfg.head);
+        if stored != scale {
+            return Err(Error::Config(format!(
+                "{}: checkpoint was trained with entropic scale {stored}, this run asks for {scale}",
+                ck_path.display()
+            )));
+        }
         ck.restore(&model, Some(opt.velocity()))?;
         start_epoch = ck.state.epoch;
     }
@@ -174,7 +190,6 @@ pub fn train(
         norm.clone(),
         true,
     )?;
-    let scale = cfg.head.train_scale();
     let shape = [cfg.batch_size, train.channels, train.height, train.width];
     let inputs = Inputs {
         images: Tensor::zeros(gpu, &shape)?,
@@ -191,7 +206,16 @@ pub fn train(
         train_accuracy: 0.0,
         test_accuracy: None,
         es_threshold: None,
+        threshold_source: None,
         images_per_second: 0.0,
+    };
+    let threshold_source = if holdout.is_empty() {
+        format!(
+            "the {} training images themselves (no held-out split: --holdout 0), so it is optimistic",
+            train.len()
+        )
+    } else {
+        format!("{} held-out training images", holdout.len())
     };
     let mut batch = Batch::default();
     for epoch in start_epoch..cfg.epochs {
@@ -208,8 +232,8 @@ pub fn train(
             inputs.labels.write(&labels_f32(&batch))?;
             let logits = model.forward(&inputs.images, true)?;
             let loss = logits.cross_entropy(&inputs.labels, scale)?;
-            loss.backward()?;
-            opt.step(lr)?;
+            let grads = loss.backward()?;
+            opt.step(&grads, lr)?;
             // Read the previous step's results while this one runs: one submit per step.
             let next = (loss.read_async(), logits.read_async(), batch.labels.clone());
             if let Some(prev) = pending.replace(next) {
@@ -238,8 +262,9 @@ pub fn train(
             Some(t) => Some(eval::score_dataset(gpu, &model, t, 256)?.accuracy()),
             None => None,
         };
-        let es_threshold = if epoch + 1 == cfg.epochs && !holdout.is_empty() {
-            let held: Scored = eval::score_dataset(gpu, &model, &holdout, 256)?;
+        let es_threshold = if epoch + 1 == cfg.epochs {
+            let calibration = if holdout.is_empty() { &train } else { &holdout };
+            let held: Scored = eval::score_dataset(gpu, &model, calibration, 256)?;
             Some(held.threshold_es(0.95)?)
         } else {
             None
@@ -255,6 +280,9 @@ pub fn train(
             train_data: train_name.clone(),
             augment: cfg.augment,
             holdout: holdout_n,
+            entropic_scale: Some(scale),
+            threshold_source: es_threshold.map(|_| threshold_source.clone()),
+            fpr: false,
         };
         checkpoint::save(&ck_path, &model, Some(opt.velocity()), &state)?;
         let line = serde_json::json!({
@@ -279,6 +307,9 @@ pub fn train(
             train_accuracy: train_acc,
             test_accuracy: test_acc,
             es_threshold: es_threshold.or(summary.es_threshold),
+            threshold_source: es_threshold
+                .map(|_| threshold_source.clone())
+                .or(summary.threshold_source),
             images_per_second: ips,
         };
     }
@@ -349,6 +380,21 @@ fn check_loss(loss: f32, epoch: usize, step: usize, ck: &Path) -> Result<()> {
         epoch + 1,
         step + 1
     )))
+}
+
+/// The entropic scale of `cfg`'s loss: the given one (finite, positive, IsoMax family only)
+/// or the head's default.
+fn entropic_scale(cfg: &TrainConfig) -> Result<f32> {
+    match cfg.entropic_scale {
+        None => Ok(cfg.head.train_scale()),
+        Some(_) if cfg.head == HeadKind::SoftMax => Err(Error::Config(
+            "the SoftMax loss has no entropic scale (it is for isomax, isomaxplus, dismax)".into(),
+        )),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(s),
+        Some(s) => Err(Error::Config(format!(
+            "entropic scale {s} must be finite and positive"
+        ))),
+    }
 }
 
 /// Wait for a step's loss and logits; count correct predictions.

@@ -101,6 +101,7 @@ pub fn train_config(head: HeadKind, epochs: usize, dir: &str) -> TrainConfig {
         seed: 7,
         augment: false,
         holdout: 64,
+        entropic_scale: None,
         out_dir,
         resume: false,
         force: false,
