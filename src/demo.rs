@@ -68,6 +68,8 @@ pub fn run(epochs: usize) -> Result<()> {
             fpr: None,
             out_dir: std::env::temp_dir().join(format!("isomax-demo-{name}")),
             resume: false,
+            // The demo's scratch folder is rewritten on every run.
+            force: true,
             progress: true,
             normalization: None,
         };

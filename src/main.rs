@@ -76,6 +76,12 @@ enum Command {
         /// Continue from OUT/checkpoint.safetensors.
         #[arg(long)]
         resume: bool,
+        /// Start afresh in an OUT that already holds a checkpoint, overwriting it.
+        #[arg(long, conflicts_with = "resume")]
+        force: bool,
+        /// Number of classes of the training set (default: the format's; IDX files do not record one, 10 is assumed).
+        #[arg(long)]
+        num_classes: Option<usize>,
     },
     /// Evaluate a checkpoint: accuracy and OOD metrics per OOD set and score.
     Eval {
@@ -140,8 +146,29 @@ fn parse_head(s: &str) -> Result<HeadKind> {
     })
 }
 
-fn open(spec: &str, limit: Option<usize>, classes: Option<&[u32]>) -> Result<Dataset> {
-    let mut d = Dataset::open(spec)?;
+/// How a set's labels are checked before use.
+enum Labels {
+    /// Against the format's class count, or the given one (`--num-classes`), before any
+    /// class filter.
+    Format(Option<usize>),
+    /// Against a model's class count, after the class filter.
+    Model(usize),
+    /// Not at all: out-of-distribution sets, whose labels are never used.
+    Ignored,
+}
+
+fn open(
+    spec: &str,
+    limit: Option<usize>,
+    classes: Option<&[u32]>,
+    labels: Labels,
+) -> Result<Dataset> {
+    let mut d = Dataset::load(spec)?;
+    match labels {
+        Labels::Format(None) => d.check_labels()?,
+        Labels::Format(Some(n)) => d = d.with_classes(n)?,
+        Labels::Model(_) | Labels::Ignored => {}
+    }
     if let Some(cs) = classes {
         if let Some(c) = cs.iter().find(|&&c| c as usize >= d.num_classes) {
             return Err(isomax::Error::Config(format!(
@@ -155,6 +182,9 @@ fn open(spec: &str, limit: Option<usize>, classes: Option<&[u32]>) -> Result<Dat
     }
     if let Some(n) = limit {
         d.truncate(n);
+    }
+    if let Labels::Model(n) = labels {
+        d = d.with_classes(n)?;
     }
     Ok(d)
 }
@@ -225,15 +255,23 @@ fn run(cli: Cli) -> Result<()> {
             limit,
             holdout,
             resume,
+            force,
+            num_classes,
         } => {
             let gpu = Gpu::new()?;
             eprintln!("device: {} ({})", gpu.report().name, gpu.report().backend);
-            let train_data = open(&train_spec, limit, classes.as_deref())?;
+            let train_data = open(
+                &train_spec,
+                limit,
+                classes.as_deref(),
+                Labels::Format(num_classes),
+            )?;
             let format = isomax::data::Format::of_spec(&train_spec)?;
             let normalization = format.paper_normalization();
+            let test_labels = Labels::Model(train_data.num_classes);
             let test_data = test
                 .as_deref()
-                .map(|t| open(t, None, classes.as_deref()))
+                .map(|t| open(t, None, classes.as_deref(), test_labels))
                 .transpose()?;
             let milestones = match milestones {
                 Some(m) => {
@@ -263,6 +301,7 @@ fn run(cli: Cli) -> Result<()> {
                 fpr: no_fpr.then_some(false),
                 out_dir: out.clone(),
                 resume,
+                force,
                 progress: true,
                 normalization,
             };
@@ -311,13 +350,24 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let gpu = Gpu::new()?;
             // Bad checkpoints are reported before any data is read.
+            let mut num_classes = Vec::new();
             for ck in &checkpoint {
-                isomax::checkpoint::Checkpoint::load(ck)?;
+                num_classes.push(isomax::checkpoint::Checkpoint::load(ck)?.config.num_classes);
             }
-            let test_data = open(&test, limit, classes.as_deref())?;
+            if let Some(i) = num_classes.iter().position(|&n| n != num_classes[0]) {
+                return Err(isomax::Error::Config(format!(
+                    "{} has {} classes, {} has {}: evaluate runs of one setting together",
+                    checkpoint[i].display(),
+                    num_classes[i],
+                    checkpoint[0].display(),
+                    num_classes[0]
+                )));
+            }
+            let test_labels = Labels::Model(num_classes[0]);
+            let test_data = open(&test, limit, classes.as_deref(), test_labels)?;
             let ood_data = ood_specs
                 .iter()
-                .map(|spec| open(spec, limit, ood_classes.as_deref()))
+                .map(|spec| open(spec, limit, ood_classes.as_deref(), Labels::Ignored))
                 .collect::<Result<Vec<_>>>()?;
             let mut reports = Vec::new();
             for (i, ck) in checkpoint.iter().enumerate() {
