@@ -63,18 +63,18 @@ impl Scored {
     }
 
     /// The ES threshold that keeps fraction `tpr` of these (in-distribution) images.
-    pub fn threshold_es(&self, tpr: f64) -> f32 {
-        threshold_at_tpr(&self.column("es"), tpr)
+    pub fn threshold_es(&self, tpr: f64) -> Result<f32> {
+        Ok(threshold_at_tpr(&self.column("es"), tpr)?)
     }
 }
 
 /// Bring a dataset to the model's channels and size (OOD sets may differ).
-pub fn prepare(data: &Dataset, model: &Model) -> Dataset {
+pub fn prepare(data: &Dataset, model: &Model) -> Result<Dataset> {
     let c = &model.config;
     if data.channels == c.in_channels && data.height == c.height && data.width == c.width {
-        data.clone()
+        Ok(data.clone())
     } else {
-        data.converted(c.in_channels, c.height, c.width)
+        Ok(data.converted(c.in_channels, c.height, c.width)?)
     }
 }
 
@@ -118,30 +118,62 @@ pub fn rows_from_scores(v: &[f32]) -> Result<Vec<RowScores>> {
 
 /// Run the model over a whole dataset in batches.
 pub fn score_dataset(gpu: &Gpu, model: &Model, data: &Dataset, batch: usize) -> Result<Scored> {
-    let data = prepare(data, model);
+    data.check_shape()?;
     let c = &model.config;
     let norm = Normalization {
         mean: c.mean.clone(),
         std: c.std.clone(),
     };
-    let per = data.image_len();
+    norm.check(c.in_channels)?;
+    let per = c.in_channels * c.height * c.width;
+    // One batch of inputs must fit one storage binding; a dataset that needs converting is
+    // converted batch by batch, so memory stays bounded by a batch whatever the sizes.
+    let max_binding = gpu.device().limits().max_storage_buffer_binding_size;
+    let fit = max_binding / (per as u64 * 4);
+    if fit == 0 {
+        return Err(Error::Limit {
+            op: "evaluation",
+            detail: format!(
+                "one {}x{}x{} input image takes {} bytes, more than the adapter's largest \
+                 storage binding ({max_binding} bytes)",
+                c.in_channels,
+                c.height,
+                c.width,
+                per * 4
+            ),
+        });
+    }
+    let batch = batch.max(1).min(fit.min(usize::MAX as u64) as usize);
+    let same = (data.channels, data.height, data.width) == (c.in_channels, c.height, c.width);
     let mut out = Scored {
         labels: data.labels.clone(),
         scores: Vec::with_capacity(data.len()),
     };
     let mut buf = Vec::new();
-    for start in (0..data.len()).step_by(batch.max(1)) {
+    for start in (0..data.len()).step_by(batch) {
         let n = batch.min(data.len() - start);
+        let converted;
+        let (src, first) = if same {
+            (data, start)
+        } else {
+            let indices: Vec<usize> = (start..start + n).collect();
+            converted = data.select(&indices, data.name.clone()).converted(
+                c.in_channels,
+                c.height,
+                c.width,
+            )?;
+            (&converted, 0)
+        };
         buf.resize(n * per, 0.0);
         for i in 0..n {
             normalize_into(
-                data.image(start + i),
-                data.channels,
-                data.height,
-                data.width,
+                src.image(first + i),
+                src.channels,
+                src.height,
+                src.width,
                 &norm,
                 &mut buf[i * per..(i + 1) * per],
-            );
+            )?;
         }
         out.scores.extend(score_normalized(gpu, model, &buf, n)?);
     }
@@ -184,6 +216,136 @@ impl EvalReport {
                     "{:<24} {:<10} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2}\n",
                     set, score, v.tnr_at_tpr95, v.auroc, v.dtacc, v.auin, v.auout
                 );
+            }
+        }
+        s
+    }
+}
+
+/// Mean and sample standard deviation (divisor n − 1; 0 for a single value) of `v`.
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = v.iter().sum::<f64>() / n as f64;
+    if n == 1 {
+        return (mean, 0.0);
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    (mean, var.sqrt())
+}
+
+fn stat_json(v: &[f64]) -> serde_json::Value {
+    let (mean, std) = mean_std(v);
+    serde_json::json!({ "mean": mean, "std": std, "values": v })
+}
+
+/// The reports of several runs of one setting (one per seed), summarised as mean ± sample
+/// standard deviation per metric.
+#[derive(Debug, Clone)]
+pub struct SeedSummary {
+    pub runs: Vec<EvalReport>,
+}
+
+/// The metric names of [`OodMetrics`], in table order.
+const METRICS: [&str; 5] = ["tnr_at_tpr95", "auroc", "dtacc", "auin", "auout"];
+
+fn metric(m: &OodMetrics, name: &str) -> f64 {
+    match name {
+        "tnr_at_tpr95" => m.tnr_at_tpr95,
+        "auroc" => m.auroc,
+        "dtacc" => m.dtacc,
+        "auin" => m.auin,
+        _ => m.auout,
+    }
+}
+
+impl SeedSummary {
+    /// Summarise `runs`, which must cover the same OOD sets and scores.
+    pub fn new(runs: Vec<EvalReport>) -> Result<SeedSummary> {
+        let Some(first) = runs.first() else {
+            return Err(Error::Config("no runs to summarise".into()));
+        };
+        let keys = |r: &EvalReport| -> Vec<(String, String)> {
+            r.ood
+                .iter()
+                .flat_map(|(set, m)| m.keys().map(move |s| (set.clone(), s.clone())))
+                .collect()
+        };
+        let want = keys(first);
+        for (i, r) in runs.iter().enumerate() {
+            if keys(r) != want {
+                return Err(Error::Config(format!(
+                    "run {} has other OOD sets or scores than run 1 ({:?} vs {:?}): train them \
+                     with the same loss and evaluate them on the same sets",
+                    i + 1,
+                    keys(r),
+                    want
+                )));
+            }
+        }
+        Ok(SeedSummary { runs })
+    }
+
+    /// Accuracies of the runs, in percent.
+    pub fn accuracies(&self) -> Vec<f64> {
+        self.runs
+            .iter()
+            .map(|r| 100.0 * r.accuracy as f64)
+            .collect()
+    }
+
+    /// One metric (`"auroc"`, …) of one set and score across the runs.
+    pub fn values(&self, set: &str, score: &str, name: &str) -> Vec<f64> {
+        self.runs
+            .iter()
+            .filter_map(|r| r.ood.get(set).and_then(|m| m.get(score)))
+            .map(|m| metric(m, name))
+            .collect()
+    }
+
+    /// `{"runs": N, "accuracy": {"mean", "std", "values"}, "ood": {SET: {SCORE: {METRIC:
+    /// {"mean", "std", "values"}}}}}`, in percent; std is the sample standard deviation.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut ood = serde_json::Map::new();
+        for (set, m) in &self.runs[0].ood {
+            let mut per_score = serde_json::Map::new();
+            for score in m.keys() {
+                let mut per_metric = serde_json::Map::new();
+                for name in METRICS {
+                    per_metric.insert(name.into(), stat_json(&self.values(set, score, name)));
+                }
+                per_score.insert(score.clone(), serde_json::Value::Object(per_metric));
+            }
+            ood.insert(set.clone(), serde_json::Value::Object(per_score));
+        }
+        serde_json::json!({
+            "runs": self.runs.len(),
+            "accuracy": stat_json(&self.accuracies()),
+            "ood": ood,
+        })
+    }
+
+    /// A table of mean ± std over the runs.
+    pub fn table(&self) -> String {
+        let (am, asd) = mean_std(&self.accuracies());
+        let mut s = format!(
+            "accuracy: {am:.2} ± {asd:.2}% (mean ± std over {} runs)\n",
+            self.runs.len()
+        );
+        s += &format!(
+            "{:<24} {:<10} {:>13} {:>13} {:>13} {:>13} {:>13}\n",
+            "ood set", "score", "TNR95", "AUROC", "DTACC", "AUIN", "AUOUT"
+        );
+        for (set, m) in &self.runs[0].ood {
+            for score in m.keys() {
+                s += &format!("{set:<24} {score:<10}");
+                for name in METRICS {
+                    let (mean, std) = mean_std(&self.values(set, score, name));
+                    s += &format!(" {:>13}", format!("{mean:.2} ± {std:.2}"));
+                }
+                s += "\n";
             }
         }
         s

@@ -36,9 +36,16 @@ pub struct TrainConfig {
     /// The entropic scale E_s of the loss, −log softmax(E_s·z)_y (the paper's 10); `None`
     /// takes the head's default ([`HeadKind::train_scale`]). Only the IsoMax family has one.
     pub entropic_scale: Option<f32>,
+    /// DisMax's fractional probability regularization ([`crate::dismax`]): `None` turns it
+    /// on for DisMax (as the authors train it) and leaves it off otherwise; `Some(true)`
+    /// needs the DisMax head and a batch of at least 2.
+    pub fpr: Option<bool>,
     pub out_dir: PathBuf,
     /// Continue from `out_dir/checkpoint.safetensors`.
     pub resume: bool,
+    /// Start afresh even if `out_dir` holds a checkpoint (it is overwritten, the log
+    /// restarted). Without it (or `resume`), such an `out_dir` is refused.
+    pub force: bool,
     /// Show a progress bar.
     pub progress: bool,
     /// Override the normalisation (else computed from the training data).
@@ -62,6 +69,8 @@ pub struct TrainSummary {
 struct Inputs {
     images: Tensor,
     labels: Tensor,
+    /// The FPR loss weights `[B, C]` (DisMax with FPR only).
+    fpr_weights: Option<Tensor>,
 }
 
 fn labels_f32(b: &Batch) -> Vec<f32> {
@@ -86,9 +95,68 @@ pub fn train(
             "batch size and epochs must be positive".into(),
         ));
     }
+    check_hyper_parameters(&cfg.sgd)?;
+    train.validate()?;
+    if let Some(t) = test {
+        t.validate()?;
+    }
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
+    // Held until training returns; the OS releases it if the process dies, so a killed
+    // run never blocks its own resume.
+    let _lock = lock_run_dir(&cfg.out_dir)?;
     let scale = entropic_scale(cfg)?;
+    let fpr = match cfg.fpr {
+        None => cfg.head == HeadKind::DisMax,
+        Some(true) if cfg.head != HeadKind::DisMax => {
+            return Err(Error::Config(
+                "fractional probability regularization is DisMax's: use it with the dismax loss"
+                    .into(),
+            ));
+        }
+        Some(on) => on,
+    };
+    if fpr && cfg.batch_size < 2 {
+        return Err(Error::Config(
+            "fractional probability regularization needs a batch size of at least 2".into(),
+        ));
+    }
     let ck_path = cfg.out_dir.join("checkpoint.safetensors");
+    let log_path = cfg.out_dir.join("log.jsonl");
+    if cfg.resume {
+        // A run killed between writing its checkpoint and renaming it left only the
+        // temporary file: take it if it is complete.
+        if checkpoint::recover(&ck_path)? {
+            eprintln!(
+                "recovered {} from its complete temporary file",
+                ck_path.display()
+            );
+        }
+        if !ck_path.exists() {
+            let tmp = checkpoint::tmp_path(&ck_path);
+            return Err(Error::Config(format!(
+                "nothing to resume: {} does not exist{}",
+                ck_path.display(),
+                if tmp.exists() {
+                    format!(" ({} is an incomplete save)", tmp.display())
+                } else {
+                    String::new()
+                }
+            )));
+        }
+    } else if ck_path.exists() || checkpoint::tmp_path(&ck_path).exists() {
+        if !cfg.force {
+            return Err(Error::Config(format!(
+                "{} already holds a checkpoint: pass --resume to continue that run, or \
+                 --force to overwrite it",
+                cfg.out_dir.display()
+            )));
+        }
+        for p in [&log_path, &checkpoint::tmp_path(&ck_path)] {
+            if p.exists() {
+                std::fs::remove_file(p).map_err(|e| Error::io(p, e))?;
+            }
+        }
+    }
     let train_name = train.name.clone();
     let holdout_n = cfg.holdout.min(train.len() / 5);
     let (train, holdout) = train.split_holdout(holdout_n, cfg.seed);
@@ -102,7 +170,7 @@ pub fn train(
     let norm = cfg
         .normalization
         .clone()
-        .unwrap_or_else(|| Normalization::from_dataset(&train));
+        .map_or_else(|| Normalization::from_dataset(&train), Ok)?;
     let config = ModelConfig {
         arch: cfg.arch,
         head: cfg.head,
@@ -133,6 +201,15 @@ pub fn train(
                 ck_path.display()
             )));
         }
+        if ck.state.fpr != fpr {
+            return Err(Error::Config(format!(
+                "{}: checkpoint was trained with fractional probability regularization {}, \
+                 this run has it {}",
+                ck_path.display(),
+                if ck.state.fpr { "on" } else { "off" },
+                if fpr { "on" } else { "off" }
+            )));
+        }
         ck.restore(&model, Some(opt.velocity()))?;
         start_epoch = ck.state.epoch;
     }
@@ -145,17 +222,22 @@ pub fn train(
         augment,
         norm.clone(),
         true,
-    );
+    )?;
     let shape = [cfg.batch_size, train.channels, train.height, train.width];
     let inputs = Inputs {
         images: Tensor::zeros(gpu, &shape)?,
         labels: Tensor::zeros(gpu, &[cfg.batch_size])?,
+        fpr_weights: if fpr {
+            Some(Tensor::zeros(gpu, &[cfg.batch_size, train.num_classes])?)
+        } else {
+            None
+        },
     };
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(cfg.out_dir.join("log.jsonl"))
-        .map_err(|e| Error::io(cfg.out_dir.join("log.jsonl"), e))?;
+        .open(&log_path)
+        .map_err(|e| Error::io(&log_path, e))?;
     let mut summary = TrainSummary {
         checkpoint: ck_path.clone(),
         final_loss: f32::NAN,
@@ -184,39 +266,56 @@ pub fn train(
         let mut epoch_iter = loader.epoch(epoch);
         let mut step = 0;
         while epoch_iter.next_into(&mut batch) {
-            inputs.images.write(&batch.images)?;
-            inputs.labels.write(&labels_f32(&batch))?;
-            let logits = model.forward(&inputs.images, true)?;
-            let loss = logits.cross_entropy(&inputs.labels, scale)?;
+            let mut counted = batch.labels.clone();
+            let loss = if let Some(weights) = &inputs.fpr_weights {
+                // DisMax FPR: the second half of the batch becomes quadrant mixes; the
+                // accuracy counts the unmixed first half only.
+                let (c, h, w) = (train.channels, train.height, train.width);
+                crate::dismax::quadrant_mix(&mut batch.images, batch.len, c, h, w)?;
+                let (a, k) = crate::dismax::fpr_weights(&batch.labels, train.num_classes)?;
+                counted.truncate(batch.len / 2);
+                inputs.images.write(&batch.images)?;
+                weights.write(&a)?;
+                let logits = model.forward(&inputs.images, true)?;
+                (crate::dismax::fpr_loss(&logits, weights, k, scale)?, logits)
+            } else {
+                inputs.images.write(&batch.images)?;
+                inputs.labels.write(&labels_f32(&batch))?;
+                let logits = model.forward(&inputs.images, true)?;
+                (logits.cross_entropy(&inputs.labels, scale)?, logits)
+            };
+            let (loss, logits) = loss;
             let grads = loss.backward()?;
             opt.step(&grads, lr)?;
             // Read the previous step's results while this one runs: one submit per step.
-            let next = (loss.read_async(), logits.read_async(), batch.labels.clone());
+            let next = (loss.read_async(), logits.read_async(), counted);
             if let Some(prev) = pending.replace(next) {
                 let (l, c) = resolve(prev, train.num_classes)?;
+                check_loss(l, epoch, step, &ck_path)?;
                 loss_sum += l as f64;
-                correct += c;
-                seen += cfg.batch_size;
+                correct += c.0;
+                seen += c.1;
                 step += 1;
-                update_bar(&bar, loss_sum / step as f64, correct, seen, t0);
+                update_bar(
+                    &bar,
+                    loss_sum / step as f64,
+                    (correct, seen),
+                    step * cfg.batch_size,
+                    t0,
+                );
             }
         }
         if let Some(prev) = pending.take() {
             let (l, c) = resolve(prev, train.num_classes)?;
+            check_loss(l, epoch, step, &ck_path)?;
             loss_sum += l as f64;
-            correct += c;
-            seen += cfg.batch_size;
+            correct += c.0;
+            seen += c.1;
             step += 1;
         }
         let secs = t0.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let train_loss = (loss_sum / step.max(1) as f64) as f32;
-        if !train_loss.is_finite() {
-            return Err(Error::Config(format!(
-                "training diverged at epoch {}: loss is {train_loss}",
-                epoch + 1
-            )));
-        }
         let train_acc = correct as f32 / seen.max(1) as f32;
         let test_acc = match test {
             Some(t) => Some(eval::score_dataset(gpu, &model, t, 256)?.accuracy()),
@@ -225,11 +324,11 @@ pub fn train(
         let es_threshold = if epoch + 1 == cfg.epochs {
             let calibration = if holdout.is_empty() { &train } else { &holdout };
             let held: Scored = eval::score_dataset(gpu, &model, calibration, 256)?;
-            Some(held.threshold_es(0.95))
+            Some(held.threshold_es(0.95)?)
         } else {
             None
         };
-        let ips = seen as f64 / secs;
+        let ips = (step * cfg.batch_size) as f64 / secs;
         let state = TrainState {
             epoch: epoch + 1,
             epochs: cfg.epochs,
@@ -242,14 +341,14 @@ pub fn train(
             holdout: holdout_n,
             entropic_scale: Some(scale),
             threshold_source: es_threshold.map(|_| threshold_source.clone()),
-            fpr: false,
+            fpr,
         };
         checkpoint::save(&ck_path, &model, Some(opt.velocity()), &state)?;
         let line = serde_json::json!({
             "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": train_acc,
             "test_accuracy": test_acc, "seconds": secs, "images_per_second": ips,
         });
-        writeln!(log, "{line}").map_err(|e| Error::io(cfg.out_dir.join("log.jsonl"), e))?;
+        writeln!(log, "{line}").map_err(|e| Error::io(&log_path, e))?;
         if cfg.progress {
             eprintln!(
                 "epoch {}/{}  loss {train_loss:.4}  train acc {:.2}%{}  {ips:.1} img/s",
@@ -276,6 +375,72 @@ pub fn train(
     Ok(summary)
 }
 
+/// Refuses learning rates and weight decays that cannot train: the learning rate must be
+/// finite and > 0, the weight decay and momentum finite and ≥ 0.
+pub fn check_hyper_parameters(sgd: &SgdConfig) -> Result<()> {
+    if !(sgd.lr.is_finite() && sgd.lr > 0.0) {
+        return Err(Error::Config(format!(
+            "learning rate {} is invalid: it must be finite and > 0",
+            sgd.lr
+        )));
+    }
+    if !(sgd.weight_decay.is_finite() && sgd.weight_decay >= 0.0) {
+        return Err(Error::Config(format!(
+            "weight decay {} is invalid: it must be finite and >= 0",
+            sgd.weight_decay
+        )));
+    }
+    if !(sgd.momentum.is_finite() && sgd.momentum >= 0.0) {
+        return Err(Error::Config(format!(
+            "momentum {} is invalid: it must be finite and >= 0",
+            sgd.momentum
+        )));
+    }
+    Ok(())
+}
+
+/// An exclusive advisory lock on `dir/.lock`, so that two runs never write one directory.
+fn lock_run_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Config(format!(
+            "{} is in use by another training run (lock {})",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Stops the run at the first non-finite loss, naming the step. Nothing is saved, so the
+/// checkpoint on disk is the last good one.
+fn check_loss(loss: f32, epoch: usize, step: usize, ck: &Path) -> Result<()> {
+    if loss.is_finite() {
+        return Ok(());
+    }
+    // Checkpoints are written after each completed epoch (`epoch` is 0-based).
+    let kept = if epoch > 0 {
+        format!(
+            "{} keeps the last good state (after epoch {epoch})",
+            ck.display()
+        )
+    } else {
+        "no checkpoint was written".to_string()
+    };
+    Err(Error::Config(format!(
+        "training stopped: the loss is {loss} at epoch {}, step {}; {kept}",
+        epoch + 1,
+        step + 1
+    )))
+}
+
 /// The entropic scale of `cfg`'s loss: the given one (finite, positive, IsoMax family only)
 /// or the head's default.
 fn entropic_scale(cfg: &TrainConfig) -> Result<f32> {
@@ -291,11 +456,12 @@ fn entropic_scale(cfg: &TrainConfig) -> Result<f32> {
     }
 }
 
-/// Wait for a step's loss and logits; count correct predictions.
+/// Wait for a step's loss and logits; count correct predictions of the first
+/// `labels.len()` rows: (correct, counted).
 fn resolve(
     p: (crate::gpu::PendingRead, crate::gpu::PendingRead, Vec<u32>),
     classes: usize,
-) -> Result<(f32, usize)> {
+) -> Result<(f32, (usize, usize))> {
     let (loss, logits, labels) = p;
     let l = loss.wait()?[0];
     let z = logits.wait()?;
@@ -311,7 +477,7 @@ fn resolve(
             arg == **y as usize
         })
         .count();
-    Ok((l, correct))
+    Ok((l, (correct, labels.len())))
 }
 
 /// Without the `cli` feature (an embedded engine) there is no terminal to draw on.
@@ -345,18 +511,37 @@ fn progress_bar(show: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBa
     bar
 }
 
-fn update_bar(bar: &ProgressBar, loss: f64, correct: usize, seen: usize, t0: Instant) {
+fn update_bar(
+    bar: &ProgressBar,
+    loss: f64,
+    (correct, counted): (usize, usize),
+    images: usize,
+    t0: Instant,
+) {
     bar.inc(1);
     bar.set_message(format!(
         "loss {loss:.4} acc {:.1}% {:.1} img/s",
-        100.0 * correct as f64 / seen.max(1) as f64,
-        seen as f64 / t0.elapsed().as_secs_f64()
+        100.0 * correct as f64 / counted.max(1) as f64,
+        images as f64 / t0.elapsed().as_secs_f64()
     ));
 }
 
 /// Load a model from a checkpoint file.
 pub fn load_model(gpu: &Gpu, path: &Path) -> Result<(Model, Checkpoint)> {
     let ck = Checkpoint::load(path)?;
+    let c = &ck.config;
+    let image_bytes = (c.in_channels * c.height * c.width * 4) as u64;
+    let max_binding = gpu.device().limits().max_storage_buffer_binding_size;
+    if image_bytes > max_binding {
+        return Err(Error::Checkpoint {
+            path: path.display().to_string(),
+            detail: format!(
+                "bad model config: one {}x{}x{} input image takes {image_bytes} bytes, more \
+                 than this adapter's largest storage binding ({max_binding} bytes)",
+                c.in_channels, c.height, c.width
+            ),
+        });
+    }
     let model = Model::new(gpu, ck.config.clone(), ck.state.seed)?;
     ck.restore(&model, None)?;
     Ok((model, ck))
