@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The README's results table: resnet-tiny trained with SoftMax and with IsoMax on MNIST
 # (Fashion-MNIST as OOD) and on Fashion-MNIST (MNIST as OOD), evaluated on the full test sets.
-# Usage: scripts/mnist_fashion.sh [DATA_DIR=../shared/data] [TRAIN_LIMIT=12000] [EPOCHS=2]
+# Usage: scripts/mnist_fashion.sh DATA_DIR [TRAIN_LIMIT=12000] [EPOCHS=2]
+# DATA_DIR holds mnist/ and fashion-mnist/, each with the four IDX .gz files.
 set -euo pipefail
-data="${1:-../shared/data}"
+data="${1:?usage: scripts/mnist_fashion.sh DATA_DIR [TRAIN_LIMIT] [EPOCHS] (DATA_DIR holds mnist/ and fashion-mnist/)}"
 limit="${2:-12000}"
 epochs="${3:-2}"
 bin=target/release/isomax

@@ -1,4 +1,4 @@
-//! The IsoMax family of heads (SPEC §1) on the GPU.
+//! The IsoMax family of heads (docs/method.md §1) on the GPU.
 //!
 //! - [`prototype_distances`]: fused d_ij = ‖f_i − p_j‖ (one kernel, register tiles, no
 //!   barriers) with one-pass, atomic-free gradients for features and prototypes.
