@@ -22,7 +22,10 @@ fn line_chart_writes_a_png_and_refuses_non_positive_x() {
     assert_eq!((img.width(), img.height()), (2 * 560, 420));
     // Not a blank image: some pixels are neither white nor grey.
     let rgb = img.to_rgb8();
-    assert!(rgb.pixels().any(|p| p[2] > 150 && p[0] < 100), "no blue series drawn");
+    assert!(
+        rgb.pixels().any(|p| p[2] > 150 && p[0] < 100),
+        "no blue series drawn"
+    );
     static BAD: [f64; 2] = [0.0, 1.0];
     let err = lines(&dir.join("bad.png"), &[panel(&BAD)]).unwrap_err();
     assert!(err.contains("positive"), "{err}");
