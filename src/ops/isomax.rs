@@ -388,6 +388,7 @@ pub fn softmax_entropy(logits: &Tensor, labels: &Tensor, scale: f32) -> Result<H
 /// The distances built only from primitive engine ops (expand, sub, mul, sum_axes, sqrt),
 /// materializing `[B, C, D]` intermediates: the baseline the fused kernels are measured
 /// against, and a second implementation for the tests.
+#[cfg(any(test, feature = "oracles"))]
 pub mod unfused {
     use super::head_dims;
     use crate::error::Result;
