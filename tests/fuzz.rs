@@ -270,17 +270,21 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Parses one input; true if it was accepted.
+type Parser = Box<dyn Fn(&[u8]) -> bool>;
+/// Turns mutated decompressed content back into an input (compresses it).
+type Recompress = fn(&[u8]) -> Vec<u8>;
+
 struct Target {
     name: &'static str,
     seeds: Vec<Vec<u8>>,
     /// Decompression bombs: parsed once each (inflating them takes time), not mutated.
     bombs: Vec<Vec<u8>>,
     /// Mutate this decompressed content and recompress it, for half of the cases.
-    inner: Option<(Vec<Vec<u8>>, fn(&[u8]) -> Vec<u8>)>,
+    inner: Option<(Vec<Vec<u8>>, Recompress)>,
     /// Random inputs start with one of these (a magic number) half of the time.
     prefixes: Vec<Vec<u8>>,
-    /// Parses one input; true if it was accepted.
-    parse: Box<dyn Fn(&[u8]) -> bool>,
+    parse: Parser,
 }
 
 /// Returns the largest input, the number of inputs accepted, and the peak RSS (0 if unknown).
@@ -434,14 +438,14 @@ fn targets() -> Vec<Target> {
 
     let scores = b"0.5\n0.25\n# comment\n-1e-3 # trailing\n\n7\n1.000000001\n".to_vec();
 
-    let idx_parse = |labels: Vec<u8>| -> Box<dyn Fn(&[u8]) -> bool> {
+    let idx_parse = |labels: Vec<u8>| -> Parser {
         Box::new(move |b| {
             idx::parse(b, Path::new("i"), &labels, Path::new("l"))
                 .map(downstream)
                 .is_ok()
         })
     };
-    let idx_labels_parse = |images: Vec<u8>| -> Box<dyn Fn(&[u8]) -> bool> {
+    let idx_labels_parse = |images: Vec<u8>| -> Parser {
         Box::new(move |b| {
             idx::parse(&images, Path::new("i"), b, Path::new("l"))
                 .map(downstream)
