@@ -318,6 +318,9 @@ pub fn save_checkpoint(model: &Model, out: &Path, source: &Path) -> Result<()> {
         train_data: format!("imported from {}", source.display()),
         augment: false,
         holdout: 0,
+        entropic_scale: None,
+        threshold_source: None,
+        fpr: false,
     };
     crate::checkpoint::save(out, model, None, &state)
 }

@@ -187,8 +187,8 @@ fn tiny(gpu: &Gpu, arch: Arch, arch_name: &str, head: HeadKind, head_name: &str,
         y.write(&labels[s * batch..(s + 1) * batch]).unwrap();
         let logits = model.forward(&x, true).unwrap();
         let loss = logits.cross_entropy(&y, head.train_scale()).unwrap();
-        loss.backward().unwrap();
-        opt.step(lr).unwrap();
+        let grads = loss.backward().unwrap();
+        opt.step(&grads, lr).unwrap();
         let got = f64::from(loss.item().unwrap());
         let dev = (got - want).abs() / want.abs().max(1e-12);
         if dev > worst_loss.0 || !dev.is_finite() {
@@ -435,7 +435,7 @@ fn big(arch: Arch, arch_name: &str) {
         .unwrap()
         .cross_entropy(&y, head.train_scale())
         .unwrap();
-    loss.backward().unwrap();
+    let grads_of = loss.backward().unwrap();
     let got = f64::from(loss.item().unwrap());
     let want = meta["loss"].as_f64().unwrap();
     let mut r = Report::default();
@@ -456,8 +456,8 @@ fn big(arch: Arch, arch_name: &str) {
         }
         seen += 1;
         let w = &grads[&name];
-        let g: Vec<f64> = t
-            .grad()
+        let g: Vec<f64> = grads_of
+            .get(t)
             .unwrap_or_else(|| panic!("{arch_name}: no gradient for {name}"))
             .to_vec()
             .unwrap()
