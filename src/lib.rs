@@ -12,6 +12,7 @@ pub mod autograd;
 pub mod checkpoint;
 pub mod data;
 pub mod demo;
+pub mod dismax;
 pub mod embed;
 pub mod error;
 pub mod eval;
