@@ -413,6 +413,7 @@ pub fn write_scores_csv(
 }
 
 /// The paper's Fig. 3 for every OOD set: max probability and ES histograms, in vs out.
+#[cfg(feature = "plot")]
 pub fn plot(path: &Path, inside: &Scored, outside: &[(String, Scored)]) -> Result<()> {
     use crate::ood::plot::{Panel, histograms};
     let cols: Vec<(String, Vec<f32>, Vec<f32>)> = outside
@@ -439,6 +440,7 @@ pub fn plot(path: &Path, inside: &Scored, outside: &[(String, Scored)]) -> Resul
 }
 
 /// A short display name for a dataset path.
+#[cfg(feature = "plot")]
 fn short(name: &str) -> String {
     let p = Path::new(name);
     let parent = p

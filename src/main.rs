@@ -514,7 +514,21 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// On a headless machine the Vulkan loader's window-system probe (libwayland) prints
+/// "XDG_RUNTIME_DIR is invalid or not set" for every instance; this is a compute program,
+/// so give it a private runtime directory where none is set.
+fn quiet_headless_probe() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join("isomax-runtime");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            // SAFETY: first statement of `main`, before any other thread exists.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_headless_probe();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

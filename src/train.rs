@@ -9,7 +9,10 @@ use crate::gpu::Gpu;
 use crate::nn::{HeadKind, Model, ModelConfig};
 use crate::optim::{Sgd, SgdConfig};
 use crate::tensor::Tensor;
+#[cfg(feature = "cli")]
 use indicatif::{ProgressBar, ProgressStyle};
+#[cfg(not(feature = "cli"))]
+use quiet::ProgressBar;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -477,6 +480,23 @@ fn resolve(
     Ok((l, (correct, labels.len())))
 }
 
+/// Without the `cli` feature (an embedded engine) there is no terminal to draw on.
+#[cfg(not(feature = "cli"))]
+mod quiet {
+    pub(super) struct ProgressBar;
+    impl ProgressBar {
+        pub(super) fn inc(&self, _: u64) {}
+        pub(super) fn set_message(&self, _: String) {}
+        pub(super) fn finish_and_clear(&self) {}
+    }
+}
+
+#[cfg(not(feature = "cli"))]
+fn progress_bar(_show: bool, _len: u64, _epoch: usize, _epochs: usize) -> ProgressBar {
+    ProgressBar
+}
+
+#[cfg(feature = "cli")]
 fn progress_bar(show: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
