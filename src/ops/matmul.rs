@@ -18,15 +18,23 @@ pub enum MatmulConfig {
     /// Each invocation computes `rows` rows × `cols` vec4 columns of C, `workgroup` lanes
     /// per workgroup. Runs everywhere.
     Plain {
+        /// Rows of C per invocation.
         rows: u32,
+        /// vec4 columns of C per invocation.
         cols: u32,
+        /// Invocations per workgroup.
         workgroup: u32,
     },
     /// Like `Plain` with one subgroup per workgroup, but each lane loads a different row
     /// of A and `subgroupBroadcast` shares it, so A costs one load per subgroup instead of
     /// one per lane. `rows` must be a multiple of the subgroup size. Needs subgroups
     /// ([`Gpu::subgroup_size`]).
-    Subgroup { rows: u32, cols: u32 },
+    Subgroup {
+        /// Rows of C per invocation, a multiple of the subgroup size.
+        rows: u32,
+        /// vec4 columns of C per invocation.
+        cols: u32,
+    },
 }
 
 impl MatmulConfig {
