@@ -1,7 +1,7 @@
 //! Reverse-mode autodiff owned by the graph, as candle and burn do it.
 //!
 //! When an op runs with gradients enabled and one of its inputs requires a gradient, its
-//! result tensor gets a [`Node`]: the inputs that need a gradient and the backward rule.
+//! result tensor gets a graph node: the inputs that need a gradient and the backward rule.
 //! Results point at their inputs, never the other way, so the graph is a DAG that is freed
 //! when the last tensor holding it is dropped — there is no device-wide tape or gradient map.
 //!
