@@ -61,3 +61,278 @@ fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     }
     packed[i] = select(0.0, a[select(0u, src, ok)], ok);
 }
+
+// ---- The generated kernels: one template, expanded per register tile (src/ops/template.rs
+// documents the substitution). Variables: ENTRY (the entry point's name), KIND (1 forward,
+// 2 backward data, 3 backward weight; 0 expands only the code above, for pack_rows),
+// TM × TN (accumulators per invocation, `acc{row}_{col}`), SG (the subgroup width of a
+// subgroup variant, 0 for the plain one), VEC4 (backward weight: dY read as vec4s).
+// Row operands (weights, or dY for backward weight): the plain variant loads row i as
+// `r$i`; in the subgroup variant lane `sl` loads row `i·SG + sl` and row i's value is
+// broadcast from lane i % SG of load i / SG.
+//# if KIND > 0
+@compute @workgroup_size(WX)
+fn ${ENTRY}(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+//# if SG
+    @builtin(subgroup_invocation_id) sl: u32,
+//# end
+) {
+//# end
+//# if KIND == 1
+    // Forward: rows = output channels, cols = output positions (n, oh, ow) flattened;
+    // `a` = x, `b4` = the weight packed as [OC, 4·tiles] by pack_rows.
+    let ohw = p.oh * p.ow; let npos = p.n * ohw; let hw = p.h * p.w;
+    let kk = p.c * p.kh * p.kw; let s = i32(p.stride); let pad = i32(p.pad);
+    let m0 = wid.y * ${TM}u;
+    let qb = (wid.x + wid.z * nwg.x) * WX * ${TN}u + lid.x;
+//# if SG
+//# for i in 0..TM / SG
+    let r${i} = min(m0 + ${i}u * ${SG}u + sl, p.oc - 1u) * p.tiles;
+//# end
+//# else
+//# for i in 0..TM
+    let r${i} = min(m0 + ${i}u, p.oc - 1u) * p.tiles;
+//# end
+//# end
+//# for i in 0..TN
+    let q${i} = min(qb + ${i}u * WX, npos - 1u); let n${i} = q${i} / ohw; let o${i} = q${i} % ohw;
+//# end
+//# for i in 0..TN
+    let ih${i} = i32(o${i} / p.ow) * s - pad; let iw${i} = i32(o${i} % p.ow) * s - pad;
+//# end
+//# for i in 0..TN
+    let xb${i} = i32(n${i} * p.c * hw);
+//# end
+//# for i in 0..TM
+//# for j in 0..TN
+    var acc${i}_${j} = 0.0;
+//# end
+//# end
+    // k = (c, kh, kw) advances one step per k, branch-free (the wrap is a select).
+    var kh = 0u; var kw = 0u; var xc = 0;
+    for (var kv = 0u; kv < p.tiles; kv++) {
+//# for i in 0..ROW_LOADS
+        let w${i} = b4[r${i} + kv];
+//# end
+        // The inputs of all four k-steps first, then the FMAs row by row (so one row's
+        // accumulators stay in registers).
+//# for t in 0..4
+//# for i in 0..TN
+        let y${i}_${t} = ih${i} + i32(kh); let xw${i}_${t} = iw${i} + i32(kw);
+//# end
+//# for i in 0..TN
+        let ok${i}_${t} = u32(y${i}_${t}) < p.h && u32(xw${i}_${t}) < p.w && xc < i32(p.c * hw);
+//# end
+//# for i in 0..TN
+        let x${i}_${t} = select(0.0, a[select(0u, u32(xb${i} + xc + y${i}_${t} * i32(p.w) + xw${i}_${t}), ok${i}_${t})], ok${i}_${t});
+//# end
+        kw += 1u; let wrap_w${t} = kw == p.kw; kw = select(kw, 0u, wrap_w${t}); kh += u32(wrap_w${t});
+        let wrap_h${t} = kh == p.kh; kh = select(kh, 0u, wrap_h${t}); xc += select(0, i32(hw), wrap_h${t});
+//# end
+//# for i in 0..TM
+//# for t in 0..4
+//# if SG
+        let wv${i}_${t} = subgroupBroadcast(w${i / SG}.${t:xyzw}, ${i % SG}u);
+//# else
+        let wv${i}_${t} = w${i}.${t:xyzw};
+//# end
+//# for j in 0..TN
+        acc${i}_${j} = fma(wv${i}_${t}, x${j}_${t}, acc${i}_${j});
+//# end
+//# end
+//# end
+    }
+//# for i in 0..TM
+//# for j in 0..TN
+    if (m0 + ${i}u < p.oc && qb + ${j}u * WX < npos) { out[(n${j} * p.oc + m0 + ${i}u) * ohw + o${j}] = acc${i}_${j}; }
+//# end
+//# end
+//# end
+//# if KIND == 2
+    // Backward data: rows = input channels, cols = input positions of one residue class
+    // (ih mod s, iw mod s) = workgroup_id.y / tiles, so every tap loop is uniform and only
+    // visits the taps kh ≡ ih + pad (mod s) that reach the position; `a` = dY,
+    // `b` = weight [OC, C, KH, KW].
+    let st = p.stride; let khw = p.kh * p.kw; let ohw = p.oh * p.ow;
+    let cls = wid.y / p.tiles; let rh = cls / st; let rw = cls % st;
+    let hm = (p.h + st - 1u) / st; let wm = (p.w + st - 1u) / st; let npos = p.n * hm * wm;
+    let m0 = (wid.y % p.tiles) * ${TM}u;
+    let qb = (wid.x + wid.z * nwg.x) * WX * ${TN}u + lid.x;
+    let kh0 = (rh + p.pad) % st; let kw0 = (rw + p.pad) % st;
+//# if SG
+//# for i in 0..TM / SG
+    let r${i} = min(m0 + ${i}u * ${SG}u + sl, p.c - 1u) * khw;
+//# end
+//# else
+//# for i in 0..TM
+    let r${i} = min(m0 + ${i}u, p.c - 1u) * khw;
+//# end
+//# end
+//# for i in 0..TN
+    let q${i} = min(qb + ${i}u * WX, npos - 1u); let n${i} = q${i} / (hm * wm);
+//# end
+//# for i in 0..TN
+    let ih${i} = rh + st * ((q${i} / wm) % hm); let iw${i} = rw + st * (q${i} % wm);
+//# end
+//# for i in 0..TN
+    let live${i} = qb + ${i}u * WX < npos && ih${i} < p.h && iw${i} < p.w;
+//# end
+    // Output row / column reached by the first tap of the class; later taps step back by 1.
+//# for i in 0..TN
+    let oy${i} = i32((ih${i} + p.pad - kh0) / st); let ox${i} = i32((iw${i} + p.pad - kw0) / st);
+//# end
+//# for i in 0..TN
+    var db${i} = i32(n${i} * p.oc * ohw);
+//# end
+//# for i in 0..TM
+//# for j in 0..TN
+    var acc${i}_${j} = 0.0;
+//# end
+//# end
+    var wb = 0u;
+    for (var oc = 0u; oc < p.oc; oc++) {
+        var dh = 0;
+        for (var kh = kh0; kh < p.kh; kh += st) {
+//# for i in 0..TN
+            let y${i} = oy${i} - dh; let hok${i} = u32(y${i}) < p.oh; let rb${i} = db${i} + y${i} * i32(p.ow);
+//# end
+            var dw = 0;
+            for (var kw = kw0; kw < p.kw; kw += st) {
+//# for i in 0..TN
+                let xw${i} = ox${i} - dw; let ok${i} = hok${i} && u32(xw${i}) < p.ow;
+//# end
+//# for i in 0..TN
+                let d${i} = select(0.0, a[select(0u, u32(rb${i} + xw${i}), ok${i})], ok${i});
+//# end
+                let ko = wb + kh * p.kw + kw;
+//# if SG
+//# for i in 0..TM / SG
+                let wl${i} = b[r${i} + ko];
+//# end
+//# for i in 0..TM
+                let w${i} = subgroupBroadcast(wl${i / SG}, ${i % SG}u);
+//# for j in 0..TN
+                acc${i}_${j} = fma(w${i}, d${j}, acc${i}_${j});
+//# end
+//# end
+//# else
+//# for i in 0..TM
+                let w${i} = b[r${i} + ko];
+//# end
+//# for i in 0..TM
+//# for j in 0..TN
+                acc${i}_${j} = fma(w${i}, d${j}, acc${i}_${j});
+//# end
+//# end
+//# end
+                dw += 1;
+            }
+            dh += 1;
+        }
+//# for i in 0..TN
+        db${i} += i32(ohw);
+//# end
+        wb += p.c * khw;
+    }
+//# for i in 0..TM
+//# for j in 0..TN
+    if (m0 + ${i}u < p.c && live${j}) { out[((n${j} * p.c + m0 + ${i}u) * p.h + ih${j}) * p.w + iw${j}] = acc${i}_${j}; }
+//# end
+//# end
+//# end
+//# if KIND == 3
+    // Backward weight: rows = output channels, cols = weight entries k = (c, kh, kw); the
+    // invocation sums over the (n, oh) rows of its split (workgroup_id.z) and every ow;
+    // `a` = dY (`a4` with VEC4), `b` = x, `out` = [splits, OC, K].
+    let khw = p.kh * p.kw; let kk = p.c * khw; let hw = p.h * p.w; let ohw = p.oh * p.ow;
+    let s = i32(p.stride); let pad = i32(p.pad);
+    let m0 = wid.y * ${TM}u;
+    let kb = wid.x * WX * ${TN}u + lid.x;
+//# if SG
+//# for i in 0..TM / SG
+    let r${i} = min(m0 + ${i}u * ${SG}u + sl, p.oc - 1u) * ohw;
+//# end
+//# else
+//# for i in 0..TM
+    let r${i} = min(m0 + ${i}u, p.oc - 1u) * ohw;
+//# end
+//# end
+//# for i in 0..TN
+    let kq${i} = min(kb + ${i}u * WX, kk - 1u); let rem${i} = kq${i} % khw;
+//# end
+//# for i in 0..TN
+    let cx${i} = i32((kq${i} / khw) * hw); let kh${i} = i32(rem${i} / p.kw) - pad; let kw${i} = i32(rem${i} % p.kw) - pad;
+//# end
+//# for i in 0..TM
+//# for j in 0..TN
+    var acc${i}_${j} = 0.0;
+//# end
+//# end
+    let rbeg = wid.z * p.chunk; let rend = min(rbeg + p.chunk, p.n * p.oh);
+    var n = rbeg / p.oh; var oh = rbeg % p.oh;
+    for (var row = rbeg; row < rend; row++) {
+        let xn = i32(n * p.c * hw); let dyb = n * p.oc * ohw + oh * p.ow;
+//# for i in 0..TN
+        let y${i} = i32(oh) * s + kh${i}; let hok${i} = u32(y${i}) < p.h; let rb${i} = xn + cx${i} + y${i} * i32(p.w);
+//# end
+//# for i in 0..TN
+        var xw${i} = kw${i};
+//# end
+//# if VEC4
+        for (var ow = 0u; ow < p.ow; ow += 4u) {
+//# for i in 0..ROW_LOADS
+            let d${i} = a4[(dyb + r${i} + ow) / 4u];
+//# end
+//# else
+        for (var ow = 0u; ow < p.ow; ow++) {
+//# for i in 0..ROW_LOADS
+            let d${i} = a[dyb + r${i} + ow];
+//# end
+//# end
+            // The inputs of every step (4 with VEC4, else 1) first, then the FMAs row by row.
+//# for t in 0..1 + 3 * VEC4
+//# for i in 0..TN
+            let ok${i}_${t} = hok${i} && u32(xw${i}) < p.w;
+//# end
+//# for i in 0..TN
+            let x${i}_${t} = select(0.0, b[select(0u, u32(rb${i} + xw${i}), ok${i}_${t})], ok${i}_${t});
+//# end
+//# for i in 0..TN
+            xw${i} += s;
+//# end
+//# end
+//# for i in 0..TM
+//# for t in 0..1 + 3 * VEC4
+//# if SG && VEC4
+            let dv${i}_${t} = subgroupBroadcast(d${i / SG}.${t:xyzw}, ${i % SG}u);
+//# end
+//# if SG && !VEC4
+            let dv${i}_${t} = subgroupBroadcast(d${i / SG}, ${i % SG}u);
+//# end
+//# if !SG && VEC4
+            let dv${i}_${t} = d${i}.${t:xyzw};
+//# end
+//# if !SG && !VEC4
+            let dv${i}_${t} = d${i};
+//# end
+//# for j in 0..TN
+            acc${i}_${j} = fma(dv${i}_${t}, x${j}_${t}, acc${i}_${j});
+//# end
+//# end
+//# end
+        }
+        oh += 1u; if (oh == p.oh) { oh = 0u; n += 1u; }
+    }
+    let ob = wid.z * p.oc * kk;
+//# for i in 0..TM
+//# for j in 0..TN
+    if (m0 + ${i}u < p.oc && kb + ${j}u * WX < kk) { out[ob + (m0 + ${i}u) * kk + kb + ${j}u * WX] = acc${i}_${j}; }
+//# end
+//# end
+//# end
+//# if KIND > 0
+}
+//# end

@@ -97,7 +97,7 @@ fn pack_b(@builtin(global_invocation_id) gid: vec3<u32>) {
         vec4<f32>(op_b(k, n), op_b(k, n + 1u), op_b(k, n + 2u), op_b(k, n + 3u));
 }
 
-// ---- matmul (entry points generated in Rust) ----
+// ---- matmul: the main kernel, one template expanded per register tile ----
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
@@ -112,3 +112,68 @@ fn store4(m: u32, q: u32, v: vec4<f32>) {
     if (n + 2u < p.n) { c[o + 2u] = v.z; }
     if (n + 3u < p.n) { c[o + 3u] = v.w; }
 }
+
+// The template (src/ops/template.rs documents the substitution; the module of the pack
+// kernels alone is the expansion with TM = 0). Variables: ENTRY (the entry point's name),
+// TM × TN (rows × vec4 columns of C per invocation, accumulators `acc{row}_{col}`), SG
+// (subgroup width of the subgroup variant, 0 for the plain one). Plain: every lane loads
+// the TM A vec4s of its workgroup's row block. Subgroup (one subgroup per workgroup): lane
+// `sl` loads row g·SG + sl of the block and subgroupBroadcast hands row i to every lane.
+//# if TM > 0
+@compute @workgroup_size(WX)
+//# if SG
+fn ${ENTRY}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(subgroup_invocation_id) sl: u32) {
+//# else
+fn ${ENTRY}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+//# end
+    let panel = wid.x + wid.z * nwg.x;
+    let bb = panel * p.tiles * 4u * (WX * ${TN}u) + lid.x;
+//# for i in 0..TM
+//# for j in 0..TN
+    var acc${i}_${j} = vec4<f32>(0.0);
+//# end
+//# end
+//# if SG
+//# for g in 0..TM / SG
+    let ab${g} = (wid.y * ${TM / SG}u + ${g}u) * p.tiles * ${SG}u + sl;
+//# end
+//# else
+    let ab = wid.y * p.tiles * ${TM}u;
+//# end
+    for (var kv = 0u; kv < p.tiles; kv++) {
+//# if SG
+//# for g in 0..TM / SG
+        let ag${g} = a4[ab${g} + kv * ${SG}u];
+//# end
+//# else
+//# for i in 0..TM
+        let av${i} = a4[ab + kv * ${TM}u + ${i}u];
+//# end
+//# end
+        // One k-quad: the B vec4s of its four k-steps, then row by row (so one row's
+        // accumulators stay in registers) the row's A value of each step and its FMAs.
+//# for t in 0..4
+//# for j in 0..TN
+        let b${j}_${t} = b4[bb + (kv * 4u + ${t}u) * (WX * ${TN}u) + ${j}u * WX];
+//# end
+//# end
+//# for i in 0..TM
+//# for t in 0..4
+//# if SG
+        let a${i}_${t} = subgroupBroadcast(ag${i / SG}.${t:xyzw}, ${i % SG}u);
+//# else
+        let a${i}_${t} = av${i}.${t:xyzw};
+//# end
+//# for j in 0..TN
+        acc${i}_${j} = fma(vec4<f32>(a${i}_${t}), b${j}_${t}, acc${i}_${j});
+//# end
+//# end
+//# end
+    }
+//# for i in 0..TM
+//# for j in 0..TN
+    store4(wid.y * ${TM}u + ${i}u, panel * WX * ${TN}u + lid.x + ${j}u * WX, acc${i}_${j});
+//# end
+//# end
+}
+//# end
