@@ -25,8 +25,18 @@ struct Params {
     kw: u32,
     stride: u32,
     pad: u32,
-    tiles: u32,   // backward_data: channel tiles (workgroup_id.y = class * tiles + tile)
-    chunk: u32,   // backward_weight: (n, oh) rows per split (workgroup_id.z = split)
+    kq: u32,      // forward: vec4s per row of the packed weight (4·kq ≥ C·KH·KW)
+    c_tiles: u32, // backward data: channel tiles (workgroup_id.y = class · c_tiles + tile)
+    chunk: u32,   // backward weight: (n, oh) rows per split (workgroup_id.z = split)
+};
+
+// pack_rows' parameters.
+struct PackParams {
+    rows: u32,    // rows of the packed matrix
+    k: u32,       // source entries per row
+    kp: u32,      // packed row length: k rounded up to a multiple of 4, zero-filled
+    flip: u32,    // 1: read a weight [k / taps, rows, taps] transposed, taps reversed
+    taps: u32,    // KH·KW (flip only)
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -43,21 +53,23 @@ override WX: u32 = 64u;
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> packed: array<f32>;
 
-// packed[r, k] = a[r, k] for k < K (= p.c), zero up to kp (= p.h); p.n rows.
-// With p.w = 1 the source is a weight [R', p.n, T] (T = p.oh taps, R' = K / T) read
-// transposed with its taps reversed: packed[r, (o, t)] = a[o, r, T - 1 - t] (the weight of
-// the transposed convolution that gives backward data at stride 1).
+// packed[r, k] = a[r, k] for k < K, zero up to kp; `rows` rows. With flip = 1 the source is
+// a weight [R', rows, T] (T = taps, R' = K / T) read transposed with its taps reversed:
+// packed[r, (o, t)] = a[o, r, T - 1 - t] (the weight of the transposed convolution that
+// gives backward data at stride 1).
+@group(0) @binding(0) var<uniform> pk: PackParams;
+
 @compute @workgroup_size(256)
 fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= p.n * p.h) { return; }
-    let r = i / p.h;
-    let k = i % p.h;
-    let ok = k < p.c;
-    var src = r * p.c + k;
-    if (p.w == 1u) {
-        let t = k % p.oh;
-        src = ((k / p.oh) * p.n + r) * p.oh + (p.oh - 1u - t);
+    if (i >= pk.rows * pk.kp) { return; }
+    let r = i / pk.kp;
+    let k = i % pk.kp;
+    let ok = k < pk.k;
+    var src = r * pk.k + k;
+    if (pk.flip == 1u) {
+        let t = k % pk.taps;
+        src = ((k / pk.taps) * pk.rows + r) * pk.taps + (pk.taps - 1u - t);
     }
     packed[i] = select(0.0, a[select(0u, src, ok)], ok);
 }
@@ -83,18 +95,18 @@ fn ${ENTRY}(
 //# end
 //# if KIND == 1
     // Forward: rows = output channels, cols = output positions (n, oh, ow) flattened;
-    // `a` = x, `b4` = the weight packed as [OC, 4·tiles] by pack_rows.
+    // `a` = x, `b4` = the weight packed as [OC, 4·kq] by pack_rows.
     let ohw = p.oh * p.ow; let npos = p.n * ohw; let hw = p.h * p.w;
     let kk = p.c * p.kh * p.kw; let s = i32(p.stride); let pad = i32(p.pad);
     let m0 = wid.y * ${TM}u;
     let qb = (wid.x + wid.z * nwg.x) * WX * ${TN}u + lid.x;
 //# if SG
 //# for i in 0..TM / SG
-    let r${i} = min(m0 + ${i}u * ${SG}u + sl, p.oc - 1u) * p.tiles;
+    let r${i} = min(m0 + ${i}u * ${SG}u + sl, p.oc - 1u) * p.kq;
 //# end
 //# else
 //# for i in 0..TM
-    let r${i} = min(m0 + ${i}u, p.oc - 1u) * p.tiles;
+    let r${i} = min(m0 + ${i}u, p.oc - 1u) * p.kq;
 //# end
 //# end
 //# for i in 0..TN
@@ -113,7 +125,7 @@ fn ${ENTRY}(
 //# end
     // k = (c, kh, kw) advances one step per k, branch-free (the wrap is a select).
     var kh = 0u; var kw = 0u; var xc = 0;
-    for (var kv = 0u; kv < p.tiles; kv++) {
+    for (var kv = 0u; kv < p.kq; kv++) {
 //# for i in 0..ROW_LOADS
         let w${i} = b4[r${i} + kv];
 //# end
@@ -153,13 +165,13 @@ fn ${ENTRY}(
 //# end
 //# if KIND == 2
     // Backward data: rows = input channels, cols = input positions of one residue class
-    // (ih mod s, iw mod s) = workgroup_id.y / tiles, so every tap loop is uniform and only
+    // (ih mod s, iw mod s) = workgroup_id.y / c_tiles, so every tap loop is uniform and only
     // visits the taps kh ≡ ih + pad (mod s) that reach the position; `a` = dY,
     // `b` = weight [OC, C, KH, KW].
     let st = p.stride; let khw = p.kh * p.kw; let ohw = p.oh * p.ow;
-    let cls = wid.y / p.tiles; let rh = cls / st; let rw = cls % st;
+    let cls = wid.y / p.c_tiles; let rh = cls / st; let rw = cls % st;
     let hm = (p.h + st - 1u) / st; let wm = (p.w + st - 1u) / st; let npos = p.n * hm * wm;
-    let m0 = (wid.y % p.tiles) * ${TM}u;
+    let m0 = (wid.y % p.c_tiles) * ${TM}u;
     let qb = (wid.x + wid.z * nwg.x) * WX * ${TN}u + lid.x;
     let kh0 = (rh + p.pad) % st; let kw0 = (rw + p.pad) % st;
 //# if SG

@@ -3,7 +3,7 @@
 
 use super::kernel;
 use crate::error::{Error, Result};
-use crate::gpu::{KernelSpec, ParamBuilder};
+use crate::gpu::{KernelSpec, kernel_params, u};
 use crate::tensor::Tensor;
 
 const STATS: KernelSpec = kernel!("batchnorm", "bn_stats", 1, 3);
@@ -69,16 +69,31 @@ impl BnGeom {
         self.hw.is_multiple_of(4)
     }
 
-    fn params(&self) -> ParamBuilder {
-        ParamBuilder::new()
-            .u(self.n)
-            .u(self.c)
-            .u(self.hw)
-            .f(self.eps)
-            .f(self.momentum)
-            .u(self.frozen as usize)
-            .u(self.c_stride)
-            .u(self.relu as usize)
+    fn params(&self) -> BnParams {
+        BnParams {
+            n: u(self.n),
+            c: u(self.c),
+            hw: u(self.hw),
+            eps: self.eps,
+            momentum: self.momentum,
+            frozen: self.frozen.into(),
+            c_stride: u(self.c_stride),
+            relu: self.relu.into(),
+        }
+    }
+}
+
+kernel_params! {
+    /// `Params` of `shaders/batchnorm.wgsl`.
+    struct BnParams => "Params" {
+        n: u32,
+        c: u32,
+        hw: u32,
+        eps: f32,
+        momentum: f32,
+        frozen: u32,
+        c_stride: u32,
+        relu: u32,
     }
 }
 
@@ -144,7 +159,7 @@ pub(crate) fn bn_forward(
         gpu.dispatch(
             if g.vec4() { &STATS_VEC4 } else { &STATS },
             &[],
-            g.params(),
+            &g.params(),
             &[
                 x.binding(),
                 stats.binding(),
@@ -157,7 +172,7 @@ pub(crate) fn bn_forward(
         gpu.dispatch(
             &EVAL_STATS,
             &[],
-            g.params(),
+            &g.params(),
             &[
                 st.running_mean.binding(),
                 st.running_var.binding(),
@@ -187,7 +202,7 @@ pub(crate) fn bn_apply(
     x.gpu().dispatch(
         spec,
         &[],
-        g.params(),
+        &g.params(),
         &[
             x.binding(),
             stats.binding(),
@@ -219,7 +234,7 @@ pub(crate) fn bn_backward(
             &BACKWARD_REDUCE
         },
         &[],
-        g.params(),
+        &g.params(),
         &[
             x.binding(),
             dy.binding(),
@@ -241,7 +256,7 @@ pub(crate) fn bn_backward(
     gpu.dispatch(
         spec,
         &[],
-        g.params(),
+        &g.params(),
         &[
             x.binding(),
             dy.binding(),

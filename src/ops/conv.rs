@@ -4,7 +4,7 @@
 use super::codegen;
 use super::template::{Val, expand};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KernelSpec, ParamBuilder};
+use crate::gpu::{Gpu, KernelSpec, kernel_params, u};
 use crate::tensor::Tensor;
 
 const TEMPLATE: &str = include_str!("../../shaders/conv2d.wgsl");
@@ -58,12 +58,17 @@ impl Tile {
 
     /// The tile as it runs on `gpu` (a subgroup tile gets the subgroup size), checked.
     fn resolve(self, gpu: &Gpu) -> Result<Tile> {
+        self.resolve_with(gpu.subgroup_size())
+    }
+
+    /// [`Tile::resolve`] on a device with subgroups of `subgroup` lanes (or none).
+    pub(crate) fn resolve_with(self, subgroup: Option<u32>) -> Result<Tile> {
         if !self.subgroup {
             self.check()?;
             return Ok(self);
         }
         let bad = |why: &str| Err(Error::Config(format!("conv2d: tile {self:?}: {why}")));
-        let Some(sg) = gpu.subgroup_size() else {
+        let Some(sg) = subgroup else {
             return bad("this device has no fixed-size subgroups");
         };
         if self.rows == 0
@@ -81,7 +86,7 @@ impl Tile {
 
     /// A resolved subgroup tile with no more rows than whole subgroups covering `rows`
     /// (rows past the channel count would be wasted work).
-    fn fit_rows(self, rows: usize) -> Tile {
+    pub(crate) fn fit_rows(self, rows: usize) -> Tile {
         if !self.subgroup {
             return self;
         }
@@ -233,6 +238,38 @@ fn pack_rows_spec() -> Result<KernelSpec> {
     })
 }
 
+kernel_params! {
+    /// `Params` of `shaders/conv2d.wgsl`: the convolution's sizes, then one field per
+    /// kernel.
+    struct ConvParams => "Params" {
+        n: u32,
+        c: u32,
+        h: u32,
+        w: u32,
+        oc: u32,
+        oh: u32,
+        ow: u32,
+        kh: u32,
+        kw: u32,
+        stride: u32,
+        pad: u32,
+        kq: u32,
+        c_tiles: u32,
+        chunk: u32,
+    }
+}
+
+kernel_params! {
+    /// `PackParams` of `shaders/conv2d.wgsl` (`pack_rows`).
+    struct PackParams => "PackParams" {
+        rows: u32,
+        k: u32,
+        kp: u32,
+        flip: u32,
+        taps: u32,
+    }
+}
+
 /// Sizes of one convolution.
 #[derive(Debug, Clone, Copy)]
 struct Geom {
@@ -296,21 +333,22 @@ impl Geom {
         })
     }
 
-    fn params(&self, tiles: usize, chunk: usize) -> ParamBuilder {
-        ParamBuilder::new()
-            .u(self.n)
-            .u(self.c)
-            .u(self.h)
-            .u(self.w)
-            .u(self.oc)
-            .u(self.oh)
-            .u(self.ow)
-            .u(self.kh)
-            .u(self.kw)
-            .u(self.stride)
-            .u(self.pad)
-            .u(tiles)
-            .u(chunk)
+    /// The kernels' parameters; `kq`, `c_tiles` and `chunk` are set per kernel.
+    fn params(&self) -> ConvParams {
+        ConvParams {
+            n: u(self.n),
+            c: u(self.c),
+            h: u(self.h),
+            w: u(self.w),
+            oc: u(self.oc),
+            oh: u(self.oh),
+            ow: u(self.ow),
+            kh: u(self.kh),
+            kw: u(self.kw),
+            stride: u(self.stride),
+            pad: u(self.pad),
+            ..Default::default()
+        }
     }
 
     fn k(&self) -> usize {
@@ -336,13 +374,13 @@ fn pack(gpu: &Gpu, w: &Tensor, rows: usize, k: usize, taps: usize, flip: bool) -
     gpu.dispatch(
         &pack_rows_spec()?,
         &[],
-        ParamBuilder::new()
-            .u(rows)
-            .u(k)
-            .u(kp)
-            .u(flip as usize)
-            .u(0)
-            .u(taps),
+        &PackParams {
+            rows: u(rows),
+            k: u(k),
+            kp: u(kp),
+            flip: flip.into(),
+            taps: u(taps),
+        },
         &[w.binding(), wp.binding()],
         super::groups_1d(rows * kp, 256),
     )?;
@@ -363,7 +401,10 @@ fn forward_packed(gpu: &Gpu, x: &Tensor, wp: &Tensor, g: Geom, mut t: Tile) -> R
     gpu.dispatch(
         &spec(Kind::Forward, t)?,
         &wx(t),
-        g.params(wp.shape()[1] / 4, 0),
+        &ConvParams {
+            kq: u(wp.shape()[1] / 4),
+            ..g.params()
+        },
         &[x.binding(), wp.binding(), out.binding()],
         [gx, g.oc.div_ceil(t.rows as usize) as u32, gz],
     )?;
@@ -402,7 +443,10 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
     gpu.dispatch(
         &spec(Kind::BackwardData, t)?,
         &wx(t),
-        g.params(tiles, 0),
+        &ConvParams {
+            c_tiles: u(tiles),
+            ..g.params()
+        },
         &[dy.binding(), w.binding(), dx.binding()],
         [gx, gy as u32, gz],
     )?;
@@ -449,7 +493,10 @@ fn backward_weight(
             t,
         )?,
         &wx(t),
-        g.params(0, chunk),
+        &ConvParams {
+            chunk: u(chunk),
+            ..g.params()
+        },
         &[dy.binding(), x.binding(), out.binding()],
         [x_groups as u32, row_groups as u32, splits as u32],
     )?;

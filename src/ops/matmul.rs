@@ -3,7 +3,7 @@
 use super::codegen;
 use super::template::{Val, expand};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KernelSpec, ParamBuilder};
+use crate::gpu::{Gpu, KernelSpec, kernel_params, u};
 use crate::tensor::Tensor;
 
 const TEMPLATE: &str = include_str!("../../shaders/matmul.wgsl");
@@ -55,6 +55,11 @@ impl MatmulConfig {
     /// Check the tile against the device; returns (rows per invocation, vec4 columns per
     /// invocation, lanes per workgroup).
     fn shape(&self, gpu: &Gpu) -> Result<(u32, u32, u32)> {
+        self.shape_with(gpu.subgroup_size())
+    }
+
+    /// [`MatmulConfig::shape`] on a device with subgroups of `subgroup` lanes (or none).
+    pub(crate) fn shape_with(&self, subgroup: Option<u32>) -> Result<(u32, u32, u32)> {
         let bad = |why: String| Err(Error::Config(format!("matmul: {self:?}: {why}")));
         match *self {
             MatmulConfig::Plain {
@@ -71,7 +76,7 @@ impl MatmulConfig {
                 Ok((rows, cols, workgroup))
             }
             MatmulConfig::Subgroup { rows, cols } => {
-                let Some(sg) = gpu.subgroup_size() else {
+                let Some(sg) = subgroup else {
                     return bad("this device has no fixed-size subgroups".into());
                 };
                 if rows == 0 || !rows.is_multiple_of(sg) || rows > 64 || !(1..=8).contains(&cols) {
@@ -82,6 +87,20 @@ impl MatmulConfig {
                 Ok((rows, cols, sg))
             }
         }
+    }
+}
+
+kernel_params! {
+    /// `Params` of `shaders/matmul.wgsl`.
+    struct MatmulParams => "Params" {
+        m: u32,
+        n: u32,
+        k: u32,
+        tiles: u32,
+        trans_a: u32,
+        trans_b: u32,
+        nq: u32,
+        blocks: u32,
     }
 }
 
@@ -181,15 +200,16 @@ pub(crate) fn matmul_into(
     };
     let (row_blocks, panels) = (m.div_ceil(tm as usize), nq.div_ceil(pw as usize));
     let params = |blocks: usize| {
-        ParamBuilder::new()
-            .u(m)
-            .u(n)
-            .u(k)
-            .u(tiles)
-            .u(trans_a as usize)
-            .u(trans_b as usize)
-            .u(nq)
-            .u(blocks)
+        MatmulParams {
+            m: u(m),
+            n: u(n),
+            k: u(k),
+            tiles: u(tiles),
+            trans_a: trans_a.into(),
+            trans_b: trans_b.into(),
+            nq: u(nq),
+            blocks: u(blocks),
+        }
     };
     let layout = [("RB", rb as f64), ("PW", pw as f64)];
     // Zero-padded to whole row blocks and panels, so the main kernel never clips a load.
@@ -203,7 +223,7 @@ pub(crate) fn matmul_into(
             "pack_a"
         })?,
         &layout,
-        params(blocks),
+        &params(blocks),
         &[a.binding(), pa.binding()],
         groups_2d(rb as usize * tiles, blocks),
     )?;
@@ -215,7 +235,7 @@ pub(crate) fn matmul_into(
             "pack_b"
         })?,
         &layout,
-        params(panels),
+        &params(panels),
         &[b.binding(), pb.binding()],
         groups_2d(pw as usize * tiles * 4, panels),
     )?;
@@ -228,7 +248,7 @@ pub(crate) fn matmul_into(
     gpu.dispatch(
         &matmul_spec(cfg, tm, tn, wx)?,
         &[("WX", wx as f64)],
-        params(0),
+        &params(0),
         &[pa.binding(), pb.binding(), c.binding()],
         [gx as u32, row_blocks as u32, gz as u32],
     )

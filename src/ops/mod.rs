@@ -12,6 +12,7 @@ pub mod matmul;
 pub mod pool;
 pub mod preprocess;
 pub mod reduce;
+pub mod shaders;
 pub(crate) mod template;
 
 /// A `KernelSpec` for entry `$entry` of `shaders/$family.wgsl`.
@@ -35,10 +36,11 @@ pub(crate) use kernel;
 
 pub(crate) use crate::gpu::kernel_groups_1d as groups_1d;
 
-/// Which family of register tilings suits an adapter (the `for_gpu` defaults of
-/// [`matmul::MatmulConfig`] and [`conv::ConvConfig`]).
+/// Which family of kernels suits an adapter: the `for_gpu` defaults of
+/// [`matmul::MatmulConfig`] and [`conv::ConvConfig`], batch norm's reductions and the
+/// IsoMax heads' workgroup size follow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Tuning {
+pub enum Tuning {
     /// A CPU adapter (llvmpipe) with fixed-width subgroups that divide the 32-row tiles.
     CpuSubgroup,
     /// A CPU adapter without usable subgroups (GL, or subgroups turned off).
@@ -47,12 +49,35 @@ pub(crate) enum Tuning {
     Gpu,
 }
 
-pub(crate) fn tuning(gpu: &crate::Gpu) -> Tuning {
+thread_local! {
+    static FORCED: std::cell::Cell<Option<Tuning>> = const { std::cell::Cell::new(None) };
+}
+
+/// The tuning for `gpu`'s adapter, unless [`with_tuning`] forces one on this thread.
+pub fn tuning(gpu: &crate::Gpu) -> Tuning {
+    if let Some(t) = FORCED.with(|f| f.get()) {
+        return t;
+    }
     match (gpu.is_cpu(), gpu.subgroup_size()) {
         (true, Some(sg)) if 32 % sg == 0 => Tuning::CpuSubgroup,
         (true, _) => Tuning::Cpu,
         (false, _) => Tuning::Gpu,
     }
+}
+
+/// Run `f` with every op recorded on this thread (backward rules included, when the
+/// backward pass runs inside `f`) choosing its kernels as for `tuning`, whatever the
+/// adapter: how the tests run the real-GPU kernels on a software adapter. Forcing
+/// [`Tuning::CpuSubgroup`] on a device without subgroups makes ops fail with a config error.
+pub fn with_tuning<R>(tuning: Tuning, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Tuning>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCED.with(|f| f.set(self.0));
+        }
+    }
+    let _restore = Restore(FORCED.with(|f| f.replace(Some(tuning))));
+    f()
 }
 
 /// The kernels whose entry points are expanded from a template (matmul, conv2d): see
