@@ -180,3 +180,21 @@ fn dump_writes_every_variant() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_command_dumps_the_same_variants() {
+    let dir = std::env::temp_dir().join(format!("isomax-shaders-cli-{}", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_isomax"))
+        .args(["shaders", "--dump", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let want: Vec<String> = variants().unwrap().iter().map(|v| format!("{}.wgsl", v.name)).collect();
+    assert_eq!(names, want);
+    std::fs::remove_dir_all(&dir).ok();
+}
