@@ -56,8 +56,8 @@ fn bench_train(
                     .unwrap()
                     .cross_entropy(&y, head.train_scale())
                     .unwrap();
-                loss.backward().unwrap();
-                opt.step(0.01).unwrap();
+                let grads = loss.backward().unwrap();
+                opt.step(&grads, 0.01).unwrap();
                 gpu.flush();
             }
             gpu.sync().unwrap();

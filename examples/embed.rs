@@ -120,7 +120,7 @@ fn train_tiny(gpu: &Gpu, dir: &Path) -> AnyResult<PathBuf> {
     );
     let mut data = Dataset::open(spec)?;
     data.truncate(TRAIN_IMAGES + 200);
-    let data = data.converted(1, 14, 14);
+    let data = data.converted(1, 14, 14)?;
     let cfg = TrainConfig {
         arch: Arch::ResnetTiny,
         head: HeadKind::IsoMax,
@@ -134,8 +134,10 @@ fn train_tiny(gpu: &Gpu, dir: &Path) -> AnyResult<PathBuf> {
         seed: 1,
         augment: false,
         holdout: 200,
+        entropic_scale: None,
         out_dir: dir.to_path_buf(),
         resume: false,
+        force: true, // a scratch folder, retrained on every run
         progress: false,
         normalization: None,
     };

@@ -48,8 +48,8 @@ fn main() -> isomax::Result<()> {
         let loss = model
             .forward(&x, true)?
             .cross_entropy(&y, head.train_scale())?;
-        loss.backward()?;
-        opt.step(0.01)?;
+        let grads = loss.backward()?;
+        opt.step(&grads, 0.01)?;
         loss.item()
     };
     step(&mut opt)?;

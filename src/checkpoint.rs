@@ -27,6 +27,24 @@ pub struct TrainState {
     pub train_data: String,
     pub augment: bool,
     pub holdout: usize,
+    /// The entropic scale E_s the loss used (`None` in checkpoints written before it was
+    /// stored: the head's default, see [`TrainState::entropic_scale`]).
+    #[serde(default)]
+    pub entropic_scale: Option<f32>,
+    /// Where `es_threshold` was calibrated (e.g. "1000 held-out training images").
+    #[serde(default)]
+    pub threshold_source: Option<String>,
+    /// DisMax's fractional probability regularization was on (`false` in older checkpoints).
+    #[serde(default)]
+    pub fpr: bool,
+}
+
+impl TrainState {
+    /// The entropic scale E_s of this run: the stored one, else the head's default (10 for
+    /// the IsoMax family, 1 for SoftMax), which is what older checkpoints were trained with.
+    pub fn entropic_scale(&self, head: crate::nn::HeadKind) -> f32 {
+        self.entropic_scale.unwrap_or_else(|| head.train_scale())
+    }
 }
 
 /// A checkpoint read from disk.
@@ -34,6 +52,68 @@ pub struct Checkpoint {
     pub config: ModelConfig,
     pub state: TrainState,
     tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// Where it was read from, for messages.
+    path: String,
+}
+
+/// The largest class count a checkpoint may declare.
+pub const MAX_CLASSES: usize = 1 << 20;
+
+/// Checks a model config before anything is built from it: 1 or 3 input channels, height
+/// and width in `1..=MAX_SIDE`, 1..=[`MAX_CLASSES`] classes, one finite mean and one finite
+/// std > 0 per channel. The message says what is wrong, without a file name.
+pub fn check_config(c: &ModelConfig) -> std::result::Result<(), String> {
+    crate::data::check_image_shape(c.in_channels, c.height, c.width)?;
+    if c.num_classes == 0 || c.num_classes > MAX_CLASSES {
+        return Err(format!(
+            "{} classes (must be in 1..={MAX_CLASSES})",
+            c.num_classes
+        ));
+    }
+    crate::data::Normalization {
+        mean: c.mean.clone(),
+        std: c.std.clone(),
+    }
+    .check(c.in_channels)
+    .map_err(|e| e.to_string())
+}
+
+/// The temporary file a save writes before renaming it over `path`.
+pub fn tmp_path(path: &Path) -> std::path::PathBuf {
+    path.with_extension("safetensors.tmp")
+}
+
+/// Flushes a directory entry change (a rename) to disk. Only meaningful on Unix; elsewhere
+/// directories cannot be opened for syncing and this does nothing.
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// If `path` is missing but its temporary file holds a complete, valid checkpoint (a run
+/// killed between writing it and renaming it), renames it into place and returns true.
+/// A missing or incomplete temporary file is left alone (false).
+pub fn recover(path: &Path) -> Result<bool> {
+    let tmp = tmp_path(path);
+    if path.exists() || !tmp.is_file() || Checkpoint::load(&tmp).is_err() {
+        return Ok(false);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    sync_dir(parent_dir(path))?;
+    Ok(true)
 }
 
 fn ck_err(path: &Path, detail: impl Into<String>) -> Error {
@@ -103,20 +183,40 @@ pub fn save(
     );
     let bytes = safetensors::tensor::serialize(views, Some(meta))
         .map_err(|e| ck_err(path, e.to_string()))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let tmp = path.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
+    let dir = parent_dir(path);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    // Write a temporary file and make it durable, then rename it over the old checkpoint
+    // and make the rename durable: a crash at any point leaves the old or the new file.
+    let tmp = tmp_path(path);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()
+    };
+    write().map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    Ok(())
+    sync_dir(dir)
 }
 
 impl Checkpoint {
     /// Read and validate a checkpoint file.
+    /// Only a regular file is read (a FIFO or device is refused before it is opened).
     pub fn load(path: &Path) -> Result<Checkpoint> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            return Err(ck_err(
+                path,
+                "not a regular file (devices, FIFOs and sockets cannot be read)",
+            ));
+        }
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes)
+        Checkpoint::from_bytes(&bytes, path)
+    }
+
+    /// Parses and validates a checkpoint held in memory; `path` only names it in messages.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
+        let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| ck_err(path, format!("not a safetensors file ({e})")))?;
         let meta = header.metadata().clone().unwrap_or_default();
         if meta.get("format").map(String::as_str) != Some("isomax-checkpoint-1") {
@@ -131,7 +231,14 @@ impl Checkpoint {
         let state: TrainState =
             serde_json::from_str(meta.get("state").map(String::as_str).unwrap_or(""))
                 .map_err(|e| ck_err(path, format!("bad training state: {e}")))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| ck_err(path, e.to_string()))?;
+        check_config(&config).map_err(|m| ck_err(path, format!("bad model config: {m}")))?;
+        if let Some(t) = state.es_threshold.filter(|t| !t.is_finite()) {
+            return Err(ck_err(
+                path,
+                format!("bad training state: the ES threshold is {t}"),
+            ));
+        }
+        let st = SafeTensors::deserialize(bytes).map_err(|e| ck_err(path, e.to_string()))?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {
@@ -151,6 +258,7 @@ impl Checkpoint {
             config,
             state,
             tensors,
+            path: path.display().to_string(),
         })
     }
 
@@ -177,15 +285,20 @@ impl Checkpoint {
     }
 
     fn write_into(&self, name: &str, t: &Tensor) -> Result<()> {
-        let (shape, data) = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| Error::Config(format!("checkpoint has no tensor '{name}'")))?;
+        let err = |detail: String| Error::Checkpoint {
+            path: self.path.clone(),
+            detail,
+        };
+        let (shape, data) = self.tensors.get(name).ok_or_else(|| {
+            err(format!(
+                "no tensor '{name}' (the file does not match its own model config)"
+            ))
+        })?;
         if shape != t.shape() {
-            return Err(Error::shape(
-                "checkpoint restore",
-                format!("{name}: stored {shape:?} vs model {:?}", t.shape()),
-            ));
+            return Err(err(format!(
+                "tensor '{name}' has shape {shape:?} but the model config needs {:?}",
+                t.shape()
+            )));
         }
         t.write(data)
     }

@@ -58,14 +58,17 @@ pub fn run(epochs: usize) -> Result<()> {
             batch_size: 32,
             sgd: SgdConfig {
                 lr: 0.1,
-                milestones: vec![epochs.saturating_sub(1).max(1)],
+                milestones: SgdConfig::paper_milestones(epochs),
                 ..SgdConfig::default()
             },
             seed: 1,
             augment: false,
             holdout: 200,
+            entropic_scale: None,
             out_dir: std::env::temp_dir().join(format!("isomax-demo-{name}")),
             resume: false,
+            // The demo's scratch folder is rewritten on every run.
+            force: true,
             progress: true,
             normalization: None,
         };

@@ -21,7 +21,6 @@ use crate::ops::isomax;
 use crate::ops::preprocess::{self, ChannelNorm, RESULT_COLUMNS, result};
 use crate::tensor::Tensor;
 use std::path::Path;
-use std::rc::Rc;
 
 /// A trained classifier bound to one [`Gpu`] context: the model, its input layout and
 /// normalisation, and the ES threshold that separates in- from out-of-distribution.
@@ -187,7 +186,7 @@ impl Classifier {
     /// the checkpoint's normalisation is applied on the GPU. Wrap a host buffer with
     /// [`Tensor::from_buffer`] (on [`Classifier::gpu`]) to read it in place.
     pub fn classify(&self, input: &Tensor) -> Result<Classification> {
-        if !Rc::ptr_eq(&input.gpu().0, &self.gpu.0) {
+        if !input.gpu().same_device(&self.gpu) {
             return Err(Error::Config(
                 "classify: the input tensor belongs to another Gpu context; create it on \
                  Classifier::gpu()"

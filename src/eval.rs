@@ -63,18 +63,18 @@ impl Scored {
     }
 
     /// The ES threshold that keeps fraction `tpr` of these (in-distribution) images.
-    pub fn threshold_es(&self, tpr: f64) -> f32 {
-        threshold_at_tpr(&self.column("es"), tpr)
+    pub fn threshold_es(&self, tpr: f64) -> Result<f32> {
+        Ok(threshold_at_tpr(&self.column("es"), tpr)?)
     }
 }
 
 /// Bring a dataset to the model's channels and size (OOD sets may differ).
-pub fn prepare(data: &Dataset, model: &Model) -> Dataset {
+pub fn prepare(data: &Dataset, model: &Model) -> Result<Dataset> {
     let c = &model.config;
     if data.channels == c.in_channels && data.height == c.height && data.width == c.width {
-        data.clone()
+        Ok(data.clone())
     } else {
-        data.converted(c.in_channels, c.height, c.width)
+        Ok(data.converted(c.in_channels, c.height, c.width)?)
     }
 }
 
@@ -118,30 +118,62 @@ pub fn rows_from_scores(v: &[f32]) -> Result<Vec<RowScores>> {
 
 /// Run the model over a whole dataset in batches.
 pub fn score_dataset(gpu: &Gpu, model: &Model, data: &Dataset, batch: usize) -> Result<Scored> {
-    let data = prepare(data, model);
+    data.check_shape()?;
     let c = &model.config;
     let norm = Normalization {
         mean: c.mean.clone(),
         std: c.std.clone(),
     };
-    let per = data.image_len();
+    norm.check(c.in_channels)?;
+    let per = c.in_channels * c.height * c.width;
+    // One batch of inputs must fit one storage binding; a dataset that needs converting is
+    // converted batch by batch, so memory stays bounded by a batch whatever the sizes.
+    let max_binding = gpu.device().limits().max_storage_buffer_binding_size;
+    let fit = max_binding / (per as u64 * 4);
+    if fit == 0 {
+        return Err(Error::Limit {
+            op: "evaluation",
+            detail: format!(
+                "one {}x{}x{} input image takes {} bytes, more than the adapter's largest \
+                 storage binding ({max_binding} bytes)",
+                c.in_channels,
+                c.height,
+                c.width,
+                per * 4
+            ),
+        });
+    }
+    let batch = batch.max(1).min(fit.min(usize::MAX as u64) as usize);
+    let same = (data.channels, data.height, data.width) == (c.in_channels, c.height, c.width);
     let mut out = Scored {
         labels: data.labels.clone(),
         scores: Vec::with_capacity(data.len()),
     };
     let mut buf = Vec::new();
-    for start in (0..data.len()).step_by(batch.max(1)) {
+    for start in (0..data.len()).step_by(batch) {
         let n = batch.min(data.len() - start);
+        let converted;
+        let (src, first) = if same {
+            (data, start)
+        } else {
+            let indices: Vec<usize> = (start..start + n).collect();
+            converted = data.select(&indices, data.name.clone()).converted(
+                c.in_channels,
+                c.height,
+                c.width,
+            )?;
+            (&converted, 0)
+        };
         buf.resize(n * per, 0.0);
         for i in 0..n {
             normalize_into(
-                data.image(start + i),
-                data.channels,
-                data.height,
-                data.width,
+                src.image(first + i),
+                src.channels,
+                src.height,
+                src.width,
                 &norm,
                 &mut buf[i * per..(i + 1) * per],
-            );
+            )?;
         }
         out.scores.extend(score_normalized(gpu, model, &buf, n)?);
     }

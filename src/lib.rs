@@ -4,7 +4,7 @@
 //! Architecture, one home per concern:
 //! - [`gpu`]: device (own or host-provided), buffer pool, pipeline cache, recorder, readback
 //! - [`tensor`]: [`Tensor`], an f32 array in a GPU buffer
-//! - [`autograd`]: the tape and `backward`
+//! - [`autograd`]: graph-owned reverse-mode autodiff, `backward` → [`Gradients`]
 //! - [`ops`]: one file per kernel family (WGSL in `shaders/`), with gradients and CPU references
 //! - [`embed`]: [`Classifier`], for host wgpu applications that classify their own GPU images
 
@@ -23,6 +23,7 @@ pub mod optim;
 pub mod tensor;
 pub mod train;
 
+pub use autograd::{Gradients, grad_enabled, no_grad};
 pub use embed::{Classification, Classifier, ImageResult};
 pub use error::{Error, Result};
 

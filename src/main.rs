@@ -49,18 +49,33 @@ enum Command {
         weight_decay: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Random crop + horizontal flip (the paper's CIFAR/SVHN augmentation).
-        #[arg(long)]
+        /// Random crop (4-pixel padding) + horizontal flip for any data (on by default for cifar10, cifar100, svhn).
+        #[arg(long, conflicts_with = "no_augment")]
         augment: bool,
+        /// Turn the default CIFAR/SVHN augmentation off.
+        #[arg(long)]
+        no_augment: bool,
+        /// The entropic scale E_s of the IsoMax-family losses (default 10, the paper's).
+        #[arg(long)]
+        entropic_scale: Option<f32>,
+        /// Train only on these classes, relabelled 0.. in this order (open-set splits), e.g. 0,1,2,3,4,5.
+        #[arg(long, value_delimiter = ',')]
+        classes: Option<Vec<u32>>,
         /// Use only the first N training images.
         #[arg(long)]
         limit: Option<usize>,
-        /// Images held out to calibrate the ES threshold.
+        /// Images held out to calibrate the ES threshold (0: train on everything, the paper's setting; the threshold then comes from the training images).
         #[arg(long, default_value_t = 1000)]
         holdout: usize,
         /// Continue from OUT/checkpoint.safetensors.
         #[arg(long)]
         resume: bool,
+        /// Start afresh in an OUT that already holds a checkpoint, overwriting it.
+        #[arg(long, conflicts_with = "resume")]
+        force: bool,
+        /// Number of classes of the training set (default: the format's; IDX files do not record one, 10 is assumed).
+        #[arg(long)]
+        num_classes: Option<usize>,
     },
     /// Evaluate a checkpoint: accuracy and OOD metrics per OOD set and score.
     Eval {
@@ -80,6 +95,12 @@ enum Command {
         /// Use only the first N images of each set.
         #[arg(long)]
         limit: Option<usize>,
+        /// Keep only these classes of the test set, relabelled 0.. in this order (as at training).
+        #[arg(long, value_delimiter = ',')]
+        classes: Option<Vec<u32>>,
+        /// Keep only these classes of each OOD set (e.g. the held-out classes of an open-set split).
+        #[arg(long, value_delimiter = ',')]
+        ood_classes: Option<Vec<u32>>,
     },
     /// Classify images and say whether each is in- or out-of-distribution.
     Score {
@@ -124,12 +145,60 @@ fn parse_head(s: &str) -> Result<HeadKind> {
     })
 }
 
-fn open(spec: &str, limit: Option<usize>) -> Result<Dataset> {
-    let mut d = Dataset::open(spec)?;
+/// How a set's labels are checked before use.
+enum Labels {
+    /// Against the format's class count, or the given one (`--num-classes`), before any
+    /// class filter.
+    Format(Option<usize>),
+    /// Against a model's class count, after the class filter.
+    Model(usize),
+    /// Not at all: out-of-distribution sets, whose labels are never used.
+    Ignored,
+}
+
+fn open(
+    spec: &str,
+    limit: Option<usize>,
+    classes: Option<&[u32]>,
+    labels: Labels,
+) -> Result<Dataset> {
+    let mut d = Dataset::load(spec)?;
+    match labels {
+        Labels::Format(None) => d.check_labels()?,
+        Labels::Format(Some(n)) => d = d.with_classes(n)?,
+        Labels::Model(_) | Labels::Ignored => {}
+    }
+    if let Some(cs) = classes {
+        if let Some(c) = cs.iter().find(|&&c| c as usize >= d.num_classes) {
+            return Err(isomax::Error::Config(format!(
+                "{spec}: class {c} does not exist (the set has {} classes)",
+                d.num_classes
+            )));
+        }
+        let name = format!("{}[classes {}]", d.name, join_u32(cs));
+        d = d.filter_classes(cs);
+        d.name = name;
+    }
     if let Some(n) = limit {
         d.truncate(n);
     }
+    if let Labels::Model(n) = labels {
+        d = d.with_classes(n)?;
+    }
     Ok(d)
+}
+
+fn join_u32(v: &[u32]) -> String {
+    v.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Whether the paper trains on this format with random crop + flip (CIFAR-10/100, SVHN).
+fn paper_augments(format: isomax::data::Format) -> bool {
+    use isomax::data::Format;
+    matches!(format, Format::Cifar10 | Format::Cifar100 | Format::Svhn)
 }
 
 fn write_json(path: &std::path::Path, v: &serde_json::Value) -> Result<()> {
@@ -181,17 +250,39 @@ fn run(cli: Cli) -> Result<()> {
             weight_decay,
             seed,
             augment,
+            no_augment,
+            entropic_scale,
+            classes,
             limit,
             holdout,
             resume,
+            force,
+            num_classes,
         } => {
             let gpu = Gpu::new()?;
             eprintln!("device: {} ({})", gpu.report().name, gpu.report().backend);
-            let train_data = open(&train_spec, limit)?;
-            let normalization = isomax::data::Format::of_spec(&train_spec)?.paper_normalization();
-            let test_data = test.as_deref().map(|t| open(t, None)).transpose()?;
-            let milestones =
-                milestones.unwrap_or_else(|| vec![epochs / 2, epochs * 2 / 3, epochs * 5 / 6]);
+            let train_data = open(
+                &train_spec,
+                limit,
+                classes.as_deref(),
+                Labels::Format(num_classes),
+            )?;
+            let format = isomax::data::Format::of_spec(&train_spec)?;
+            let normalization = format.paper_normalization();
+            let test_labels = Labels::Model(train_data.num_classes);
+            let test_data = test
+                .as_deref()
+                .map(|t| open(t, None, classes.as_deref(), test_labels))
+                .transpose()?;
+            let milestones = match milestones {
+                Some(m) => {
+                    SgdConfig::check_milestones(&m, epochs)?;
+                    m
+                }
+                None => SgdConfig::paper_milestones(epochs),
+            };
+            // The paper's augmentation is part of its CIFAR/SVHN protocol.
+            let augment = !no_augment && (augment || paper_augments(format));
             let cfg = TrainConfig {
                 arch: Arch::parse(&model)?,
                 head: parse_head(&loss)?,
@@ -206,15 +297,18 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 augment,
                 holdout,
+                entropic_scale,
                 out_dir: out,
                 resume,
+                force,
                 progress: true,
                 normalization,
             };
             let s = train(&gpu, &cfg, train_data, test_data.as_ref())?;
             println!("checkpoint: {}", s.checkpoint.display());
             if let Some(t) = s.es_threshold {
-                println!("ES threshold (95% of held-out in-distribution kept): {t:.5}");
+                let from = s.threshold_source.as_deref().unwrap_or("held-out images");
+                println!("ES threshold {t:.5}: keeps 95% of {from}");
             }
         }
         Command::Eval {
@@ -225,14 +319,17 @@ fn run(cli: Cli) -> Result<()> {
             dump_scores,
             plot,
             limit,
+            classes,
+            ood_classes,
         } => {
             let gpu = Gpu::new()?;
             let (model, _) = isomax::train::load_model(&gpu, &checkpoint)?;
-            let test_data = open(&test, limit)?;
+            let test_labels = Labels::Model(model.config.num_classes);
+            let test_data = open(&test, limit, classes.as_deref(), test_labels)?;
             let inside = eval::score_dataset(&gpu, &model, &test_data, 256)?;
             let mut outside = Vec::new();
             for spec in &ood_specs {
-                let d = open(spec, limit)?;
+                let d = open(spec, limit, ood_classes.as_deref(), Labels::Ignored)?;
                 outside.push((d.name.clone(), eval::score_dataset(&gpu, &model, &d, 256)?));
             }
             let rep = eval::report(model.config.head, &inside, &outside)?;

@@ -1,6 +1,7 @@
 //! SGD with momentum, Nesterov and weight decay (the paper's optimizer), and the multi-step
 //! learning-rate schedule. Parameters, gradients and velocities never leave the GPU.
 
+use crate::autograd::Gradients;
 use crate::error::{Error, Result};
 use crate::gpu::{KernelSpec, kernel_params, u};
 use crate::ops::{groups_1d, kernel};
@@ -46,6 +47,45 @@ impl Default for SgdConfig {
 }
 
 impl SgdConfig {
+    /// The paper's schedule scaled to a run of `epochs` epochs: drops at ⌊epochs/2⌋,
+    /// ⌊2·epochs/3⌋ and ⌊5·epochs/6⌋ (150/200/250 of 300), keeping only the distinct ones
+    /// inside (0, epochs). A milestone `m` cuts the rate from epoch `m` (0-based) on, so none
+    /// is 0 (the first epoch always trains at the given rate) and a 1-epoch run has none.
+    ///
+    /// ```
+    /// use isomax::optim::SgdConfig;
+    /// assert_eq!(SgdConfig::paper_milestones(300), vec![150, 200, 250]);
+    /// assert_eq!(SgdConfig::paper_milestones(3), vec![1, 2]);
+    /// assert!(SgdConfig::paper_milestones(1).is_empty());
+    /// ```
+    pub fn paper_milestones(epochs: usize) -> Vec<usize> {
+        let mut m: Vec<usize> = [epochs / 2, epochs * 2 / 3, epochs * 5 / 6]
+            .into_iter()
+            .filter(|&m| m > 0 && m < epochs)
+            .collect();
+        m.dedup();
+        m
+    }
+
+    /// Check user-given milestones against a run of `epochs` epochs: each inside
+    /// (0, epochs) and strictly increasing.
+    pub fn check_milestones(milestones: &[usize], epochs: usize) -> Result<()> {
+        for (i, &m) in milestones.iter().enumerate() {
+            if m == 0 || m >= epochs {
+                return Err(Error::Config(format!(
+                    "milestone {m} is outside (0, {epochs}): a drop at 0 would cut the learning \
+                     rate before training ran, one at or after {epochs} never happens"
+                )));
+            }
+            if i > 0 && milestones[i - 1] >= m {
+                return Err(Error::Config(format!(
+                    "milestones {milestones:?} must be strictly increasing"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Learning rate in effect during `epoch` (0-based).
     pub fn lr_at(&self, epoch: usize) -> f32 {
         let drops = self.milestones.iter().filter(|m| epoch >= **m).count();
@@ -79,12 +119,12 @@ impl Sgd {
         &self.velocity
     }
 
-    /// One update at learning rate `lr`, then clear the gradients. Parameters without a
-    /// gradient (unused in this step) are left alone. Records only; no submit.
-    pub fn step(&mut self, lr: f32) -> Result<()> {
+    /// One update at learning rate `lr` from the gradients of a backward pass. Parameters
+    /// without a gradient (unused in this step) are left alone. Records only; no submit.
+    pub fn step(&mut self, grads: &Gradients, lr: f32) -> Result<()> {
         let c = &self.config;
         for (p, v) in self.params.iter().zip(&self.velocity) {
-            let Some(g) = p.grad() else { continue };
+            let Some(g) = grads.get(p) else { continue };
             if g.shape() != p.shape() {
                 return Err(Error::shape(
                     "sgd",
@@ -105,8 +145,53 @@ impl Sgd {
                 &[g.binding(), p.binding(), v.binding()],
                 groups_1d(n, 256),
             )?;
-            p.zero_grad();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SgdConfig;
+
+    #[test]
+    fn default_milestones_are_distinct_inside_the_run_and_never_cut_before_training() {
+        assert_eq!(SgdConfig::paper_milestones(300), vec![150, 200, 250]);
+        for epochs in 1..=12 {
+            let m = SgdConfig::paper_milestones(epochs);
+            SgdConfig::check_milestones(&m, epochs).unwrap();
+            assert!(m.windows(2).all(|w| w[0] < w[1]), "{epochs}: {m:?}");
+            assert!(m.iter().all(|&x| x > 0 && x < epochs), "{epochs}: {m:?}");
+            let cfg = SgdConfig {
+                lr: 0.1,
+                milestones: m.clone(),
+                ..SgdConfig::default()
+            };
+            // The first epoch trains at the given rate; every drop is one factor of gamma.
+            assert_eq!(cfg.lr_at(0), 0.1, "{epochs}: {m:?}");
+            for e in 1..epochs {
+                let ratio = cfg.lr_at(e - 1) / cfg.lr_at(e);
+                assert!(
+                    (ratio - 1.0).abs() < 1e-6 || (ratio - 10.0).abs() < 1e-4,
+                    "{epochs}: {m:?} epoch {e} ratio {ratio}"
+                );
+            }
+            if epochs >= 2 {
+                assert!(!m.is_empty(), "{epochs}: a run of 2+ epochs has a drop");
+            }
+        }
+        assert!(SgdConfig::paper_milestones(1).is_empty());
+        assert_eq!(SgdConfig::paper_milestones(2), vec![1]);
+        assert_eq!(SgdConfig::paper_milestones(3), vec![1, 2]);
+        assert_eq!(SgdConfig::paper_milestones(12), vec![6, 8, 10]);
+    }
+
+    #[test]
+    fn bad_user_milestones_are_rejected() {
+        assert!(SgdConfig::check_milestones(&[0], 5).is_err());
+        assert!(SgdConfig::check_milestones(&[5], 5).is_err());
+        assert!(SgdConfig::check_milestones(&[3, 2], 5).is_err());
+        assert!(SgdConfig::check_milestones(&[2, 2], 5).is_err());
+        assert!(SgdConfig::check_milestones(&[2, 4], 5).is_ok());
     }
 }

@@ -1,13 +1,13 @@
 //! [`Tensor`]: an f32 N-d array in a GPU buffer, with its place on the autodiff tape.
 
+use crate::autograd::Node;
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, Gpu, PendingRead};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal, Uniform};
-use std::cell::Cell;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -38,12 +38,16 @@ impl Storage {
 pub(crate) struct TensorInner {
     pub(crate) gpu: Gpu,
     pub(crate) shape: Vec<usize>,
-    pub(crate) storage: Rc<Storage>,
+    pub(crate) storage: Arc<Storage>,
     pub(crate) id: u64,
-    pub(crate) requires_grad: Cell<bool>,
+    pub(crate) requires_grad: AtomicBool,
+    /// How this tensor was computed, when it was recorded for backward.
+    pub(crate) node: OnceLock<Node>,
 }
 
-/// An f32 tensor living in a GPU buffer. Cloning is cheap (shared storage).
+/// An f32 tensor living in a GPU buffer. Cloning is cheap (shared storage); `Send + Sync`.
+/// A result of ops on tensors that require gradients holds its graph node (see
+/// [`crate::autograd`]).
 ///
 /// ```no_run
 /// use isomax::{Gpu, Tensor};
@@ -54,7 +58,7 @@ pub(crate) struct TensorInner {
 /// # Ok::<(), isomax::Error>(())
 /// ```
 #[derive(Clone)]
-pub struct Tensor(pub(crate) Rc<TensorInner>);
+pub struct Tensor(pub(crate) Arc<TensorInner>);
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,12 +88,18 @@ impl Tensor {
     }
 
     fn wrap(gpu: &Gpu, shape: &[usize], storage: Storage) -> Tensor {
-        Tensor(Rc::new(TensorInner {
+        Self::view(gpu, shape, Arc::new(storage))
+    }
+
+    /// A new tensor (fresh id, no graph node) over existing storage.
+    fn view(gpu: &Gpu, shape: &[usize], storage: Arc<Storage>) -> Tensor {
+        Tensor(Arc::new(TensorInner {
             gpu: gpu.clone(),
             shape: shape.to_vec(),
-            storage: Rc::new(storage),
+            storage,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            requires_grad: Cell::new(false),
+            requires_grad: AtomicBool::new(false),
+            node: OnceLock::new(),
         }))
     }
 
@@ -121,7 +131,7 @@ impl Tensor {
         let gpu = &self.0.gpu;
         // `write_buffer` runs before the next submit's commands: flush work already recorded
         // so that it cannot see data written "later" (the buffer may have been recycled).
-        if gpu.0.recorder.borrow().has_pending() {
+        if gpu.0.recorder.lock().has_pending() {
             gpu.flush();
         }
         if !data.is_empty() {
@@ -215,7 +225,7 @@ impl Tensor {
     /// Zero the tensor in place (recorded, ordered with other GPU work).
     pub(crate) fn clear(&self) {
         let gpu = &self.0.gpu;
-        let mut rec = gpu.0.recorder.borrow_mut();
+        let mut rec = gpu.0.recorder.lock();
         let enc = rec.encoder(gpu.device());
         let bytes = (self.numel() * 4) as u64;
         if bytes > 0 {
@@ -262,7 +272,7 @@ impl Tensor {
         }
     }
 
-    /// Unique id (the tape's key).
+    /// Unique id, increasing in creation order (the key of [`crate::autograd::Gradients`]).
     pub(crate) fn id(&self) -> u64 {
         self.0.id
     }
@@ -303,13 +313,7 @@ impl Tensor {
                 ),
             ));
         }
-        let out = Tensor(Rc::new(TensorInner {
-            gpu: self.0.gpu.clone(),
-            shape: shape.to_vec(),
-            storage: self.0.storage.clone(),
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            requires_grad: Cell::new(false),
-        }));
+        let out = Self::view(self.gpu(), shape, self.0.storage.clone());
         let in_shape = self.shape().to_vec();
         self.gpu().record(&out, &[self], move |g| {
             Ok(vec![Some(g.reshape(&in_shape)?)])
@@ -319,34 +323,18 @@ impl Tensor {
 
     /// The same data, cut off from the tape.
     pub fn detach(&self) -> Tensor {
-        Tensor(Rc::new(TensorInner {
-            gpu: self.0.gpu.clone(),
-            shape: self.0.shape.clone(),
-            storage: self.0.storage.clone(),
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            requires_grad: Cell::new(false),
-        }))
+        Self::view(self.gpu(), self.shape(), self.0.storage.clone())
     }
 
     /// Mark as a leaf that receives a gradient (a parameter).
     pub fn set_requires_grad(&self, on: bool) -> &Self {
-        self.0.requires_grad.set(on);
+        self.0.requires_grad.store(on, Ordering::Relaxed);
         self
     }
 
     /// Whether gradients flow to or through this tensor.
     pub fn requires_grad(&self) -> bool {
-        self.0.requires_grad.get()
-    }
-
-    /// The accumulated gradient of a leaf after [`Tensor::backward`].
-    pub fn grad(&self) -> Option<Tensor> {
-        self.gpu().0.tape.borrow().grads.get(&self.id()).cloned()
-    }
-
-    /// Forget this leaf's accumulated gradient.
-    pub fn zero_grad(&self) {
-        self.gpu().0.tape.borrow_mut().grads.remove(&self.id());
+        self.0.requires_grad.load(Ordering::Relaxed)
     }
 
     /// Check that two shapes are equal, for op `op`.

@@ -25,11 +25,20 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Random crop (4-pixel zero padding) and horizontal flip.
     pub augment: bool,
-    /// Images held out of training to calibrate the ES threshold.
+    /// Images held out of training to calibrate the ES threshold (at most a fifth of the
+    /// set). With 0 the whole set trains (the paper's setting) and the threshold is
+    /// calibrated on the training images themselves, which [`TrainSummary::threshold_source`]
+    /// says.
     pub holdout: usize,
+    /// The entropic scale E_s of the loss, −log softmax(E_s·z)_y (the paper's 10); `None`
+    /// takes the head's default ([`HeadKind::train_scale`]). Only the IsoMax family has one.
+    pub entropic_scale: Option<f32>,
     pub out_dir: PathBuf,
     /// Continue from `out_dir/checkpoint.safetensors`.
     pub resume: bool,
+    /// Start afresh even if `out_dir` holds a checkpoint (it is overwritten, the log
+    /// restarted). Without it (or `resume`), such an `out_dir` is refused.
+    pub force: bool,
     /// Show a progress bar.
     pub progress: bool,
     /// Override the normalisation (else computed from the training data).
@@ -44,6 +53,8 @@ pub struct TrainSummary {
     pub train_accuracy: f32,
     pub test_accuracy: Option<f32>,
     pub es_threshold: Option<f32>,
+    /// Which images the ES threshold was calibrated on.
+    pub threshold_source: Option<String>,
     pub images_per_second: f64,
 }
 
@@ -75,8 +86,53 @@ pub fn train(
             "batch size and epochs must be positive".into(),
         ));
     }
+    check_hyper_parameters(&cfg.sgd)?;
+    train.validate()?;
+    if let Some(t) = test {
+        t.validate()?;
+    }
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
+    // Held until training returns; the OS releases it if the process dies, so a killed
+    // run never blocks its own resume.
+    let _lock = lock_run_dir(&cfg.out_dir)?;
+    let scale = entropic_scale(cfg)?;
     let ck_path = cfg.out_dir.join("checkpoint.safetensors");
+    let log_path = cfg.out_dir.join("log.jsonl");
+    if cfg.resume {
+        // A run killed between writing its checkpoint and renaming it left only the
+        // temporary file: take it if it is complete.
+        if checkpoint::recover(&ck_path)? {
+            eprintln!(
+                "recovered {} from its complete temporary file",
+                ck_path.display()
+            );
+        }
+        if !ck_path.exists() {
+            let tmp = checkpoint::tmp_path(&ck_path);
+            return Err(Error::Config(format!(
+                "nothing to resume: {} does not exist{}",
+                ck_path.display(),
+                if tmp.exists() {
+                    format!(" ({} is an incomplete save)", tmp.display())
+                } else {
+                    String::new()
+                }
+            )));
+        }
+    } else if ck_path.exists() || checkpoint::tmp_path(&ck_path).exists() {
+        if !cfg.force {
+            return Err(Error::Config(format!(
+                "{} already holds a checkpoint: pass --resume to continue that run, or \
+                 --force to overwrite it",
+                cfg.out_dir.display()
+            )));
+        }
+        for p in [&log_path, &checkpoint::tmp_path(&ck_path)] {
+            if p.exists() {
+                std::fs::remove_file(p).map_err(|e| Error::io(p, e))?;
+            }
+        }
+    }
     let train_name = train.name.clone();
     let holdout_n = cfg.holdout.min(train.len() / 5);
     let (train, holdout) = train.split_holdout(holdout_n, cfg.seed);
@@ -90,7 +146,7 @@ pub fn train(
     let norm = cfg
         .normalization
         .clone()
-        .unwrap_or_else(|| Normalization::from_dataset(&train));
+        .map_or_else(|| Normalization::from_dataset(&train), Ok)?;
     let config = ModelConfig {
         arch: cfg.arch,
         head: cfg.head,
@@ -114,6 +170,13 @@ pub fn train(
                 model.config
             )));
         }
+        let stored = ck.state.entropic_scale(cfg.head);
+        if stored != scale {
+            return Err(Error::Config(format!(
+                "{}: checkpoint was trained with entropic scale {stored}, this run asks for {scale}",
+                ck_path.display()
+            )));
+        }
         ck.restore(&model, Some(opt.velocity()))?;
         start_epoch = ck.state.epoch;
     }
@@ -126,8 +189,7 @@ pub fn train(
         augment,
         norm.clone(),
         true,
-    );
-    let scale = cfg.head.train_scale();
+    )?;
     let shape = [cfg.batch_size, train.channels, train.height, train.width];
     let inputs = Inputs {
         images: Tensor::zeros(gpu, &shape)?,
@@ -136,15 +198,24 @@ pub fn train(
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(cfg.out_dir.join("log.jsonl"))
-        .map_err(|e| Error::io(cfg.out_dir.join("log.jsonl"), e))?;
+        .open(&log_path)
+        .map_err(|e| Error::io(&log_path, e))?;
     let mut summary = TrainSummary {
         checkpoint: ck_path.clone(),
         final_loss: f32::NAN,
         train_accuracy: 0.0,
         test_accuracy: None,
         es_threshold: None,
+        threshold_source: None,
         images_per_second: 0.0,
+    };
+    let threshold_source = if holdout.is_empty() {
+        format!(
+            "the {} training images themselves (no held-out split: --holdout 0), so it is optimistic",
+            train.len()
+        )
+    } else {
+        format!("{} held-out training images", holdout.len())
     };
     let mut batch = Batch::default();
     for epoch in start_epoch..cfg.epochs {
@@ -161,12 +232,13 @@ pub fn train(
             inputs.labels.write(&labels_f32(&batch))?;
             let logits = model.forward(&inputs.images, true)?;
             let loss = logits.cross_entropy(&inputs.labels, scale)?;
-            loss.backward()?;
-            opt.step(lr)?;
+            let grads = loss.backward()?;
+            opt.step(&grads, lr)?;
             // Read the previous step's results while this one runs: one submit per step.
             let next = (loss.read_async(), logits.read_async(), batch.labels.clone());
             if let Some(prev) = pending.replace(next) {
                 let (l, c) = resolve(prev, train.num_classes)?;
+                check_loss(l, epoch, step, &ck_path)?;
                 loss_sum += l as f64;
                 correct += c;
                 seen += cfg.batch_size;
@@ -176,6 +248,7 @@ pub fn train(
         }
         if let Some(prev) = pending.take() {
             let (l, c) = resolve(prev, train.num_classes)?;
+            check_loss(l, epoch, step, &ck_path)?;
             loss_sum += l as f64;
             correct += c;
             seen += cfg.batch_size;
@@ -184,20 +257,15 @@ pub fn train(
         let secs = t0.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let train_loss = (loss_sum / step.max(1) as f64) as f32;
-        if !train_loss.is_finite() {
-            return Err(Error::Config(format!(
-                "training diverged at epoch {}: loss is {train_loss}",
-                epoch + 1
-            )));
-        }
         let train_acc = correct as f32 / seen.max(1) as f32;
         let test_acc = match test {
             Some(t) => Some(eval::score_dataset(gpu, &model, t, 256)?.accuracy()),
             None => None,
         };
-        let es_threshold = if epoch + 1 == cfg.epochs && !holdout.is_empty() {
-            let held: Scored = eval::score_dataset(gpu, &model, &holdout, 256)?;
-            Some(held.threshold_es(0.95))
+        let es_threshold = if epoch + 1 == cfg.epochs {
+            let calibration = if holdout.is_empty() { &train } else { &holdout };
+            let held: Scored = eval::score_dataset(gpu, &model, calibration, 256)?;
+            Some(held.threshold_es(0.95)?)
         } else {
             None
         };
@@ -212,13 +280,16 @@ pub fn train(
             train_data: train_name.clone(),
             augment: cfg.augment,
             holdout: holdout_n,
+            entropic_scale: Some(scale),
+            threshold_source: es_threshold.map(|_| threshold_source.clone()),
+            fpr: false,
         };
         checkpoint::save(&ck_path, &model, Some(opt.velocity()), &state)?;
         let line = serde_json::json!({
             "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": train_acc,
             "test_accuracy": test_acc, "seconds": secs, "images_per_second": ips,
         });
-        writeln!(log, "{line}").map_err(|e| Error::io(cfg.out_dir.join("log.jsonl"), e))?;
+        writeln!(log, "{line}").map_err(|e| Error::io(&log_path, e))?;
         if cfg.progress {
             eprintln!(
                 "epoch {}/{}  loss {train_loss:.4}  train acc {:.2}%{}  {ips:.1} img/s",
@@ -236,10 +307,94 @@ pub fn train(
             train_accuracy: train_acc,
             test_accuracy: test_acc,
             es_threshold: es_threshold.or(summary.es_threshold),
+            threshold_source: es_threshold
+                .map(|_| threshold_source.clone())
+                .or(summary.threshold_source),
             images_per_second: ips,
         };
     }
     Ok(summary)
+}
+
+/// Refuses learning rates and weight decays that cannot train: the learning rate must be
+/// finite and > 0, the weight decay and momentum finite and ≥ 0.
+pub fn check_hyper_parameters(sgd: &SgdConfig) -> Result<()> {
+    if !(sgd.lr.is_finite() && sgd.lr > 0.0) {
+        return Err(Error::Config(format!(
+            "learning rate {} is invalid: it must be finite and > 0",
+            sgd.lr
+        )));
+    }
+    if !(sgd.weight_decay.is_finite() && sgd.weight_decay >= 0.0) {
+        return Err(Error::Config(format!(
+            "weight decay {} is invalid: it must be finite and >= 0",
+            sgd.weight_decay
+        )));
+    }
+    if !(sgd.momentum.is_finite() && sgd.momentum >= 0.0) {
+        return Err(Error::Config(format!(
+            "momentum {} is invalid: it must be finite and >= 0",
+            sgd.momentum
+        )));
+    }
+    Ok(())
+}
+
+/// An exclusive advisory lock on `dir/.lock`, so that two runs never write one directory.
+fn lock_run_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Config(format!(
+            "{} is in use by another training run (lock {})",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Stops the run at the first non-finite loss, naming the step. Nothing is saved, so the
+/// checkpoint on disk is the last good one.
+fn check_loss(loss: f32, epoch: usize, step: usize, ck: &Path) -> Result<()> {
+    if loss.is_finite() {
+        return Ok(());
+    }
+    // Checkpoints are written after each completed epoch (`epoch` is 0-based).
+    let kept = if epoch > 0 {
+        format!(
+            "{} keeps the last good state (after epoch {epoch})",
+            ck.display()
+        )
+    } else {
+        "no checkpoint was written".to_string()
+    };
+    Err(Error::Config(format!(
+        "training stopped: the loss is {loss} at epoch {}, step {}; {kept}",
+        epoch + 1,
+        step + 1
+    )))
+}
+
+/// The entropic scale of `cfg`'s loss: the given one (finite, positive, IsoMax family only)
+/// or the head's default.
+fn entropic_scale(cfg: &TrainConfig) -> Result<f32> {
+    match cfg.entropic_scale {
+        None => Ok(cfg.head.train_scale()),
+        Some(_) if cfg.head == HeadKind::SoftMax => Err(Error::Config(
+            "the SoftMax loss has no entropic scale (it is for isomax, isomaxplus, dismax)".into(),
+        )),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(s),
+        Some(s) => Err(Error::Config(format!(
+            "entropic scale {s} must be finite and positive"
+        ))),
+    }
 }
 
 /// Wait for a step's loss and logits; count correct predictions.
@@ -291,6 +446,19 @@ fn update_bar(bar: &ProgressBar, loss: f64, correct: usize, seen: usize, t0: Ins
 /// Load a model from a checkpoint file.
 pub fn load_model(gpu: &Gpu, path: &Path) -> Result<(Model, Checkpoint)> {
     let ck = Checkpoint::load(path)?;
+    let c = &ck.config;
+    let image_bytes = (c.in_channels * c.height * c.width * 4) as u64;
+    let max_binding = gpu.device().limits().max_storage_buffer_binding_size;
+    if image_bytes > max_binding {
+        return Err(Error::Checkpoint {
+            path: path.display().to_string(),
+            detail: format!(
+                "bad model config: one {}x{}x{} input image takes {image_bytes} bytes, more \
+                 than this adapter's largest storage binding ({max_binding} bytes)",
+                c.in_channels, c.height, c.width
+            ),
+        });
+    }
     let model = Model::new(gpu, ck.config.clone(), ck.state.seed)?;
     ck.restore(&model, None)?;
     Ok((model, ck))

@@ -118,7 +118,8 @@ fn training_gradients_match_finite_differences() {
             eps: 1e-5,
         };
         let twl = Tensor::from_slice(&gpu, &wl, &[n, c, h, w]).unwrap();
-        tx.batch_norm(&tg, &tb, &st, true)
+        let grads = tx
+            .batch_norm(&tg, &tb, &st, true)
             .unwrap()
             .mul(&twl)
             .unwrap()
@@ -127,19 +128,19 @@ fn training_gradients_match_finite_differences() {
             .backward()
             .unwrap();
         assert_close(
-            &tx.grad().unwrap().to_vec().unwrap(),
+            &grads.get(&tx).cloned().unwrap().to_vec().unwrap(),
             &numeric_grad(&x, 1e-3, |v| host(v, &gamma, &beta)),
             2e-2,
             2e-3,
         );
         assert_close(
-            &tg.grad().unwrap().to_vec().unwrap(),
+            &grads.get(&tg).cloned().unwrap().to_vec().unwrap(),
             &numeric_grad(&gamma, 1e-3, |v| host(&x, v, &beta)),
             1e-2,
             1e-3,
         );
         assert_close(
-            &tb.grad().unwrap().to_vec().unwrap(),
+            &grads.get(&tb).cloned().unwrap().to_vec().unwrap(),
             &numeric_grad(&beta, 1e-3, |v| host(&x, &gamma, v)),
             1e-2,
             1e-3,
@@ -181,12 +182,11 @@ fn fused_prefix_bn_relu_matches_slice_then_bn_then_relu() {
         };
         let fused = x.batch_norm_relu(c, &gamma, &beta, &st, training).unwrap();
         let (l1, _) = weighted_sum(&fused, 14);
-        l1.backward().unwrap();
+        let grads = l1.backward().unwrap();
         let g_fused: Vec<Vec<f32>> = [&x, &gamma, &beta]
             .iter()
-            .map(|t| t.grad().unwrap().to_vec().unwrap())
+            .map(|t| grads.get(t).cloned().unwrap().to_vec().unwrap())
             .collect();
-        gpu.zero_grads();
         let (rm2, rv2) = stats_tensors(&gpu, c);
         let st2 = BatchNormStats {
             running_mean: &rm2,
@@ -208,11 +208,15 @@ fn fused_prefix_bn_relu_matches_slice_then_bn_then_relu() {
             1e-6,
         );
         let (l2, _) = weighted_sum(&plain, 14);
-        l2.backward().unwrap();
+        let grads = l2.backward().unwrap();
         for (got, t) in g_fused.iter().zip([&x, &gamma, &beta]) {
-            assert_close(got, &t.grad().unwrap().to_vec().unwrap(), 1e-4, 1e-5);
+            assert_close(
+                got,
+                &grads.get(t).cloned().unwrap().to_vec().unwrap(),
+                1e-4,
+                1e-5,
+            );
         }
         assert_close(&rm.to_vec().unwrap(), &rm2.to_vec().unwrap(), 1e-6, 1e-7);
-        gpu.zero_grads();
     }
 }

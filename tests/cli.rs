@@ -100,6 +100,30 @@ fn bad_flags_and_unknown_models_are_rejected() {
     let not_ck = temp("fake.safetensors", "hello");
     let (ok, _, err) = isomax(&["score", "--checkpoint", not_ck.to_str().unwrap(), "x.png"]);
     assert!(!ok && err.contains("fake.safetensors"), "{err}");
+    let train = format!(
+        "idx:{}/assets/mnist/train-images-idx3-ubyte.gz",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = std::env::temp_dir().join(format!("isomax-cli-{}-bad", std::process::id()));
+    let base = ["train", "--train", &train, "--limit", "64", "--epochs", "4"];
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        isomax(&args)
+    };
+    let (ok, _, err) = run(&["--milestones", "0,2"]);
+    assert!(!ok && err.contains("milestone 0"), "{err}");
+    let (ok, _, err) = run(&["--milestones", "2,4"]);
+    assert!(!ok && err.contains("milestone 4"), "{err}");
+    let (ok, _, err) = run(&["--loss", "softmax", "--entropic-scale", "3"]);
+    assert!(!ok && err.contains("entropic scale"), "{err}");
+    let (ok, _, err) = run(&["--entropic-scale", "0"]);
+    assert!(!ok && err.contains("entropic scale 0"), "{err}");
+    let (ok, _, err) = run(&["--augment", "--no-augment"]);
+    assert!(!ok && err.contains("--no-augment"), "{err}");
+    let (ok, _, err) = run(&["--classes", "3,12"]);
+    assert!(!ok && err.contains("class 12"), "{err}");
 }
 
 #[test]
@@ -134,12 +158,26 @@ fn train_eval_score_round_trip_through_the_command_line() {
         "1",
         "--batch-size",
         "16",
+        "--lr",
+        "0.05",
+        "--entropic-scale",
+        "3",
         "--out",
         out,
     ]);
     assert!(ok, "{err}");
-    assert!(stdout.contains("ES threshold"), "{stdout}");
+    assert!(
+        stdout.contains("ES threshold") && stdout.contains("16 held-out training images"),
+        "{stdout}"
+    );
+    // One epoch trains at the given rate (no milestone at 0), and E_s is stored.
+    let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert!((line["lr"].as_f64().unwrap() - 0.05).abs() < 1e-9, "{line}");
     let ck = dir.join("checkpoint.safetensors");
+    let state = isomax::checkpoint::Checkpoint::load(&ck).unwrap().state;
+    assert_eq!(state.entropic_scale, Some(3.0));
+    assert!(state.sgd.milestones.is_empty(), "{:?}", state.sgd);
     let (json, csv, png) = (dir.join("e.json"), dir.join("s.csv"), dir.join("f.png"));
     let (ok, stdout, err) = isomax(&[
         "eval",

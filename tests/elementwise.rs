@@ -44,7 +44,8 @@ fn add_sub_mul_scale_relu_match_cpu() {
         );
         // d/da Σ relu(a)·b = b where a > 0
         ta.set_requires_grad(true);
-        ta.relu()
+        let grads = ta
+            .relu()
             .unwrap()
             .mul(&tb)
             .unwrap()
@@ -57,8 +58,12 @@ fn add_sub_mul_scale_relu_match_cpu() {
             .zip(&b)
             .map(|(x, y)| if *x > 0.0 { *y } else { 0.0 })
             .collect();
-        assert_close(&ta.grad().unwrap().to_vec().unwrap(), &want, 1e-6, 1e-7);
-        gpu.zero_grads();
+        assert_close(
+            &grads.get(&ta).cloned().unwrap().to_vec().unwrap(),
+            &want,
+            1e-6,
+            1e-7,
+        );
     }
 }
 
@@ -159,26 +164,56 @@ fn chain_check(gpu: &isomax::Gpu, inner: usize) {
         .unwrap();
     let loss = y.mul(&tw).unwrap().sum().unwrap();
     assert!((loss.item().unwrap() as f64 - host(&a, &b, &bias)).abs() < 1e-4);
-    loss.backward().unwrap();
+    let grads = loss.backward().unwrap();
     let ga = numeric_grad(&a, 1e-3, |v| host(v, &b, &bias));
     let gb = numeric_grad(&b, 1e-3, |v| host(&a, v, &bias));
     let gbias = numeric_grad(&bias, 1e-3, |v| host(&a, &b, v));
-    assert_close(&ta.grad().unwrap().to_vec().unwrap(), &ga, 1e-2, 2e-3);
-    assert_close(&tb.grad().unwrap().to_vec().unwrap(), &gb, 1e-2, 2e-3);
-    assert_close(&tbias.grad().unwrap().to_vec().unwrap(), &gbias, 1e-2, 2e-3);
-    assert_eq!(gpu.tape_len(), 0, "backward consumes the tape");
+    assert_close(
+        &grads.get(&ta).cloned().unwrap().to_vec().unwrap(),
+        &ga,
+        1e-2,
+        2e-3,
+    );
+    assert_close(
+        &grads.get(&tb).cloned().unwrap().to_vec().unwrap(),
+        &gb,
+        1e-2,
+        2e-3,
+    );
+    assert_close(
+        &grads.get(&tbias).cloned().unwrap().to_vec().unwrap(),
+        &gbias,
+        1e-2,
+        2e-3,
+    );
+    assert!(
+        loss.backward().is_err(),
+        "backward consumes the graph: a second one is an error"
+    );
 }
 
 #[test]
 fn gradients_accumulate_and_no_grad_records_nothing() {
     let gpu = gpu();
     let a = param(&gpu, &[4], 9);
+    let mut grads = isomax::Gradients::default();
     for _ in 0..2 {
-        a.scale(3.0).unwrap().sum().unwrap().backward().unwrap();
+        let g = a.scale(3.0).unwrap().sum().unwrap().backward().unwrap();
+        grads.accumulate(g).unwrap();
     }
-    assert_close(&a.grad().unwrap().to_vec().unwrap(), &[6.0; 4], 0.0, 0.0);
-    gpu.no_grad(|| a.scale(2.0).unwrap().relu().unwrap());
-    assert_eq!(gpu.tape_len(), 0);
+    assert_close(
+        &grads.get(&a).unwrap().to_vec().unwrap(),
+        &[6.0; 4],
+        0.0,
+        0.0,
+    );
+    let y = gpu.no_grad(|| a.scale(2.0).unwrap().relu().unwrap());
+    assert!(!y.requires_grad(), "no_grad builds no graph node");
+    assert!(y.sum().unwrap().backward().is_err());
+    // The mode comes back even when the closure panics.
+    let caught = std::panic::catch_unwind(|| isomax::no_grad(|| panic!("boom")));
+    assert!(caught.is_err());
+    assert!(isomax::grad_enabled());
 }
 
 #[test]
@@ -200,7 +235,8 @@ fn sgd_nesterov_step_matches_pytorch_rule() {
     let (mut host_p, mut host_v) = (p0.clone(), vec![0.0f32; 7]);
     for _ in 0..3 {
         // loss = sum(p^2) / 2 -> grad = p
-        p.mul(&p)
+        let grads = p
+            .mul(&p)
             .unwrap()
             .sum()
             .unwrap()
@@ -208,7 +244,7 @@ fn sgd_nesterov_step_matches_pytorch_rule() {
             .unwrap()
             .backward()
             .unwrap();
-        opt.step(0.1).unwrap();
+        opt.step(&grads, 0.1).unwrap();
         for i in 0..7 {
             let d = host_p[i] + 0.01 * host_p[i];
             host_v[i] = 0.9 * host_v[i] + d;
@@ -216,5 +252,4 @@ fn sgd_nesterov_step_matches_pytorch_rule() {
         }
     }
     assert_close(&p.to_vec().unwrap(), &host_p, 1e-5, 1e-6);
-    assert!(p.grad().is_none(), "step clears gradients");
 }

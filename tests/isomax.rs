@@ -92,15 +92,15 @@ fn distances_and_gradients_match_cpu() {
             assert_rel(&read(&out), &want, 1e-5, &format!("{what} d"));
             // loss = Σ w∘d, so grad_d = w exactly: isolates the distance backward.
             let (loss, _) = weighted_sum(&out, seed + 2);
-            loss.backward().unwrap();
+            let grads = loss.backward().unwrap();
             assert_rel(
-                &read(&tf.grad().unwrap()),
+                &read(&grads.get(&tf).cloned().unwrap()),
                 &wgf,
                 1e-5,
                 &format!("{what} grad_f"),
             );
             assert_rel(
-                &read(&tp.grad().unwrap()),
+                &read(&grads.get(&tp).cloned().unwrap()),
                 &wgp,
                 1e-5,
                 &format!("{what} grad_p"),
@@ -141,8 +141,11 @@ fn zero_distance_gives_zero_gradient_not_nan() {
             }
             let z = iso::logits_from_distances(&dd, false).unwrap();
             let head = iso::softmax_entropy(&z, &label_tensor(&gpu, &labels), 10.0).unwrap();
-            head.loss.backward().unwrap();
-            let (gf, gp) = (read(&tf.grad().unwrap()), read(&tp.grad().unwrap()));
+            let grads = head.loss.backward().unwrap();
+            let (gf, gp) = (
+                read(&grads.get(&tf).cloned().unwrap()),
+                read(&grads.get(&tp).cloned().unwrap()),
+            );
             assert!(
                 gf.iter().chain(&gp).all(|g| g.is_finite()),
                 "{name}: NaN/inf gradient"
@@ -194,21 +197,21 @@ fn normalized_distances_and_gradients_match_cpu() {
             let out = iso::normalized_prototype_distances(&tf, &tp, &ts, div).unwrap();
             assert_rel(&read(&out), &want, 1e-5, &format!("{what} d"));
             let (loss, _) = weighted_sum(&out, seed + 2);
-            loss.backward().unwrap();
+            let grads = loss.backward().unwrap();
             assert_rel(
-                &read(&tf.grad().unwrap()),
+                &read(&grads.get(&tf).cloned().unwrap()),
                 &wgf,
                 1e-5,
                 &format!("{what} grad_f"),
             );
             assert_rel(
-                &read(&tp.grad().unwrap()),
+                &read(&grads.get(&tp).cloned().unwrap()),
                 &wgp,
                 1e-5,
                 &format!("{what} grad_p"),
             );
             assert_rel(
-                &read(&ts.grad().unwrap()),
+                &read(&grads.get(&ts).cloned().unwrap()),
                 &[wgs],
                 1e-5,
                 &format!("{what} grad_s"),
@@ -239,14 +242,24 @@ fn normalized_zero_state_is_finite_and_matches_cpu() {
     let got = read(&out);
     assert!(got[..c].iter().all(|&x| x == 0.0));
     assert_rel(&got, &want, 1e-5, "d");
-    weighted_sum(&out, 6).0.backward().unwrap();
-    let gf = read(&tf.grad().unwrap());
+    let grads = weighted_sum(&out, 6).0.backward().unwrap();
+    let gf = read(&grads.get(&tf).cloned().unwrap());
     assert!(gf[..d].iter().all(|&g| g == 0.0));
     // Against zero prototypes grad_f is the tangential part of a radial vector: 0 by
     // cancellation, which f32 leaves at ~1e-7.
     assert_rel_abs(&gf, &wgf, 1e-5, 1e-6, "grad_f");
-    assert_rel(&read(&tp.grad().unwrap()), &wgp, 1e-5, "grad_p");
-    assert_rel(&read(&ts.grad().unwrap()), &[wgs], 1e-5, "grad_s");
+    assert_rel(
+        &read(&grads.get(&tp).cloned().unwrap()),
+        &wgp,
+        1e-5,
+        "grad_p",
+    );
+    assert_rel(
+        &read(&grads.get(&ts).cloned().unwrap()),
+        &[wgs],
+        1e-5,
+        "grad_s",
+    );
 }
 
 /// The f64 CPU loss of the whole head: distances → logits → entropic cross-entropy.
@@ -293,12 +306,12 @@ fn gpu_head(
     let z = iso::logits_from_distances(&dist, kind == HeadKind::DisMax).unwrap();
     let head = iso::softmax_entropy(&z, &label_tensor(gpu, labels), kind.train_scale()).unwrap();
     let loss = head.loss.item().unwrap();
-    head.loss.backward().unwrap();
-    let gs = ts.grad().map(|g| read(&g));
+    let grads = head.loss.backward().unwrap();
+    let gs = grads.get(&ts).cloned().map(|g| read(&g));
     (
         loss,
-        read(&tf.grad().unwrap()),
-        read(&tp.grad().unwrap()),
+        read(&grads.get(&tf).cloned().unwrap()),
+        read(&grads.get(&tp).cloned().unwrap()),
         gs,
     )
 }
@@ -429,9 +442,14 @@ fn dismax_logits_and_gradient_match_cpu() {
             1e-6,
             "z",
         );
-        weighted_sum(&z, 32).0.backward().unwrap();
+        let grads = weighted_sum(&z, 32).0.backward().unwrap();
         let want = cpu::distance_logits_backward_f64(HeadKind::DisMax, &f64s(&w), b, c);
-        assert_rel(&read(&td.grad().unwrap()), &want, 1e-6, "grad_d");
+        assert_rel(
+            &read(&grads.get(&td).cloned().unwrap()),
+            &want,
+            1e-6,
+            "grad_d",
+        );
         let z = iso::logits_from_distances(&td, false).unwrap();
         assert_rel(
             &read(&z),
@@ -522,10 +540,10 @@ fn loss_and_gradient_at_scale_10_match_cpu() {
                 1e-5,
                 &format!("{what} loss"),
             );
-            head.loss.scale(3.0).unwrap().backward().unwrap();
+            let grads = head.loss.scale(3.0).unwrap().backward().unwrap();
             let wgz: Vec<f64> = wgz.iter().map(|g| 3.0 * g).collect();
             assert_rel(
-                &read(&tz.grad().unwrap()),
+                &read(&grads.get(&tz).cloned().unwrap()),
                 &wgz,
                 1e-5,
                 &format!("{what} grad_z"),
@@ -601,8 +619,11 @@ fn sqrt_and_expand_primitives() {
     tx.set_requires_grad(true);
     let y = tx.sqrt().unwrap();
     assert_eq!(read(&y), vec![0.0, 0.5, 2.0, 3.0]);
-    y.sum().unwrap().backward().unwrap();
-    assert_eq!(read(&tx.grad().unwrap()), vec![0.0, 1.0, 0.25, 1.0 / 6.0]);
+    let grads = y.sum().unwrap().backward().unwrap();
+    assert_eq!(
+        read(&grads.get(&tx).cloned().unwrap()),
+        vec![0.0, 1.0, 0.25, 1.0 / 6.0]
+    );
     // expand: [2, 3] → [2, 4, 3] and [4, 2, 3]; backward sums the copies.
     let a = rand_vec(6, 95);
     let ta = Tensor::from_slice(&gpu, &a, &[2, 3]).unwrap();
@@ -618,12 +639,13 @@ fn sqrt_and_expand_primitives() {
     let e2 = ta.expand(2, 2).unwrap();
     assert_eq!(e2.shape(), &[2, 3, 2]);
     assert_eq!(&read(&e2)[..4], &[a[0], a[0], a[1], a[1]]);
-    e1.add(&e0.reshape(&[2, 4, 3]).unwrap())
+    let grads = e1
+        .add(&e0.reshape(&[2, 4, 3]).unwrap())
         .unwrap()
         .sum()
         .unwrap()
         .backward()
         .unwrap();
-    assert_eq!(read(&ta.grad().unwrap()), vec![8.0; 6]);
+    assert_eq!(read(&grads.get(&ta).cloned().unwrap()), vec![8.0; 6]);
     assert!(ta.expand(3, 2).is_err());
 }

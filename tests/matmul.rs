@@ -82,21 +82,21 @@ fn linear_gradients_match_finite_differences() {
         .sum()
         .unwrap();
     assert!((loss.item().unwrap() as f64 - host(&x, &w, &bias)).abs() < 1e-4);
-    loss.backward().unwrap();
+    let grads = loss.backward().unwrap();
     assert_close(
-        &tx.grad().unwrap().to_vec().unwrap(),
+        &grads.get(&tx).cloned().unwrap().to_vec().unwrap(),
         &numeric_grad(&x, 1e-3, |v| host(v, &w, &bias)),
         1e-2,
         1e-3,
     );
     assert_close(
-        &tw.grad().unwrap().to_vec().unwrap(),
+        &grads.get(&tw).cloned().unwrap().to_vec().unwrap(),
         &numeric_grad(&w, 1e-3, |v| host(&x, v, &bias)),
         1e-2,
         1e-3,
     );
     assert_close(
-        &tb.grad().unwrap().to_vec().unwrap(),
+        &grads.get(&tb).cloned().unwrap().to_vec().unwrap(),
         &numeric_grad(&bias, 1e-3, |v| host(&x, &w, v)),
         1e-2,
         1e-3,
@@ -113,7 +113,7 @@ fn matmul_gradients_with_transposes_match_cpu() {
         let b = param(&gpu, &(if tb { [n, k] } else { [k, n] }), 8);
         let c = a.matmul_t(&b, ta, tb).unwrap();
         let (loss, wl) = weighted_sum(&c, 9);
-        loss.backward().unwrap();
+        let grads = loss.backward().unwrap();
         let av = a.to_vec().unwrap();
         let bv = b.to_vec().unwrap();
         let f = |av: &[f32], bv: &[f32]| -> f64 {
@@ -130,13 +130,13 @@ fn matmul_gradients_with_transposes_match_cpu() {
             dot(&cpu::matmul(&ah, &bh, m, k, n), &wl)
         };
         assert_close(
-            &a.grad().unwrap().to_vec().unwrap(),
+            &grads.get(&a).cloned().unwrap().to_vec().unwrap(),
             &numeric_grad(&av, 1e-3, |v| f(v, &bv)),
             1e-2,
             1e-3,
         );
         assert_close(
-            &b.grad().unwrap().to_vec().unwrap(),
+            &grads.get(&b).cloned().unwrap().to_vec().unwrap(),
             &numeric_grad(&bv, 1e-3, |v| f(&av, v)),
             1e-2,
             1e-3,
@@ -193,7 +193,7 @@ fn every_matmul_tile_variant_matches_cpu() {
             bt.set_requires_grad(true);
             let c = at.matmul_with(&bt, false, false, *cfg).unwrap();
             let gt = Tensor::from_slice(&gpu, &g, &[m, n]).unwrap();
-            c.mul(&gt).unwrap().sum().unwrap().backward().unwrap();
+            let grads = c.mul(&gt).unwrap().sum().unwrap().backward().unwrap();
             let what = format!("{cfg:?} at ({m},{k},{n})");
             let close = |got: Vec<f32>, want: &[f32], part: &str| {
                 for (i, (x, y)) in got.iter().zip(want).enumerate() {
@@ -204,8 +204,16 @@ fn every_matmul_tile_variant_matches_cpu() {
                 }
             };
             close(c.to_vec().unwrap(), &want, "C");
-            close(at.grad().unwrap().to_vec().unwrap(), &want_da, "dA");
-            close(bt.grad().unwrap().to_vec().unwrap(), &want_db, "dB");
+            close(
+                grads.get(&at).cloned().unwrap().to_vec().unwrap(),
+                &want_da,
+                "dA",
+            );
+            close(
+                grads.get(&bt).cloned().unwrap().to_vec().unwrap(),
+                &want_db,
+                "dB",
+            );
         }
     }
 }

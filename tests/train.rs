@@ -95,6 +95,42 @@ fn checkpoint_round_trip_is_bit_exact_and_resume_equals_uninterrupted() {
 }
 
 #[test]
+fn holdout_zero_trains_on_everything_and_says_where_the_threshold_came_from() {
+    let gpu = common::gpu();
+    let mut cfg = config(HeadKind::IsoMax, 1, "holdout0");
+    cfg.holdout = 0;
+    cfg.entropic_scale = Some(3.0);
+    let s = train(&gpu, &cfg, mnist("train-images-idx3-ubyte.gz", 96), None).unwrap();
+    assert!(s.es_threshold.is_some());
+    let from = s.threshold_source.unwrap();
+    assert!(from.contains("96 training images"), "{from}");
+    let ck = Checkpoint::load(&s.checkpoint).unwrap();
+    assert_eq!(ck.state.holdout, 0);
+    assert_eq!(ck.state.entropic_scale, Some(3.0));
+    assert_eq!(ck.state.threshold_source.as_deref(), Some(from.as_str()));
+    // Resuming with another E_s is refused.
+    cfg.epochs = 2;
+    cfg.resume = true;
+    cfg.entropic_scale = None;
+    let err = train(&gpu, &cfg, mnist("train-images-idx3-ubyte.gz", 96), None)
+        .expect_err("a different entropic scale must be refused")
+        .to_string();
+    assert!(err.contains("entropic scale 3"), "{err}");
+}
+
+#[test]
+fn checkpoints_from_before_the_entropic_scale_was_stored_read_as_the_default() {
+    let old = r#"{"epoch":1,"epochs":1,"sgd":{"lr":0.1,"momentum":0.9,"nesterov":true,
+        "weight_decay":0.0001,"milestones":[],"gamma":0.1},"batch_size":32,"seed":0,
+        "es_threshold":-2.3,"train_data":"x","augment":false,"holdout":16}"#;
+    let state: isomax::checkpoint::TrainState = serde_json::from_str(old).unwrap();
+    assert_eq!(state.entropic_scale, None);
+    assert_eq!(state.entropic_scale(HeadKind::IsoMax), 10.0);
+    assert_eq!(state.entropic_scale(HeadKind::SoftMax), 1.0);
+    assert!(!state.fpr);
+}
+
+#[test]
 fn eval_report_json_has_the_documented_schema() {
     let gpu = common::gpu();
     let cfg = config(HeadKind::SoftMax, 1, "json");

@@ -6,7 +6,7 @@
 
 use rand::{Rng, RngExt};
 
-use super::Dataset;
+use super::{DataError, Dataset};
 
 /// Augmentation settings. `Augment::default()` does nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -67,14 +67,16 @@ impl Augment {
         norm: &Normalization,
         rng: &mut R,
         out: &mut [f32],
-    ) {
+    ) -> Result<(), DataError> {
         let t = self.draw(rng);
-        transform_into(image, channels, height, width, t, norm, out);
+        transform_into(image, channels, height, width, t, norm, out)
     }
 }
 
 /// Applies `t` and `norm` to one u8 CHW image, writing f32 CHW of the same shape into `out`.
 /// Pixels that come from the padding are 0 before normalization (as in torchvision).
+/// Errors if `image` or `out` does not hold `channels * height * width` values or `norm` does
+/// not fit `channels` ([`Normalization::check`]).
 pub fn transform_into(
     image: &[u8],
     channels: usize,
@@ -83,23 +85,21 @@ pub fn transform_into(
     t: Transform,
     norm: &Normalization,
     out: &mut [f32],
-) {
+) -> Result<(), DataError> {
+    let len = channels
+        .checked_mul(height)
+        .and_then(|v| v.checked_mul(width));
+    if len != Some(image.len()) || len != Some(out.len()) {
+        return Err(DataError::Mismatch(format!(
+            "an image of {channels}x{height}x{width} needs {} values; got {} pixels and room \
+             for {} outputs",
+            len.map_or("too many".to_string(), |l| l.to_string()),
+            image.len(),
+            out.len()
+        )));
+    }
+    norm.check(channels)?;
     let hw = height * width;
-    assert_eq!(
-        image.len(),
-        channels * hw,
-        "image size does not match its shape"
-    );
-    assert_eq!(
-        out.len(),
-        channels * hw,
-        "output size does not match the image shape"
-    );
-    assert_eq!(
-        norm.mean.len(),
-        channels,
-        "normalization has the wrong channel count"
-    );
     for ch in 0..channels {
         let src = &image[ch * hw..][..hw];
         let dst = &mut out[ch * hw..][..hw];
@@ -123,6 +123,7 @@ pub fn transform_into(
             }
         }
     }
+    Ok(())
 }
 
 /// Normalizes one u8 CHW image without augmentation (evaluation).
@@ -133,7 +134,7 @@ pub fn normalize_into(
     width: usize,
     norm: &Normalization,
     out: &mut [f32],
-) {
+) -> Result<(), DataError> {
     transform_into(
         image,
         channels,
@@ -142,7 +143,7 @@ pub fn normalize_into(
         Transform::default(),
         norm,
         out,
-    );
+    )
 }
 
 /// Per-channel normalization: `(x / 255 - mean[c]) / std[c]`.
@@ -174,6 +175,34 @@ impl Normalization {
         }
     }
 
+    /// Checks that there is one mean and one std per channel, every mean finite and every
+    /// std finite and > 0 (a std of 0 would turn every input into NaN or infinity).
+    pub fn check(&self, channels: usize) -> Result<(), DataError> {
+        if self.mean.len() != channels || self.std.len() != channels {
+            return Err(DataError::Mismatch(format!(
+                "normalization has {} means and {} stds for {channels} channels",
+                self.mean.len(),
+                self.std.len()
+            )));
+        }
+        if let Some((c, m)) = self.mean.iter().enumerate().find(|(_, m)| !m.is_finite()) {
+            return Err(DataError::Mismatch(format!(
+                "normalization mean of channel {c} is {m}"
+            )));
+        }
+        if let Some((c, s)) = self
+            .std
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !(s.is_finite() && **s > 0.0))
+        {
+            return Err(DataError::Mismatch(format!(
+                "normalization std of channel {c} is {s} (must be finite and > 0)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Maps pixels to `x / 255` only.
     pub fn identity(channels: usize) -> Normalization {
         Normalization {
@@ -184,7 +213,8 @@ impl Normalization {
 
     /// Mean and (population) standard deviation of each channel over the whole dataset, for
     /// sets without published statistics (MNIST-like). A constant channel gets std 1.
-    pub fn from_dataset(data: &Dataset) -> Normalization {
+    pub fn from_dataset(data: &Dataset) -> Result<Normalization, DataError> {
+        data.check_shape()?;
         let hw = data.height * data.width;
         let mut sum = vec![0u64; data.channels];
         let mut sum_sq = vec![0u64; data.channels];
@@ -205,7 +235,7 @@ impl Normalization {
             mean.push(m as f32);
             std.push(if s > 1e-6 { s as f32 } else { 1.0 });
         }
-        Normalization { mean, std }
+        Ok(Normalization { mean, std })
     }
 }
 
@@ -224,7 +254,7 @@ mod tests {
 
     fn run(t: Transform) -> Vec<f32> {
         let mut out = vec![f32::NAN; 12];
-        transform_into(&img(), 1, 3, 4, t, &Normalization::identity(1), &mut out);
+        transform_into(&img(), 1, 3, 4, t, &Normalization::identity(1), &mut out).unwrap();
         out.iter().map(|v| (v * 255.0).round()).collect()
     }
 
@@ -320,7 +350,8 @@ mod tests {
         // With padding = size, some draw lands the window fully in the padding corner region.
         let mut saw_padding = false;
         for _ in 0..50 {
-            aug.apply(&image, 3, 8, 8, &norm, &mut rng, &mut out);
+            aug.apply(&image, 3, 8, 8, &norm, &mut rng, &mut out)
+                .unwrap();
             for ch in 0..3 {
                 let pad = -norm.mean[ch] / norm.std[ch];
                 let full = (1.0 - norm.mean[ch]) / norm.std[ch];
@@ -335,11 +366,56 @@ mod tests {
 
     #[test]
     fn from_dataset_statistics() {
-        let mut d = toy(2, 2, 1, 2, 1);
-        d.images = vec![0, 255, 51, 51, 255, 0, 51, 51];
-        let n = Normalization::from_dataset(&d);
+        let mut d = toy(2, 3, 1, 2, 1);
+        d.images = vec![0, 255, 51, 51, 9, 9, 255, 0, 51, 51, 9, 9];
+        let n = Normalization::from_dataset(&d).unwrap();
         assert!((n.mean[0] - 0.5).abs() < 1e-6 && (n.std[0] - 0.5).abs() < 1e-6);
         assert!((n.mean[1] - 0.2).abs() < 1e-6);
         assert_eq!(n.std[1], 1.0);
+    }
+
+    #[test]
+    fn mismatched_arguments_are_errors() {
+        let norm = Normalization::identity(1);
+        let mut out = vec![0.0; 12];
+        let t = Transform::default();
+        let msg = transform_into(&img()[..11], 1, 3, 4, t, &norm, &mut out)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "an image of 1x3x4 needs 12 values; got 11 pixels and room for 12 outputs"
+        );
+        let msg = transform_into(&img(), 1, 3, 4, t, &Normalization::identity(3), &mut out)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg, "normalization has 3 means and 3 stds for 1 channels");
+        let empty = Normalization {
+            mean: vec![],
+            std: vec![],
+        };
+        assert_eq!(
+            empty.check(1).unwrap_err().to_string(),
+            "normalization has 0 means and 0 stds for 1 channels"
+        );
+        let zero = Normalization {
+            mean: vec![0.5],
+            std: vec![0.0],
+        };
+        assert_eq!(
+            zero.check(1).unwrap_err().to_string(),
+            "normalization std of channel 0 is 0 (must be finite and > 0)"
+        );
+        let nan = Normalization {
+            mean: vec![f32::NAN],
+            std: vec![1.0],
+        };
+        assert_eq!(
+            nan.check(1).unwrap_err().to_string(),
+            "normalization mean of channel 0 is NaN"
+        );
+        let mut d = toy(1, 1, 2, 2, 1);
+        d.height = 0;
+        assert!(Normalization::from_dataset(&d).is_err());
     }
 }

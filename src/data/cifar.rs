@@ -116,6 +116,21 @@ fn data_batches(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
+/// Parses one batch file held in memory; `path` only names it in messages.
+pub fn parse(bytes: &[u8], path: &Path, variant: Variant) -> Result<Dataset, DataError> {
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    parse_records(bytes, path, variant, &mut images, &mut labels)?;
+    Ok(Dataset {
+        name: path.display().to_string(),
+        images,
+        labels,
+        channels: 3,
+        height: 32,
+        width: 32,
+        num_classes: variant.num_classes(),
+    })
+}
+
 /// Appends the records of one file.
 fn read_records(
     path: &Path,
@@ -124,11 +139,21 @@ fn read_records(
     labels: &mut Vec<u32>,
 ) -> Result<(), DataError> {
     let bytes = read_file(path)?;
+    parse_records(&bytes, path, variant, images, labels)
+}
+
+fn parse_records(
+    bytes: &[u8],
+    path: &Path,
+    variant: Variant,
+    images: &mut Vec<u8>,
+    labels: &mut Vec<u32>,
+) -> Result<(), DataError> {
     let rec = variant.record_size();
     if bytes.is_empty() {
         return Err(DataError::invalid(path, "empty file"));
     }
-    if bytes.len() % rec != 0 {
+    if !bytes.len().is_multiple_of(rec) {
         return Err(DataError::invalid(
             path,
             format!(

@@ -76,7 +76,7 @@ pub fn from_files(
     } else {
         rgb
     };
-    Ok(Dataset {
+    let d = Dataset {
         name: name.to_string(),
         images,
         labels,
@@ -84,7 +84,9 @@ pub fn from_files(
         height: h,
         width: w,
         num_classes,
-    })
+    };
+    d.validate()?;
+    Ok(d)
 }
 
 /// True if `dir` holds images directly or in a subdirectory (used for format detection).
@@ -92,18 +94,34 @@ pub fn has_images(dir: &Path) -> bool {
     image_files(dir).is_ok_and(|f| !f.is_empty()) || class_dirs(dir).is_ok_and(|c| !c.is_empty())
 }
 
+/// The most memory one image may take while decoded, and the largest side accepted: a small
+/// file whose header claims a huge image is refused before any allocation.
+pub const MAX_DECODE_BYTES: u64 = 128 << 20;
+
+fn limits() -> image::Limits {
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(super::MAX_SIDE as u32);
+    l.max_image_height = Some(super::MAX_SIDE as u32);
+    l.max_alloc = Some(MAX_DECODE_BYTES);
+    l
+}
+
 fn decode(path: &Path) -> Result<image::DynamicImage, DataError> {
+    decode_bytes(&super::read_file(path)?, path)
+}
+
+/// Decodes one PNG or JPEG image held in memory (format guessed from the content, not the
+/// name), within [`MAX_DECODE_BYTES`] and `MAX_SIDE`; `path` only names it in messages.
+pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<image::DynamicImage, DataError> {
     let image_err = |err| DataError::Image {
         path: path.display().to_string(),
         err,
     };
-    // Guess from the content, not the extension: a mislabelled .jpg still decodes.
-    image::ImageReader::open(path)
-        .map_err(|e| DataError::io(path, e))?
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| DataError::io(path, e))?
-        .decode()
-        .map_err(image_err)
+        .map_err(|e| DataError::io(path, e))?;
+    reader.limits(limits());
+    reader.decode().map_err(image_err)
 }
 
 fn is_image_name(path: &Path) -> bool {

@@ -5,19 +5,23 @@
 //! the file name, because mirrors are inconsistent about the `.gz` suffix.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use flate2::read::GzDecoder;
+use flate2::bufread::MultiGzDecoder;
 
-use super::{DataError, Dataset, read_file};
+use super::{DataError, Dataset, MAX_SIDE, check_regular, open_regular};
 
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// The class count given to IDX sets, which do not record one (MNIST, Fashion-MNIST, KMNIST).
+pub const DEFAULT_CLASSES: usize = 10;
+
 /// Loads an images file and its labels file (found by [`labels_path_for`]).
-/// A directory means its `train-images-idx3-ubyte[.gz]`.
+/// A directory means its `train-images-idx3-ubyte[.gz]`. The class count is
+/// [`DEFAULT_CLASSES`]; labels are not checked against it here (see [`Dataset::load`]).
 pub fn load(path: &Path) -> Result<Dataset, DataError> {
     let images_path = if path.is_dir() {
         default_images_file(path).ok_or_else(|| {
@@ -26,15 +30,41 @@ pub fn load(path: &Path) -> Result<Dataset, DataError> {
     } else {
         path.to_path_buf()
     };
-    let mut bytes = read_maybe_gz(&images_path)?;
-    let (count, rows, cols, _) = parse_images(&bytes, &images_path)?;
+    let (file, size) = open_regular(&images_path)?;
+    let (count, rows, cols, pixels) = read_images(BufReader::new(file), Some(size), &images_path)?;
     let labels_path = labels_path_for(&images_path)?;
-    // Keep the decompressed buffer as the pixel storage instead of copying it.
-    bytes.drain(..16);
-    let labels = parse_labels(&read_maybe_gz(&labels_path)?, &labels_path)?;
+    let (file, size) = open_regular(&labels_path)?;
+    let labels = read_labels(BufReader::new(file), Some(size), &labels_path)?;
+    assemble(
+        &images_path,
+        (count, rows, cols, pixels),
+        &labels_path,
+        labels,
+    )
+}
+
+/// Parses an images file and a labels file held in memory (raw or gzipped); `images_path`
+/// and `labels_path` only name them in messages.
+pub fn parse(
+    images: &[u8],
+    images_path: &Path,
+    labels: &[u8],
+    labels_path: &Path,
+) -> Result<Dataset, DataError> {
+    let img = read_images(images, Some(images.len() as u64), images_path)?;
+    let lab = read_labels(labels, Some(labels.len() as u64), labels_path)?;
+    assemble(images_path, img, labels_path, lab)
+}
+
+fn assemble(
+    images_path: &Path,
+    (count, rows, cols, pixels): (usize, usize, usize, Vec<u8>),
+    labels_path: &Path,
+    labels: Vec<u32>,
+) -> Result<Dataset, DataError> {
     if labels.len() != count {
         return Err(DataError::invalid(
-            &images_path,
+            images_path,
             format!(
                 "{count} images but {} has {} labels",
                 labels_path.display(),
@@ -42,15 +72,14 @@ pub fn load(path: &Path) -> Result<Dataset, DataError> {
             ),
         ));
     }
-    let max_label = labels.iter().copied().max().unwrap_or(0) as usize;
     Ok(Dataset {
         name: images_path.display().to_string(),
-        images: bytes,
+        images: pixels,
         labels,
         channels: 1,
         height: rows,
         width: cols,
-        num_classes: (max_label + 1).max(10),
+        num_classes: DEFAULT_CLASSES,
     })
 }
 
@@ -100,105 +129,190 @@ pub fn labels_path_for(images: &Path) -> Result<PathBuf, DataError> {
         })
 }
 
-/// Reads a file, gunzipping it if it starts with the gzip magic.
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = read_file(path)?;
-    if !raw.starts_with(&GZIP_MAGIC) {
-        return Ok(raw);
-    }
-    let mut out = Vec::with_capacity(raw.len() * 4);
-    GzDecoder::new(&raw[..])
-        .read_to_end(&mut out)
-        .map_err(|e| DataError::invalid(path, format!("cannot decompress gzip data: {e}")))?;
-    Ok(out)
-}
-
 /// The first big-endian u32 of the (possibly gzipped) file, reading only the start; used by
-/// format detection.
+/// format detection. `None` for anything but a readable regular file of at least 4 bytes.
 pub fn peek_magic(path: &Path) -> Option<u32> {
-    fn first4(path: &Path) -> std::io::Result<[u8; 4]> {
-        let mut head = [0u8; 4];
-        File::open(path)?.read_exact(&mut head)?;
-        if head[..2] == GZIP_MAGIC {
-            GzDecoder::new(File::open(path)?).read_exact(&mut head)?;
-        }
-        Ok(head)
+    check_regular(path).ok()?;
+    let mut r = BufReader::new(File::open(path).ok()?);
+    let mut head = [0u8; 4];
+    if is_gzip(&mut r, path).ok()? {
+        MultiGzDecoder::new(r).read_exact(&mut head).ok()?;
+    } else {
+        r.read_exact(&mut head).ok()?;
     }
-    first4(path).ok().map(u32::from_be_bytes)
+    Some(u32::from_be_bytes(head))
 }
 
-/// Reads `n` big-endian u32 header fields after checking the magic and the length.
-fn header(
-    bytes: &[u8],
-    path: &Path,
-    magic: u32,
-    what: &str,
-    n: usize,
-) -> Result<Vec<usize>, DataError> {
-    if bytes.len() < 4 {
-        return Err(DataError::truncated(path, 4 - bytes.len()));
+fn is_gzip(r: &mut impl BufRead, path: &Path) -> Result<bool, DataError> {
+    // fill_buf may return fewer than 2 bytes only at the end of the stream or for tiny
+    // reads; a 1-byte file is not gzip either way.
+    let buf = r.fill_buf().map_err(|e| DataError::io(path, e))?;
+    Ok(buf.len() >= 2 && buf[..2] == GZIP_MAGIC)
+}
+
+fn stream_error(path: &Path, gz: bool, e: std::io::Error) -> DataError {
+    if gz {
+        DataError::invalid(path, format!("cannot decompress gzip data: {e}"))
+    } else {
+        DataError::io(path, e)
     }
-    let found = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes"));
-    if found != magic {
-        return Err(DataError::invalid(
+}
+
+/// An IDX stream, decompressed incrementally: the header is read and checked first, then
+/// exactly the payload it announces (plus one byte to detect trailing data), so a stream
+/// that inflates to more than the header says is stopped there, and memory grows only with
+/// the data actually present.
+struct IdxStream<'p> {
+    reader: Box<dyn Read + 'p>,
+    path: &'p Path,
+    gz: bool,
+    /// Size of the raw (uncompressed) input, if known: truncation is then found before reading.
+    raw_size: Option<u64>,
+}
+
+impl<'p> IdxStream<'p> {
+    fn new<R: BufRead + 'p>(
+        mut r: R,
+        raw_size: Option<u64>,
+        path: &'p Path,
+    ) -> Result<Self, DataError> {
+        let gz = is_gzip(&mut r, path)?;
+        let reader: Box<dyn Read + 'p> = if gz {
+            Box::new(MultiGzDecoder::new(r))
+        } else {
+            Box::new(r)
+        };
+        Ok(IdxStream {
+            reader,
             path,
-            format!("bad IDX magic 0x{found:08x} (expected 0x{magic:08x} for {what})"),
-        ));
+            gz,
+            raw_size: if gz { None } else { raw_size },
+        })
     }
-    let header_len = 4 * (n + 1);
-    if bytes.len() < header_len {
-        return Err(DataError::truncated(path, header_len - bytes.len()));
+
+    /// Reads up to `n` bytes; fewer only at the end of the stream.
+    fn read_up_to(&mut self, n: u64) -> Result<Vec<u8>, DataError> {
+        // Grow with the data, never pre-allocating what a header merely claims.
+        let mut out = Vec::with_capacity(n.min(1 << 20) as usize);
+        (&mut self.reader)
+            .take(n)
+            .read_to_end(&mut out)
+            .map_err(|e| stream_error(self.path, self.gz, e))?;
+        Ok(out)
     }
-    Ok(bytes[4..header_len]
-        .chunks(4)
-        .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")) as usize)
-        .collect())
+
+    /// Reads the magic and `n` big-endian u32 header fields.
+    fn header(&mut self, magic: u32, what: &str, n: usize) -> Result<Vec<usize>, DataError> {
+        let head = self.read_up_to(4)?;
+        if head.len() < 4 {
+            return Err(DataError::truncated(self.path, 4 - head.len()));
+        }
+        let found = u32::from_be_bytes(head[..4].try_into().expect("4 bytes"));
+        if found != magic {
+            return Err(DataError::invalid(
+                self.path,
+                format!("bad IDX magic 0x{found:08x} (expected 0x{magic:08x} for {what})"),
+            ));
+        }
+        let dims = self.read_up_to(4 * n as u64)?;
+        if dims.len() < 4 * n {
+            return Err(DataError::truncated(self.path, 4 * n - dims.len()));
+        }
+        Ok(dims
+            .chunks(4)
+            .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")) as usize)
+            .collect())
+    }
+
+    /// Reads exactly `len` payload bytes after a header of `header_len` bytes, rejecting
+    /// missing and trailing data.
+    fn payload(&mut self, header_len: u64, len: u64) -> Result<Vec<u8>, DataError> {
+        if let Some(size) = self.raw_size {
+            let end = header_len.saturating_add(len);
+            if size < end {
+                return Err(DataError::Truncated {
+                    path: self.path.display().to_string(),
+                    missing: end - size,
+                });
+            }
+            if size > end {
+                return Err(DataError::invalid(
+                    self.path,
+                    format!(
+                        "{} unexpected bytes after the data announced by the header",
+                        size - end
+                    ),
+                ));
+            }
+        }
+        let data = self.read_up_to(len.saturating_add(1))?;
+        if (data.len() as u64) < len {
+            return Err(DataError::Truncated {
+                path: self.path.display().to_string(),
+                missing: len - data.len() as u64,
+            });
+        }
+        if data.len() as u64 > len {
+            return Err(DataError::invalid(
+                self.path,
+                "more data than the header announces (unexpected bytes after the data)",
+            ));
+        }
+        Ok(data)
+    }
 }
 
-/// Checks that the payload after the header has exactly `len` bytes and returns it.
-fn payload<'a>(
-    bytes: &'a [u8],
+/// Reads an images stream (raw or gzipped): returns (count, rows, cols, pixels).
+/// `raw_size` is the stream's size when known (a file's), for early truncation errors.
+pub fn read_images<R: BufRead>(
+    r: R,
+    raw_size: Option<u64>,
     path: &Path,
-    start: usize,
-    len: usize,
-) -> Result<&'a [u8], DataError> {
-    let end = start.saturating_add(len);
-    if bytes.len() < end {
-        return Err(DataError::truncated(path, end - bytes.len()));
+) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
+    let mut s = IdxStream::new(r, raw_size, path)?;
+    let h = s.header(IMAGES_MAGIC, "images", 3)?;
+    let (count, rows, cols) = (h[0], h[1], h[2]);
+    if count == 0 {
+        return Err(DataError::invalid(path, "the header announces 0 images"));
     }
-    if bytes.len() > end {
+    if rows == 0 || cols == 0 || rows > MAX_SIDE || cols > MAX_SIDE {
         return Err(DataError::invalid(
             path,
             format!(
-                "{} unexpected bytes after the data announced by the header",
-                bytes.len() - end
+                "image size {rows}x{cols} in the header (rows and columns must be in 1..={MAX_SIDE})"
             ),
         ));
     }
-    Ok(&bytes[start..end])
+    let len = (count as u64) * (rows as u64) * (cols as u64); // < 2^32 · 2^26: no overflow
+    let pixels = s.payload(16, len)?;
+    Ok((count, rows, cols, pixels))
 }
 
-/// Parses an images file: returns (count, rows, cols, pixels).
-pub fn parse_images<'a>(
-    bytes: &'a [u8],
+/// Reads a labels stream (raw or gzipped).
+pub fn read_labels<R: BufRead>(
+    r: R,
+    raw_size: Option<u64>,
     path: &Path,
-) -> Result<(usize, usize, usize, &'a [u8]), DataError> {
-    let h = header(bytes, path, IMAGES_MAGIC, "images", 3)?;
-    let (count, rows, cols) = (h[0], h[1], h[2]);
-    let len = count
-        .checked_mul(rows)
-        .and_then(|v| v.checked_mul(cols))
-        .ok_or_else(|| DataError::invalid(path, format!("absurd header {count}x{rows}x{cols}")))?;
-    Ok((count, rows, cols, payload(bytes, path, 16, len)?))
-}
-
-/// Parses a labels file.
-pub fn parse_labels(bytes: &[u8], path: &Path) -> Result<Vec<u32>, DataError> {
-    let count = header(bytes, path, LABELS_MAGIC, "labels", 1)?[0];
-    Ok(payload(bytes, path, 8, count)?
+) -> Result<Vec<u32>, DataError> {
+    let mut s = IdxStream::new(r, raw_size, path)?;
+    let count = s.header(LABELS_MAGIC, "labels", 1)?[0];
+    Ok(s.payload(8, count as u64)?
         .iter()
         .map(|&l| u32::from(l))
         .collect())
+}
+
+/// Parses an images file held in memory: returns (count, rows, cols, pixels).
+pub fn parse_images(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
+    read_images(bytes, Some(bytes.len() as u64), path)
+}
+
+/// Parses a labels file held in memory.
+pub fn parse_labels(bytes: &[u8], path: &Path) -> Result<Vec<u32>, DataError> {
+    read_labels(bytes, Some(bytes.len() as u64), path)
 }
 
 #[cfg(test)]
@@ -240,7 +354,7 @@ pub(crate) mod tests {
         let pixels: Vec<u8> = (0..3)
             .flat_map(|i| (0..6).map(move |p| 10 * i + p))
             .collect();
-        let labels = vec![7, 0, 11];
+        let labels = vec![7, 0, 9];
         (
             images_bytes(3, 2, 3, &pixels),
             labels_bytes(&labels),
@@ -251,8 +365,8 @@ pub(crate) mod tests {
     fn check(d: &Dataset, pixels: &[u8]) {
         assert_eq!((d.len(), d.channels, d.height, d.width), (3, 1, 2, 3));
         assert_eq!(d.images, pixels);
-        assert_eq!(d.labels, vec![7, 0, 11]);
-        assert_eq!(d.num_classes, 12);
+        assert_eq!(d.labels, vec![7, 0, 9]);
+        assert_eq!(d.num_classes, 10);
         assert_eq!(d.image(1), &[10, 11, 12, 13, 14, 15]);
     }
 
@@ -289,7 +403,7 @@ pub(crate) mod tests {
         std::fs::write(dir.join("x-images-idx3-ubyte"), gz(&img)).unwrap();
         std::fs::write(
             dir.join("x-labels-idx1-ubyte.gz"),
-            gz(&labels_bytes(&[7, 0, 11])),
+            gz(&labels_bytes(&[7, 0, 9])),
         )
         .unwrap();
         check(&load(&dir.join("x-images-idx3-ubyte")).unwrap(), &pixels);
@@ -392,6 +506,96 @@ pub(crate) mod tests {
             msg.contains("train-images-idx3-ubyte: 1 unexpected bytes"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn zero_images_rows_or_cols_are_rejected() {
+        let dir = TempDir::new("idx-zero");
+        let p = dir.join("train-images-idx3-ubyte");
+        std::fs::write(dir.join("train-labels-idx1-ubyte"), labels_bytes(&[])).unwrap();
+        std::fs::write(&p, images_bytes(0, 28, 28, &[])).unwrap();
+        let msg = Dataset::open(p.to_str().unwrap()).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("train-images-idx3-ubyte: the header announces 0 images"),
+            "{msg}"
+        );
+        for (rows, cols) in [(0, 28), (28, 0), (9000, 1)] {
+            std::fs::write(&p, images_bytes(1, rows, cols, &[])).unwrap();
+            let msg = load(&p).unwrap_err().to_string();
+            assert!(
+                msg.ends_with(&format!(
+                    "train-images-idx3-ubyte: image size {rows}x{cols} in the header \
+                     (rows and columns must be in 1..=8192)"
+                )),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn multi_member_gzip_is_read_whole() {
+        let dir = TempDir::new("idx-multi");
+        let (img, lab, pixels) = sample();
+        // Two gzip members, as `cat a.gz b.gz` or pigz/bgzip produce.
+        let (a, b) = img.split_at(20);
+        let p = dir.join("train-images-idx3-ubyte.gz");
+        std::fs::write(&p, [gz(a), gz(b)].concat()).unwrap();
+        std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), gz(&lab)).unwrap();
+        check(&load(&p).unwrap(), &pixels);
+    }
+
+    #[test]
+    fn gzip_inflating_past_the_header_stops_at_the_header_size() {
+        // Header: 2 images of 2x2; the stream then inflates to 64 MiB of zeros. Only the
+        // announced 8 bytes (+1) are ever decompressed into memory.
+        let mut e = GzEncoder::new(Vec::new(), Compression::default());
+        e.write_all(&images_bytes(2, 2, 2, &[0; 8])).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            e.write_all(&zeros).unwrap();
+        }
+        let bomb = e.finish().unwrap();
+        assert!(bomb.len() < 100_000);
+        let err = parse_images(&bomb, Path::new("bomb-images-idx3-ubyte.gz")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bomb-images-idx3-ubyte.gz: more data than the header announces \
+             (unexpected bytes after the data)"
+        );
+        // A header announcing far more than the stream holds is truncated, without
+        // allocating the announced 60000 x 8192 x 8192 bytes.
+        let liar = gz(&images_bytes(60_000, 8192, 8192, &[1; 100]));
+        let err = parse_images(&liar, Path::new("liar.gz")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "liar.gz: truncated (needs 4026531839900 more bytes)"
+        );
+    }
+
+    #[test]
+    fn labels_at_or_above_the_class_count_are_an_error() {
+        let dir = TempDir::new("idx-labels");
+        let (img, _, _) = sample();
+        let p = dir.join("train-images-idx3-ubyte");
+        std::fs::write(&p, &img).unwrap();
+        std::fs::write(
+            dir.join("train-labels-idx1-ubyte"),
+            labels_bytes(&[1, 255, 3]),
+        )
+        .unwrap();
+        let msg = Dataset::open(p.to_str().unwrap()).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "{}: label 255 of sample 1 is not below the class count 10 \
+                 (set the class count with --classes)",
+                p.display()
+            )
+        );
+        // An explicit class count that covers the labels is accepted, a smaller one is not.
+        let d = Dataset::load(p.to_str().unwrap()).unwrap();
+        assert_eq!(d.clone().with_classes(256).unwrap().num_classes, 256);
+        assert!(d.with_classes(200).is_err());
     }
 
     /// The subsets shipped in `assets/` for the default run.

@@ -9,8 +9,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use super::Dataset;
 use super::augment::{Augment, Normalization, normalize_into};
+use super::{DataError, Dataset};
 
 /// One mini-batch: `images` is `len * C * H * W` f32 in NCHW order, `labels` has `len` entries.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -41,8 +41,8 @@ fn mix(mut z: u64) -> u64 {
 }
 
 impl<'a> Loader<'a> {
-    /// # Panics
-    /// If `batch_size` is 0 or `norm` does not have one entry per channel.
+    /// Errors if `batch_size` is 0, the dataset is malformed ([`Dataset::check_shape`]) or
+    /// `norm` does not fit its channels ([`Normalization::check`]).
     pub fn new(
         data: &'a Dataset,
         batch_size: usize,
@@ -51,17 +51,16 @@ impl<'a> Loader<'a> {
         augment: Option<Augment>,
         norm: Normalization,
         drop_last: bool,
-    ) -> Loader<'a> {
-        assert!(batch_size > 0, "batch_size must be positive");
-        assert_eq!(
-            norm.mean.len(),
-            data.channels,
-            "normalization has {} channels but {} has {}",
-            norm.mean.len(),
-            data.name,
-            data.channels
-        );
-        Loader {
+    ) -> Result<Loader<'a>, DataError> {
+        if batch_size == 0 {
+            return Err(DataError::Mismatch("batch size must be positive".into()));
+        }
+        data.check_shape()?;
+        norm.check(data.channels).map_err(|e| DataError::Invalid {
+            path: data.name.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Loader {
             data,
             batch_size,
             shuffle,
@@ -69,7 +68,7 @@ impl<'a> Loader<'a> {
             augment,
             norm,
             drop_last,
-        }
+        })
     }
 
     pub fn dataset(&self) -> &'a Dataset {
@@ -112,7 +111,28 @@ impl<'a> Loader<'a> {
 
     /// Fills `batch` with the samples at `indices`, reusing its buffers. `(epoch, batch_index)`
     /// seeds the augmentation, so the same arguments always give the same batch.
-    pub fn fill(&self, epoch: usize, batch_index: usize, indices: &[usize], batch: &mut Batch) {
+    /// Errors if an index is out of range.
+    pub fn fill(
+        &self,
+        epoch: usize,
+        batch_index: usize,
+        indices: &[usize],
+        batch: &mut Batch,
+    ) -> Result<(), DataError> {
+        if let Some(&i) = indices.iter().find(|&&i| i >= self.data.len()) {
+            return Err(DataError::Mismatch(format!(
+                "sample index {i} is out of range for {} ({} samples)",
+                self.data.name,
+                self.data.len()
+            )));
+        }
+        self.fill_checked(epoch, batch_index, indices, batch);
+        Ok(())
+    }
+
+    /// [`Loader::fill`] for indices known to be in range; the dataset and normalization were
+    /// checked by [`Loader::new`], so nothing here can fail.
+    fn fill_checked(&self, epoch: usize, batch_index: usize, indices: &[usize], batch: &mut Batch) {
         let d = self.data;
         let n = d.image_len();
         batch.len = indices.len();
@@ -123,7 +143,7 @@ impl<'a> Loader<'a> {
             ^ mix(epoch as u64)
             ^ mix(!(batch_index as u64))));
         for (&i, out) in indices.iter().zip(batch.images.chunks_exact_mut(n.max(1))) {
-            match &self.augment {
+            let done = match &self.augment {
                 Some(aug) => aug.apply(
                     d.image(i),
                     d.channels,
@@ -134,7 +154,8 @@ impl<'a> Loader<'a> {
                     out,
                 ),
                 None => normalize_into(d.image(i), d.channels, d.height, d.width, &self.norm, out),
-            }
+            };
+            debug_assert!(done.is_ok(), "checked by Loader::new");
         }
     }
 
@@ -163,7 +184,8 @@ impl Epoch<'_, '_> {
         let Some(indices) = self.batches.get(self.next) else {
             return false;
         };
-        self.loader.fill(self.epoch, self.next, indices, batch);
+        self.loader
+            .fill_checked(self.epoch, self.next, indices, batch);
         self.next += 1;
         true
     }
@@ -200,6 +222,7 @@ mod tests {
             Normalization::identity(d.channels),
             drop_last,
         )
+        .unwrap()
     }
 
     #[test]
@@ -234,7 +257,7 @@ mod tests {
         let b: Vec<Batch> = again.epoch(3).collect();
         assert_eq!(a, b);
         // Another seed gives another order.
-        let other = Loader::new(&d, 4, true, 43, None, Normalization::identity(1), false);
+        let other = Loader::new(&d, 4, true, 43, None, Normalization::identity(1), false).unwrap();
         assert_ne!(other.order(0), o0);
     }
 
@@ -270,5 +293,41 @@ mod tests {
         let e1: Vec<Batch> = l.epoch(1).collect();
         assert_eq!(e0[0].labels, e1[0].labels);
         assert_ne!(e0[0].images, e1[0].images);
+    }
+
+    #[test]
+    fn bad_arguments_are_errors_not_panics() {
+        let d = toy(4, 3, 2, 2, 2);
+        let new = |batch, norm| Loader::new(&d, batch, false, 0, None, norm, false);
+        let msg = new(0, Normalization::identity(3)).unwrap_err().to_string();
+        assert_eq!(msg, "batch size must be positive");
+        let msg = new(2, Normalization::identity(1)).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "toy: normalization has 1 means and 1 stds for 3 channels"
+        );
+        let mut broken = d.clone();
+        broken.height = 0;
+        let msg = Loader::new(
+            &broken,
+            2,
+            false,
+            0,
+            None,
+            Normalization::identity(3),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            msg,
+            "toy: image size 0x2 (height and width must be in 1..=8192)"
+        );
+        let l = new(2, Normalization::identity(3)).unwrap();
+        let msg = l
+            .fill(0, 0, &[1, 4], &mut Batch::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg, "sample index 4 is out of range for toy (4 samples)");
     }
 }

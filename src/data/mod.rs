@@ -42,6 +42,10 @@ pub enum DataError {
     },
     #[error("{path}: no images found")]
     NoImages { path: String },
+    /// Arguments that do not fit together (an image and its shape, a normalization and the
+    /// channel count, a batch size of 0...).
+    #[error("{0}")]
+    Mismatch(String),
     #[error("unknown dataset format '{format}' (expected idx, cifar10, cifar100, svhn, folder)")]
     UnknownFormat { format: String },
     #[error(
@@ -77,9 +81,44 @@ impl DataError {
     }
 }
 
-/// Reads a whole file, with the path in any error.
+/// The largest image side any loader accepts (and a checkpoint may declare). Larger images
+/// would need gigabytes per batch long before a model could use them.
+pub const MAX_SIDE: usize = 8192;
+
+/// Fails unless `path` is a regular file (after following links). Checked before opening, so
+/// that a FIFO does not block and a device such as `/dev/zero` is not read forever.
+pub(crate) fn check_regular(path: &Path) -> Result<fs::Metadata, DataError> {
+    let meta = fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(DataError::invalid(
+            path,
+            "not a regular file (devices, FIFOs and sockets cannot be read as data)",
+        ));
+    }
+    Ok(meta)
+}
+
+/// Opens a regular file for reading, with the path in any error; returns it and its size.
+pub(crate) fn open_regular(path: &Path) -> Result<(fs::File, u64), DataError> {
+    let size = check_regular(path)?.len();
+    let file = fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    Ok((file, size))
+}
+
+/// Reads a whole regular file, with the path in any error.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
-    fs::read(path).map_err(|e| DataError::io(path, e))
+    use std::io::Read;
+    let (file, size) = open_regular(path)?;
+    let mut out = Vec::with_capacity(size as usize);
+    // The size is only a hint: read to the end, but never past what the file held at open
+    // plus one byte (a file growing while read is reported, not followed forever).
+    file.take(size.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| DataError::io(path, e))?;
+    if out.len() as u64 > size {
+        return Err(DataError::invalid(path, "the file grew while it was read"));
+    }
+    Ok(out)
 }
 
 /// The on-disk formats understood by [`Dataset::open`].
@@ -144,6 +183,8 @@ impl Format {
                 Err(undetected())
             };
         }
+        // Before any open: a FIFO would block, a device would never end.
+        check_regular(path)?;
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
@@ -171,6 +212,22 @@ impl Format {
         }
         Err(undetected())
     }
+}
+
+/// Checks an image shape: 1 or 3 channels, height and width in `1..=MAX_SIDE`. The message
+/// says what is wrong, without a file name.
+pub fn check_image_shape(channels: usize, height: usize, width: usize) -> Result<(), String> {
+    if channels != 1 && channels != 3 {
+        return Err(format!(
+            "{channels} channels (images must have 1 (gray) or 3 (RGB))"
+        ));
+    }
+    if height == 0 || width == 0 || height > MAX_SIDE || width > MAX_SIDE {
+        return Err(format!(
+            "image size {height}x{width} (height and width must be in 1..={MAX_SIDE})"
+        ));
+    }
+    Ok(())
 }
 
 /// Splits "FORMAT:PATH" into its parts; a bare PATH (or an existing path that happens to
@@ -230,23 +287,98 @@ impl Dataset {
         &self.images[i * n..(i + 1) * n]
     }
 
-    /// Parses a dataset spec "FORMAT:PATH" or a bare PATH (format auto-detected).
+    /// Parses a dataset spec "FORMAT:PATH" or a bare PATH (format auto-detected) and checks
+    /// the result ([`Dataset::validate`], labels included).
     /// FORMAT is one of idx, cifar10, cifar100, svhn, folder.
     pub fn open(spec: &str) -> Result<Dataset, DataError> {
+        let d = Dataset::load(spec)?;
+        d.check_labels()?;
+        Ok(d)
+    }
+
+    /// Like [`Dataset::open`], but the labels are not yet checked against the class count,
+    /// which is the format's (IDX files do not record one: 10 is assumed). Follow with
+    /// [`Dataset::with_classes`], or use it as is where labels do not matter (OOD sets).
+    pub fn load(spec: &str) -> Result<Dataset, DataError> {
         let (format, path) = parse_spec(spec)?;
         let path = Path::new(path);
-        fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+        let meta = fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+        if !meta.is_dir() {
+            check_regular(path)?;
+        }
         let format = match format {
             Some(format) => format,
             None => Format::detect(path)?,
         };
-        match format {
+        let d = match format {
             Format::Idx => idx::load(path),
             Format::Cifar10 => cifar::load(path, cifar::Variant::Cifar10),
             Format::Cifar100 => cifar::load(path, cifar::Variant::Cifar100),
             Format::Svhn => svhn::load(path),
             Format::Folder => folder::load(path),
+        }?;
+        d.check_shape()?;
+        Ok(d)
+    }
+
+    /// Sets the class count to `classes` and checks that every label is below it.
+    pub fn with_classes(mut self, classes: usize) -> Result<Dataset, DataError> {
+        self.num_classes = classes;
+        self.check_labels()?;
+        Ok(self)
+    }
+
+    fn invalid(&self, message: impl Into<String>) -> DataError {
+        DataError::Invalid {
+            path: self.name.clone(),
+            message: message.into(),
         }
+    }
+
+    /// Checks the shape fields (channels 1 or 3, height and width in `1..=MAX_SIDE`), that
+    /// `images` holds exactly one image per label, and the labels against the class count.
+    /// Everything that takes a [`Dataset`] relies on this holding.
+    pub fn validate(&self) -> Result<(), DataError> {
+        self.check_shape()?;
+        self.check_labels()
+    }
+
+    /// [`Dataset::validate`] without the labels.
+    pub fn check_shape(&self) -> Result<(), DataError> {
+        check_image_shape(self.channels, self.height, self.width).map_err(|m| self.invalid(m))?;
+        let expected = self.len().checked_mul(self.image_len());
+        if expected != Some(self.images.len()) {
+            return Err(self.invalid(format!(
+                "{} bytes of pixels for {} images of {}x{}x{}",
+                self.images.len(),
+                self.len(),
+                self.channels,
+                self.height,
+                self.width
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that every label is below the class count (a label at or above it is an error,
+    /// never a reason to grow the model).
+    pub fn check_labels(&self) -> Result<(), DataError> {
+        if self.num_classes == 0 {
+            return Err(self.invalid("the class count is 0"));
+        }
+        if let Some((i, &l)) = self
+            .labels
+            .iter()
+            .enumerate()
+            .find(|&(_, &l)| l as usize >= self.num_classes)
+        {
+            return Err(self.invalid(format!(
+                "label {l} of sample {i} is not below the class count {} \
+                 (set the class count with --classes)",
+                self.num_classes
+            )));
+        }
+        Ok(())
     }
 
     /// Keeps the first `n` samples (for subsets and quick runs).
@@ -260,20 +392,26 @@ impl Dataset {
     /// `height` x `width` (bilinear, via `image`). Used to feed e.g. MNIST to a CIFAR model
     /// for out-of-distribution tests.
     ///
-    /// # Panics
-    /// If the channel conversion is not one of identity, 1 -> 3 or 3 -> 1.
-    pub fn converted(&self, channels: usize, height: usize, width: usize) -> Dataset {
-        assert!(
-            channels == self.channels
-                || (channels, self.channels) == (1, 3)
-                || (channels, self.channels) == (3, 1),
-            "Dataset::converted: cannot convert {} channels to {channels}",
-            self.channels
-        );
-        assert!(
-            height > 0 && width > 0,
-            "Dataset::converted: empty target size"
-        );
+    /// Errors if this dataset is malformed ([`Dataset::check_shape`]), the channel conversion
+    /// is not one of identity, 1 -> 3 or 3 -> 1, or the target size is not in `1..=MAX_SIDE`.
+    pub fn converted(
+        &self,
+        channels: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<Dataset, DataError> {
+        self.check_shape()?;
+        if !(channels == self.channels
+            || (channels, self.channels) == (1, 3)
+            || (channels, self.channels) == (3, 1))
+        {
+            return Err(self.invalid(format!(
+                "cannot convert {} channels to {channels} (only 1 <-> 3)",
+                self.channels
+            )));
+        }
+        check_image_shape(channels, height, width)
+            .map_err(|m| self.invalid(format!("cannot convert to this size: {m}")))?;
         let (h0, w0) = (self.height, self.width);
         let plane0 = h0 * w0;
         let plane = height * width;
@@ -315,7 +453,7 @@ impl Dataset {
                 }
             }
         }
-        Dataset {
+        Ok(Dataset {
             name: self.name.clone(),
             images,
             labels: self.labels.clone(),
@@ -323,7 +461,7 @@ impl Dataset {
             height,
             width,
             num_classes: self.num_classes,
-        }
+        })
     }
 
     /// Deterministic split: shuffles the indices with `seed`; the first `n_holdout` go to the
@@ -516,17 +654,90 @@ mod tests {
             width: 2,
             num_classes: 1,
         };
-        let rgb = d.converted(3, 2, 2);
+        let rgb = d.converted(3, 2, 2).unwrap();
         assert_eq!(rgb.images, [10, 20, 30, 40].repeat(3));
-        let back = rgb.converted(1, 2, 2);
+        let back = rgb.converted(1, 2, 2).unwrap();
         assert_eq!(back.images, d.images);
-        let big = d.converted(3, 4, 6);
+        let big = d.converted(3, 4, 6).unwrap();
         assert_eq!((big.channels, big.height, big.width), (3, 4, 6));
         assert_eq!(big.images.len(), 3 * 4 * 6);
         let flat = Dataset {
             images: vec![77; 4],
             ..d.clone()
         };
-        assert!(flat.converted(1, 5, 5).images.iter().all(|&v| v == 77));
+        assert!(
+            flat.converted(1, 5, 5)
+                .unwrap()
+                .images
+                .iter()
+                .all(|&v| v == 77)
+        );
+    }
+
+    #[test]
+    fn converted_rejects_bad_targets_and_malformed_sets() {
+        let d = toy(2, 1, 2, 2, 2);
+        let msg = d.converted(2, 2, 2).unwrap_err().to_string();
+        assert_eq!(msg, "toy: cannot convert 1 channels to 2 (only 1 <-> 3)");
+        let msg = d.converted(1, 0, 2).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "toy: cannot convert to this size: image size 0x2 (height and width must be in 1..=8192)"
+        );
+        let msg = d.converted(3, 30000, 30000).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "toy: cannot convert to this size: image size 30000x30000 (height and width must be in 1..=8192)"
+        );
+        let mut broken = d.clone();
+        broken.images.pop();
+        let msg = broken.converted(1, 2, 2).unwrap_err().to_string();
+        assert_eq!(msg, "toy: 7 bytes of pixels for 2 images of 1x2x2");
+        let mut two = d.clone();
+        two.channels = 2;
+        two.images = vec![0; 16];
+        assert_eq!(
+            two.validate().unwrap_err().to_string(),
+            "toy: 2 channels (images must have 1 (gray) or 3 (RGB))"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_and_fifos_are_refused_without_reading() {
+        for spec in [
+            "idx:/dev/zero",
+            "/dev/zero",
+            "cifar10:/dev/zero",
+            "svhn:/dev/null",
+        ] {
+            let msg = Dataset::open(spec).unwrap_err().to_string();
+            let path = spec.rsplit(':').next().unwrap();
+            assert_eq!(
+                msg,
+                format!(
+                    "{path}: not a regular file (devices, FIFOs and sockets cannot be read as data)"
+                ),
+                "{spec}"
+            );
+        }
+        let dir = TempDir::new("fifo");
+        let fifo = dir.join("train-images-idx3-ubyte");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            // Opening a FIFO for reading would block until a writer comes: never opened.
+            for spec in [
+                format!("idx:{}", fifo.display()),
+                fifo.display().to_string(),
+            ] {
+                let msg = Dataset::open(&spec).unwrap_err().to_string();
+                assert!(
+                    msg.ends_with(
+                        "not a regular file (devices, FIFOs and sockets cannot be read as data)"
+                    ),
+                    "{msg}"
+                );
+            }
+        }
     }
 }

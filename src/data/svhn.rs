@@ -40,11 +40,15 @@ const COMPLEX_FLAG: u32 = 0x0800;
 
 /// Loads `X` and `y` from an SVHN `.mat` file.
 pub fn load(path: &Path) -> Result<Dataset, DataError> {
-    let bytes = read_file(path)?;
-    let file = MatFile::parse_header(&bytes, path)?;
+    parse(&read_file(path)?, path)
+}
+
+/// Parses a MAT file held in memory; `path` only names it in messages.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset, DataError> {
+    let file = MatFile::parse_header(bytes, path)?;
     let mut images: Option<(Vec<u8>, [usize; 4])> = None;
     let mut labels: Option<Vec<u32>> = None;
-    file.for_each_variable(&bytes, |var| {
+    file.for_each_variable(bytes, |var| {
         match var.name.as_str() {
             "X" => images = Some(file.images(&var)?),
             "y" => labels = Some(file.labels(&var)?),
@@ -211,12 +215,7 @@ impl<'p> MatFile<'p> {
                     }
                 }
                 MI_COMPRESSED => {
-                    let mut inner = Vec::new();
-                    ZlibDecoder::new(el.data)
-                        .read_to_end(&mut inner)
-                        .map_err(|e| {
-                            self.invalid(format!("cannot decompress miCOMPRESSED element: {e}"))
-                        })?;
+                    let inner = self.inflate(el.data)?;
                     let el = self.element(&inner, 0)?;
                     if el.ty == MI_MATRIX
                         && let Some(var) = self.matrix(el.data)?
@@ -234,6 +233,37 @@ impl<'p> MatFile<'p> {
             };
         }
         Ok(())
+    }
+
+    /// Decompresses an miCOMPRESSED element incrementally: first its inner tag, then exactly
+    /// the byte count that tag announces, so a stream inflating to more is never held, and
+    /// memory grows only with the data actually present.
+    fn inflate(&self, z: &[u8]) -> Result<Vec<u8>, DataError> {
+        let err = |e: std::io::Error| {
+            self.invalid(format!("cannot decompress miCOMPRESSED element: {e}"))
+        };
+        let mut d = ZlibDecoder::new(z);
+        let mut inner = Vec::with_capacity(8);
+        (&mut d).take(8).read_to_end(&mut inner).map_err(err)?;
+        if inner.len() < 8 {
+            return Err(DataError::truncated(self.path, 8 - inner.len()));
+        }
+        let first = self.u32(&inner);
+        if first >> 16 == 0 {
+            let n = u64::from(self.u32(&inner[4..]));
+            inner.reserve(n.min(1 << 20) as usize);
+            (&mut d).take(n).read_to_end(&mut inner).map_err(err)?;
+        }
+        // The stream must end here (at most 7 bytes of padding follow): reading to its end
+        // also verifies its checksum. Anything longer is refused, never inflated.
+        let mut rest = Vec::new();
+        (&mut d).take(8).read_to_end(&mut rest).map_err(err)?;
+        if rest.len() == 8 {
+            return Err(
+                self.invalid("miCOMPRESSED element inflates to more than its inner tag announces")
+            );
+        }
+        Ok(inner)
     }
 
     /// Parses the content of an miMATRIX element; `None` for empty or non-numeric arrays.
@@ -356,6 +386,11 @@ impl<'p> MatFile<'p> {
                 )));
             }
         };
+        if n == 0 {
+            return Err(self.invalid(format!("X has dimensions {:?}: no images", var.dims)));
+        }
+        super::check_image_shape(c, h, w)
+            .map_err(|m| self.invalid(format!("X has dimensions {:?}: {m}", var.dims)))?;
         let (hw, chw) = (h * w, c * h * w);
         let mut out = vec![0u8; n * chw];
         let fast = var.ty == MI_UINT8;
@@ -711,12 +746,72 @@ mod tests {
         let mut corrupt = w.header();
         corrupt.extend(w.compressed(&w.matrix("X", 9, &[1, 1, 1, 1], MI_UINT8, &[1])));
         let len = corrupt.len();
-        corrupt[len - 6..].copy_from_slice(&[0xff; 6]);
+        corrupt[len - 4..].copy_from_slice(&[0xff; 4]); // the Adler-32 checksum
         std::fs::write(&p, &corrupt).unwrap();
         let msg = load(&p).unwrap_err().to_string();
         assert!(
             msg.contains("bad.mat: cannot decompress miCOMPRESSED element"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn channels_other_than_1_or_3_and_empty_sizes_are_rejected() {
+        let w = Writer { big_endian: false };
+        for (dims, what) in [
+            (
+                [2u32, 2, 2, 1],
+                "[2, 2, 2, 1]: 2 channels (images must have 1 (gray) or 3 (RGB))",
+            ),
+            (
+                [2, 2, 4, 1],
+                "[2, 2, 4, 1]: 4 channels (images must have 1 (gray) or 3 (RGB))",
+            ),
+            (
+                [0, 2, 3, 1],
+                "[0, 2, 3, 1]: image size 0x2 (height and width must be in 1..=8192)",
+            ),
+            ([2, 2, 3, 0], "[2, 2, 3, 0]: no images"),
+        ] {
+            let count = dims.iter().product::<u32>() as usize;
+            let mut out = w.header();
+            out.extend(w.compressed(&w.matrix("X", 9, &dims, MI_UINT8, &vec![7; count])));
+            out.extend(w.matrix("y", MX_DOUBLE_CLASS, &[1, 1], MI_DOUBLE, &w.doubles(&[1.0])));
+            let msg = parse(&out, Path::new("odd.mat")).unwrap_err().to_string();
+            assert_eq!(msg, format!("odd.mat: X has dimensions {what}"));
+        }
+    }
+
+    #[test]
+    fn zlib_element_inflating_past_its_tag_is_refused() {
+        // The inner tag announces a 1x1x1x1 X; the zlib stream then goes on for 64 MiB, of
+        // which at most 8 bytes are inflated.
+        let w = Writer { big_endian: false };
+        let x = w.matrix("X", 9, &[1, 1, 1, 1], MI_UINT8, &[5]);
+        let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
+        z.write_all(&x).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            z.write_all(&zeros).unwrap();
+        }
+        let z = z.finish().unwrap();
+        let mut out = w.header();
+        out.extend_from_slice(&w.u32(MI_COMPRESSED));
+        out.extend_from_slice(&w.u32(z.len() as u32));
+        out.extend_from_slice(&z);
+        out.extend(w.matrix("y", MX_DOUBLE_CLASS, &[1, 1], MI_DOUBLE, &w.doubles(&[3.0])));
+        let msg = parse(&out, Path::new("bomb.mat")).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "bomb.mat: miCOMPRESSED element inflates to more than its inner tag announces"
+        );
+        // A tag announcing 4 GB over a short stream is truncated, not allocated.
+        let mut liar = w.header();
+        let mut tag = w.u32(MI_MATRIX).to_vec();
+        tag.extend_from_slice(&w.u32(u32::MAX));
+        tag.extend_from_slice(&[0; 64]);
+        liar.extend(w.compressed(&tag));
+        let msg = parse(&liar, Path::new("liar.mat")).unwrap_err().to_string();
+        assert_eq!(msg, "liar.mat: truncated (needs 4294967231 more bytes)");
     }
 }

@@ -6,7 +6,7 @@
 
 use super::Gpu;
 use crate::error::{Error, Result};
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Bytes of one parameter block as the shader sees it.
 const PARAM_BYTES: u64 = 128;
@@ -158,7 +158,7 @@ impl Gpu {
     /// The cached pipeline for `spec`, built on first use. Shader or layout errors (a bug,
     /// or a device that cannot run the kernel) come back as an error naming the kernel
     /// instead of wgpu's panic.
-    fn kernel(&self, spec: &KernelSpec, constants: &[(&str, f64)]) -> Result<Rc<Kernel>> {
+    fn kernel(&self, spec: &KernelSpec, constants: &[(&str, f64)]) -> Result<Arc<Kernel>> {
         // Generated variants share family and entry names: the source address tells them apart.
         let key = format!(
             "{}::{}@{:p}{:?}",
@@ -167,7 +167,7 @@ impl Gpu {
             spec.source.as_ptr(),
             constants
         );
-        if let Some(k) = self.0.kernels.borrow().get(&key) {
+        if let Some(k) = self.0.kernels.lock().get(&key) {
             return Ok(k.clone());
         }
         let device = &self.0.device;
@@ -226,12 +226,12 @@ impl Gpu {
                 spec.family, spec.entry
             )));
         }
-        let k = Rc::new(Kernel {
+        let k = Arc::new(Kernel {
             pipeline,
             layout,
             bindings: spec.reads + spec.writes,
         });
-        self.0.kernels.borrow_mut().insert(key, k.clone());
+        self.0.kernels.lock().insert(key, k.clone());
         Ok(k)
     }
 
@@ -290,7 +290,7 @@ impl Gpu {
             return Ok(());
         }
         let device = &self.0.device;
-        let mut rec = self.0.recorder.borrow_mut();
+        let mut rec = self.0.recorder.lock();
         if rec.params.len() >= ARENA_SLOTS * PARAM_STRIDE {
             rec.submit(device, &self.0.queue);
         }

@@ -16,13 +16,25 @@ pub use pool::MemoryStats;
 pub use profile::KernelTimes;
 pub use readback::PendingRead;
 
-use crate::autograd::Tape;
 use crate::error::{Error, Result};
 use kernel::Recorder;
 use pool::{Pool, SharedPool};
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A mutex for the engine's shared state. A panic while it is held (a bug in a host's
+/// closure, say) must not wedge the device for every other thread, so poisoning is ignored:
+/// each critical section leaves the state consistent before anything can panic.
+pub(crate) struct Lock<T>(Mutex<T>);
+
+impl<T> Lock<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Lock(Mutex::new(value))
+    }
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// How to pick an adapter when the engine creates its own device.
 #[derive(Debug, Clone, Default)]
@@ -90,14 +102,14 @@ pub(crate) struct GpuInner {
     pub(crate) report: AdapterReport,
     pub(crate) is_cpu: bool,
     pub(crate) pool: SharedPool,
-    pub(crate) kernels: RefCell<HashMap<String, Rc<kernel::Kernel>>>,
-    pub(crate) recorder: RefCell<Recorder>,
-    pub(crate) tape: RefCell<Tape>,
-    pub(crate) grad_enabled: Cell<bool>,
-    pub(crate) staging: RefCell<HashMap<u64, Vec<wgpu::Buffer>>>,
+    pub(crate) kernels: Lock<HashMap<String, Arc<kernel::Kernel>>>,
+    pub(crate) recorder: Lock<Recorder>,
+    pub(crate) staging: Lock<HashMap<u64, Vec<wgpu::Buffer>>>,
 }
 
-/// The engine's handle on a device: cheap to clone, single-threaded.
+/// The engine's handle on a device: cheap to clone, `Send + Sync`. Threads that share one
+/// `Gpu` record into one pending command encoder (each op's passes are self-contained, so
+/// interleaving is safe) and share its buffer pool and pipeline cache.
 ///
 /// ```no_run
 /// let gpu = isomax::Gpu::new()?;
@@ -105,7 +117,7 @@ pub(crate) struct GpuInner {
 /// # Ok::<(), isomax::Error>(())
 /// ```
 #[derive(Clone)]
-pub struct Gpu(pub(crate) Rc<GpuInner>);
+pub struct Gpu(pub(crate) Arc<GpuInner>);
 
 /// Minimal limits the engine's kernels need, on top of WebGPU's defaults.
 fn required_limits(adapter_limits: &wgpu::Limits, portable: bool) -> wgpu::Limits {
@@ -291,17 +303,15 @@ impl Gpu {
             subgroup_size: fixed_subgroup_size(&device),
         };
         let recorder = Recorder::new(&device);
-        Gpu(Rc::new(GpuInner {
+        Gpu(Arc::new(GpuInner {
             device,
             queue,
             report,
             is_cpu,
-            pool: Rc::new(RefCell::new(Pool::default())),
-            kernels: RefCell::new(HashMap::new()),
-            recorder: RefCell::new(recorder),
-            tape: RefCell::new(Tape::default()),
-            grad_enabled: Cell::new(true),
-            staging: RefCell::new(HashMap::new()),
+            pool: Arc::new(Lock::new(Pool::default())),
+            kernels: Lock::new(HashMap::new()),
+            recorder: Lock::new(recorder),
+            staging: Lock::new(HashMap::new()),
         }))
     }
 
@@ -334,20 +344,17 @@ impl Gpu {
 
     /// Buffer-pool statistics (peak bytes of GPU buffers the engine holds).
     pub fn memory(&self) -> MemoryStats {
-        self.0.pool.borrow().stats
+        self.0.pool.lock().stats
     }
 
     /// Free the pool's idle buffers.
     pub fn trim_memory(&self) {
-        self.0.pool.borrow_mut().trim();
+        self.0.pool.lock().trim();
     }
 
     /// Submit everything recorded so far. Does not wait.
     pub fn flush(&self) {
-        self.0
-            .recorder
-            .borrow_mut()
-            .submit(&self.0.device, &self.0.queue);
+        self.0.recorder.lock().submit(&self.0.device, &self.0.queue);
     }
 
     /// Submit and wait until the GPU is idle (benchmarks, explicit sync points).
@@ -362,33 +369,29 @@ impl Gpu {
 
     /// Number of dispatches recorded since the context was created (for tests of batching).
     pub fn dispatch_count(&self) -> u64 {
-        self.0.recorder.borrow().total_dispatches
+        self.0.recorder.lock().total_dispatches
     }
 
     /// Number of queue submissions made so far.
     pub fn submit_count(&self) -> u64 {
-        self.0.recorder.borrow().total_submits
+        self.0.recorder.lock().total_submits
     }
 
     pub(crate) fn acquire(&self, bytes: u64) -> pool::PooledBuffer {
-        let buffer = self.0.pool.borrow_mut().acquire(&self.0.device, bytes);
+        let buffer = self.0.pool.lock().acquire(&self.0.device, bytes);
         pool::PooledBuffer {
             buffer: Some(buffer),
             pool: self.0.pool.clone(),
         }
     }
 
-    /// Run `f` with gradient recording off (inference): nothing is taped, so no activation
-    /// is kept alive.
+    /// Run `f` with gradient recording off on this thread (see [`crate::no_grad`]).
     pub fn no_grad<T>(&self, f: impl FnOnce() -> T) -> T {
-        let prev = self.0.grad_enabled.replace(false);
-        let out = f();
-        self.0.grad_enabled.set(prev);
-        out
+        crate::autograd::no_grad(f)
     }
 
-    /// Whether ops currently record onto the tape.
-    pub fn grad_enabled(&self) -> bool {
-        self.0.grad_enabled.get()
+    /// Whether two handles share one device context.
+    pub fn same_device(&self, other: &Gpu) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }

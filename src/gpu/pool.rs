@@ -4,9 +4,9 @@
 //! keeps the many sizes of a DenseNet from each holding their own idle buffers. Every
 //! buffer can be bound as storage and copied from and to.
 
-use std::cell::RefCell;
+use super::Lock;
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Every pooled buffer is usable as storage and as a copy source/destination.
 pub const POOL_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -34,7 +34,7 @@ pub(crate) struct Pool {
     pub(crate) stats: MemoryStats,
 }
 
-pub(crate) type SharedPool = Rc<RefCell<Pool>>;
+pub(crate) type SharedPool = Arc<Lock<Pool>>;
 
 /// Round a byte count up to the pool's size class.
 pub(crate) fn size_class(bytes: u64) -> u64 {
@@ -89,7 +89,7 @@ pub(crate) struct PooledBuffer {
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(b) = self.buffer.take() {
-            self.pool.borrow_mut().release(b);
+            self.pool.lock().release(b);
         }
     }
 }

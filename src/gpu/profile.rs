@@ -72,7 +72,7 @@ impl Gpu {
             mapped_at_creation: false,
         });
         self.flush();
-        self.0.recorder.borrow_mut().profiler = Some(Profiler {
+        self.0.recorder.lock().profiler = Some(Profiler {
             set,
             resolve,
             labels: Vec::new(),
@@ -83,7 +83,7 @@ impl Gpu {
     /// Stop profiling and return the per-kernel times since [`Gpu::start_profiling`]
     /// (dispatches beyond the first 2048 are not timed).
     pub fn stop_profiling(&self) -> Result<KernelTimes> {
-        let prof = self.0.recorder.borrow_mut().profiler.take();
+        let prof = self.0.recorder.lock().profiler.take();
         let Some(prof) = prof else {
             return Err(Error::Device("profiling was not started".into()));
         };
@@ -92,7 +92,7 @@ impl Gpu {
             return Ok(KernelTimes::default());
         }
         {
-            let mut rec = self.0.recorder.borrow_mut();
+            let mut rec = self.0.recorder.lock();
             let enc = rec.encoder(self.device());
             enc.resolve_query_set(&prof.set, 0..n, &prof.resolve, 0);
         }

@@ -18,13 +18,7 @@ pub struct PendingRead {
 
 impl Gpu {
     fn staging_buffer(&self, size: u64) -> wgpu::Buffer {
-        if let Some(b) = self
-            .0
-            .staging
-            .borrow_mut()
-            .get_mut(&size)
-            .and_then(|v| v.pop())
-        {
+        if let Some(b) = self.0.staging.lock().get_mut(&size).and_then(|v| v.pop()) {
             return b;
         }
         self.0.device.create_buffer(&wgpu::BufferDescriptor {
@@ -41,7 +35,7 @@ impl Gpu {
         let size = b.size.max(4).div_ceil(4) * 4;
         let staging = self.staging_buffer(super::pool::size_class(size));
         {
-            let mut rec = self.0.recorder.borrow_mut();
+            let mut rec = self.0.recorder.lock();
             let enc = rec.encoder(&self.0.device);
             enc.copy_buffer_to_buffer(b.buffer, b.offset, &staging, 0, size);
         }
@@ -112,7 +106,7 @@ impl PendingRead {
         self.gpu
             .0
             .staging
-            .borrow_mut()
+            .lock()
             .entry(size)
             .or_default()
             .push(staging);

@@ -2,7 +2,7 @@
 //! distances to prototypes, the paper), IsoMax+ and DisMax (the authors' successors).
 
 use super::layers::{Linear, Module, Role, Seeds, join};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::ood::scores::HeadKind;
 use crate::ops::isomax;
@@ -59,17 +59,27 @@ impl Head {
     }
 
     /// Logits `[B, C]` at temperature 1 (the entropic scale is applied only in the loss).
+    /// Errors if the head's parameters do not match its kind (`kind` was changed after
+    /// construction).
     pub fn logits(&self, features: &Tensor) -> Result<Tensor> {
+        let missing = |what: &str| {
+            Error::Config(format!(
+                "invalid {:?} head: it has no {what} (was `kind` changed after Head::new?)",
+                self.kind
+            ))
+        };
         match self.kind {
             HeadKind::SoftMax => self
                 .linear
                 .as_ref()
-                .expect("softmax head has a linear layer")
+                .ok_or_else(|| missing("linear layer"))?
                 .forward(features),
             HeadKind::IsoMax => {
                 let d = isomax::prototype_distances(
                     features,
-                    self.prototypes.as_ref().expect("prototypes"),
+                    self.prototypes
+                        .as_ref()
+                        .ok_or_else(|| missing("prototypes"))?,
                 )?;
                 isomax::logits_from_distances(&d, false)
             }
@@ -77,8 +87,12 @@ impl Head {
                 let dismax = self.kind == HeadKind::DisMax;
                 let d = isomax::normalized_prototype_distances(
                     features,
-                    self.prototypes.as_ref().expect("prototypes"),
-                    self.distance_scale.as_ref().expect("distance scale"),
+                    self.prototypes
+                        .as_ref()
+                        .ok_or_else(|| missing("prototypes"))?,
+                    self.distance_scale
+                        .as_ref()
+                        .ok_or_else(|| missing("distance scale"))?,
                     if dismax {
                         std::f32::consts::SQRT_2
                     } else {

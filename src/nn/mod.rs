@@ -103,8 +103,12 @@ impl Model {
         })
     }
 
-    /// Features `[B, D]` of normalised images `[B, C, H, W]`.
+    /// Features `[B, D]` of normalised images `[B, C, H, W]`. In evaluation
+    /// (`training == false`) no graph is built, whatever the thread's gradient mode.
     pub fn features(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        if !training && crate::autograd::grad_enabled() {
+            return crate::autograd::no_grad(|| self.features(x, false));
+        }
         let c = &self.config;
         let s = x.shape();
         if s.len() != 4 || s[1] != c.in_channels || s[2] != c.height || s[3] != c.width {
@@ -131,9 +135,14 @@ impl Model {
         }
     }
 
-    /// Logits `[B, C]` (temperature 1).
+    /// Logits `[B, C]` (temperature 1). In evaluation no graph is built.
     pub fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
-        self.head.logits(&self.features(x, training)?)
+        let f = self.features(x, training)?;
+        if training {
+            self.head.logits(&f)
+        } else {
+            crate::autograd::no_grad(|| self.head.logits(&f))
+        }
     }
 
     /// The trainable parameters, in a fixed order.

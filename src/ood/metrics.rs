@@ -47,8 +47,11 @@ pub enum MetricsError {
     NonFiniteScore {
         which: &'static str,
         index: usize,
-        value: f32,
+        value: f64,
     },
+    /// A requested true-positive rate outside [0, 1].
+    #[error("true-positive rate {0} is not in [0, 1]")]
+    BadRate(f64),
     #[error("cannot open {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -69,6 +72,10 @@ pub enum MetricsError {
     },
     #[error("{}: no scores", path.display())]
     EmptyFile { path: PathBuf },
+    #[error("{}: not a regular file (devices, FIFOs and sockets cannot be read as scores)", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("{}: not UTF-8 text (invalid byte at offset {offset})", path.display())]
+    NotUtf8 { path: PathBuf, offset: usize },
 }
 
 const IN_NAME: &str = "in-distribution";
@@ -76,25 +83,30 @@ const OUT_NAME: &str = "out-of-distribution";
 
 /// Sorts a copy of the scores, rejecting empty lists and non-finite values (which would
 /// otherwise sort to an end and silently distort every metric).
-fn sorted_finite(scores: &[f32], which: &'static str) -> Result<Vec<f32>, MetricsError> {
+/// Scores are compared in f64 whatever their storage type, so close f64 scores (from a score
+/// file) never become ties.
+fn sorted_finite<T: Copy + Into<f64>>(
+    scores: &[T],
+    which: &'static str,
+) -> Result<Vec<f64>, MetricsError> {
     if scores.is_empty() {
         return Err(MetricsError::EmptyScores { which });
     }
-    if let Some((index, &value)) = scores.iter().enumerate().find(|(_, s)| !s.is_finite()) {
+    let mut sorted: Vec<f64> = scores.iter().map(|&s| s.into()).collect();
+    if let Some((index, &value)) = sorted.iter().enumerate().find(|(_, s)| !s.is_finite()) {
         return Err(MetricsError::NonFiniteScore {
             which,
             index,
             value,
         });
     }
-    let mut sorted = scores.to_vec();
-    sorted.sort_unstable_by(f32::total_cmp);
+    sorted.sort_unstable_by(f64::total_cmp);
     Ok(sorted)
 }
 
 /// The K+N+1 `(tp, fp)` points of SPEC §2 step 2: the threshold sweeps upward, removing
 /// the lowest remaining sample each step; on a tie the in-distribution sample goes first.
-fn curve_points(ins: &[f32], outs: &[f32]) -> Vec<(usize, usize)> {
+fn curve_points(ins: &[f64], outs: &[f64]) -> Vec<(usize, usize)> {
     let (k, n) = (ins.len(), outs.len());
     let mut points = Vec::with_capacity(k + n + 1);
     let (mut tp, mut fp) = (k, n);
@@ -123,9 +135,12 @@ fn trapezoid_descending(points: &[(f64, f64)]) -> f64 {
 
 /// Computes TNR at TPR 95 %, AUROC, DTACC, AUIN and AUOUT (SPEC §2) in O(n log n).
 ///
-/// Higher scores mean "more in-distribution". Errors on an empty list or a NaN/infinite
-/// score (naming the list and the index).
-pub fn ood_metrics(in_scores: &[f32], out_scores: &[f32]) -> Result<OodMetrics, MetricsError> {
+/// Higher scores mean "more in-distribution". Scores may be f32 or f64; all arithmetic is
+/// f64. Errors on an empty list or a NaN/infinite score (naming the list and the index).
+pub fn ood_metrics<T: Copy + Into<f64>>(
+    in_scores: &[T],
+    out_scores: &[T],
+) -> Result<OodMetrics, MetricsError> {
     let ins = sorted_finite(in_scores, IN_NAME)?;
     let outs = sorted_finite(out_scores, OUT_NAME)?;
     let (k, n) = (ins.len(), outs.len());
@@ -197,29 +212,48 @@ pub fn ood_metrics(in_scores: &[f32], out_scores: &[f32]) -> Result<OodMetrics, 
 /// above an integer); ties at the threshold may keep a few more. With nothing to keep the
 /// threshold is just above the highest score.
 ///
-/// # Panics
-/// If `in_scores` is empty, contains a non-finite score, or `tpr` is not in [0, 1]: all
-/// caller bugs in a calibration step.
-pub fn threshold_at_tpr(in_scores: &[f32], tpr: f64) -> f32 {
-    assert!((0.0..=1.0).contains(&tpr), "tpr {tpr} is not in [0, 1]");
-    let sorted = sorted_finite(in_scores, IN_NAME).unwrap_or_else(|e| panic!("{e}"));
+/// Errors if `in_scores` is empty or contains a non-finite score, or if `tpr` is not in
+/// [0, 1].
+pub fn threshold_at_tpr(in_scores: &[f32], tpr: f64) -> Result<f32, MetricsError> {
+    if !(0.0..=1.0).contains(&tpr) {
+        return Err(MetricsError::BadRate(tpr));
+    }
+    let sorted = sorted_finite(in_scores, IN_NAME)?;
     let k = sorted.len();
     let keep = ((tpr * k as f64 - 1e-9).ceil().max(0.0) as usize).min(k);
-    if keep == 0 {
-        sorted[k - 1].next_up()
+    // The values came from f32, so the conversion back is exact.
+    Ok(if keep == 0 {
+        (sorted[k - 1] as f32).next_up()
     } else {
-        sorted[k - keep]
-    }
+        sorted[k - keep] as f32
+    })
 }
 
 /// Reads a score file: one number per line; blank lines and `#` comments (whole-line or
-/// trailing) are skipped. Line numbers in errors are 1-based.
-pub fn read_scores(path: &Path) -> Result<Vec<f32>, MetricsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| MetricsError::Io {
+/// trailing) are skipped. Line numbers in errors are 1-based. Scores are parsed as f64.
+/// Only regular files are read (a FIFO or a device is refused before it is opened).
+pub fn read_scores(path: &Path) -> Result<Vec<f64>, MetricsError> {
+    let io_err = |source| MetricsError::Io {
         path: path.to_path_buf(),
         source,
+    };
+    let meta = std::fs::metadata(path).map_err(io_err)?;
+    if !meta.is_file() {
+        return Err(MetricsError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(io_err)?;
+    parse_scores(&bytes, path)
+}
+
+/// Parses the content of a score file (see [`read_scores`]); `path` only names it in messages.
+pub fn parse_scores(bytes: &[u8], path: &Path) -> Result<Vec<f64>, MetricsError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| MetricsError::NotUtf8 {
+        path: path.to_path_buf(),
+        offset: e.valid_up_to(),
     })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut scores = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
@@ -227,7 +261,7 @@ pub fn read_scores(path: &Path) -> Result<Vec<f32>, MetricsError> {
         if field.is_empty() {
             continue;
         }
-        let value: f32 = field.parse().map_err(|_| MetricsError::NotANumber {
+        let value: f64 = field.parse().map_err(|_| MetricsError::NotANumber {
             path: path.to_path_buf(),
             line,
             text: field.to_string(),
@@ -425,25 +459,69 @@ mod tests {
     fn threshold_keeps_requested_fraction() {
         // Scores 1..=20 shuffled: keeping 95 % keeps 19, so the threshold is 2.
         let ins: Vec<f32> = (1..=20).rev().map(|v| v as f32).collect();
-        assert_eq!(threshold_at_tpr(&ins, 0.95), 2.0);
-        assert_eq!(threshold_at_tpr(&ins, 1.0), 1.0);
-        assert_eq!(threshold_at_tpr(&ins, 0.5), 11.0);
+        assert_eq!(threshold_at_tpr(&ins, 0.95).unwrap(), 2.0);
+        assert_eq!(threshold_at_tpr(&ins, 1.0).unwrap(), 1.0);
+        assert_eq!(threshold_at_tpr(&ins, 0.5).unwrap(), 11.0);
         // 0.93·20 = 18.6 → keep 19.
-        assert_eq!(threshold_at_tpr(&ins, 0.93), 2.0);
-        let t = threshold_at_tpr(&ins, 0.0);
+        assert_eq!(threshold_at_tpr(&ins, 0.93).unwrap(), 2.0);
+        let t = threshold_at_tpr(&ins, 0.0).unwrap();
         assert!(t > 20.0 && ins.iter().all(|&s| s < t));
 
         let mut rng = StdRng::seed_from_u64(3);
         let scores: Vec<f32> = (0..1000).map(|_| rng.random_range(-5.0f32..5.0)).collect();
-        let t = threshold_at_tpr(&scores, 0.95);
+        let t = threshold_at_tpr(&scores, 0.95).unwrap();
         let kept = scores.iter().filter(|&&s| s >= t).count();
         assert_eq!(kept, 950);
     }
 
     #[test]
-    #[should_panic(expected = "no in-distribution scores")]
-    fn threshold_rejects_empty() {
-        threshold_at_tpr(&[], 0.95);
+    fn threshold_rejects_empty_non_finite_and_bad_rates() {
+        let msg = |r: Result<f32, MetricsError>| r.unwrap_err().to_string();
+        assert_eq!(
+            msg(threshold_at_tpr(&[], 0.95)),
+            "no in-distribution scores"
+        );
+        assert_eq!(
+            msg(threshold_at_tpr(&[1.0, f32::NAN], 0.95)),
+            "in-distribution score at index 1 is NaN"
+        );
+        assert_eq!(
+            msg(threshold_at_tpr(&[1.0], 1.5)),
+            "true-positive rate 1.5 is not in [0, 1]"
+        );
+        assert_eq!(
+            msg(threshold_at_tpr(&[1.0], f64::NAN)),
+            "true-positive rate NaN is not in [0, 1]"
+        );
+    }
+
+    #[test]
+    fn close_f64_scores_are_not_ties() {
+        // In f32 all six scores round to 1.0 and tie; in f64 they separate perfectly.
+        let ins = [1.0 + 3e-9, 1.0 + 4e-9, 1.0 + 5e-9];
+        let outs = [1.0, 1.0 + 1e-9, 1.0 + 2e-9];
+        let m = ood_metrics(&ins, &outs).unwrap();
+        assert_close(m.auroc, 100.0, "auroc");
+        let f = TempFile::new("f64", "1.000000003\n1.000000004\n1.000000005\n");
+        let parsed = read_scores(&f.0).unwrap();
+        assert_eq!(parsed, ins.to_vec());
+        let as_f32: Vec<f32> = ins.iter().map(|&v| v as f32).collect();
+        let outs_f32: Vec<f32> = outs.iter().map(|&v| v as f32).collect();
+        assert!(ood_metrics(&as_f32, &outs_f32).unwrap().auroc < 1.0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn read_scores_refuses_devices_and_binary() {
+        let err = read_scores(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "/dev/zero: not a regular file (devices, FIFOs and sockets cannot be read as scores)"
+        );
+        let err = parse_scores(b"0.5\n\xff\n", Path::new("s.txt"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "s.txt: not UTF-8 text (invalid byte at offset 4)");
     }
 
     /// A temp file with a name unique to this process and test.

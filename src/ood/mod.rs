@@ -4,5 +4,7 @@ pub mod metrics;
 pub mod plot;
 pub mod scores;
 
-pub use metrics::{MetricsError, OodMetrics, ood_metrics, read_scores, threshold_at_tpr};
+pub use metrics::{
+    MetricsError, OodMetrics, ood_metrics, parse_scores, read_scores, threshold_at_tpr,
+};
 pub use scores::RowScores;

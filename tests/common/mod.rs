@@ -80,7 +80,7 @@ pub fn mnist(file: &str, n: usize) -> Dataset {
     let p = format!("idx:{}/assets/mnist/{file}", env!("CARGO_MANIFEST_DIR"));
     let mut d = Dataset::open(&p).unwrap();
     d.truncate(n);
-    d.converted(1, MNIST_SIZE, MNIST_SIZE)
+    d.converted(1, MNIST_SIZE, MNIST_SIZE).unwrap()
 }
 
 /// A quick resnet-tiny training setup writing into a fresh temporary folder named `dir`.
@@ -101,8 +101,10 @@ pub fn train_config(head: HeadKind, epochs: usize, dir: &str) -> TrainConfig {
         seed: 7,
         augment: false,
         holdout: 64,
+        entropic_scale: None,
         out_dir,
         resume: false,
+        force: false,
         progress: false,
         normalization: None,
     }

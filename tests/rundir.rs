@@ -1,0 +1,197 @@
+//! Run directories and hyper-parameters: an OUT holding a checkpoint is never overwritten by
+//! accident, two runs never share one OUT, a save interrupted before its rename is recovered,
+//! bad learning rates are refused, and a non-finite loss stops the run at once.
+mod common;
+use common::{mnist, train_config as config};
+use isomax::checkpoint::{Checkpoint, tmp_path};
+use isomax::nn::HeadKind;
+use isomax::train::train;
+
+fn err(r: isomax::Result<isomax::train::TrainSummary>) -> String {
+    match r {
+        Ok(_) => panic!("training should have failed"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn an_out_holding_a_checkpoint_needs_resume_or_force() {
+    let gpu = common::gpu();
+    let data = mnist("train-images-idx3-ubyte.gz", 96);
+    let mut cfg = config(HeadKind::SoftMax, 1, "refuse");
+    train(&gpu, &cfg, data.clone(), None).unwrap();
+    let ck = cfg.out_dir.join("checkpoint.safetensors");
+    let before = std::fs::read(&ck).unwrap();
+    let msg = err(train(&gpu, &cfg, data.clone(), None));
+    assert_eq!(
+        msg,
+        format!(
+            "{} already holds a checkpoint: pass --resume to continue that run, or --force to \
+             overwrite it",
+            cfg.out_dir.display()
+        )
+    );
+    assert_eq!(std::fs::read(&ck).unwrap(), before, "checkpoint untouched");
+    // --force starts afresh: the log holds only the new run.
+    cfg.force = true;
+    cfg.seed = 8;
+    train(&gpu, &cfg, data, None).unwrap();
+    assert_ne!(std::fs::read(&ck).unwrap(), before);
+    let log = std::fs::read_to_string(cfg.out_dir.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 1);
+}
+
+#[test]
+fn a_locked_out_is_refused() {
+    let gpu = common::gpu();
+    let cfg = config(HeadKind::SoftMax, 1, "locked");
+    std::fs::create_dir_all(&cfg.out_dir).unwrap();
+    let lock = std::fs::File::create(cfg.out_dir.join(".lock")).unwrap();
+    lock.try_lock().unwrap(); // another run holds the directory
+    let msg = err(train(
+        &gpu,
+        &cfg,
+        mnist("train-images-idx3-ubyte.gz", 96),
+        None,
+    ));
+    assert_eq!(
+        msg,
+        format!(
+            "{} is in use by another training run (lock {})",
+            cfg.out_dir.display(),
+            cfg.out_dir.join(".lock").display()
+        )
+    );
+    drop(lock);
+    train(&gpu, &cfg, mnist("train-images-idx3-ubyte.gz", 96), None).unwrap();
+}
+
+#[test]
+fn resume_recovers_a_complete_temporary_checkpoint() {
+    let gpu = common::gpu();
+    let data = mnist("train-images-idx3-ubyte.gz", 96);
+    let mut cfg = config(HeadKind::IsoMax, 1, "recover");
+    train(&gpu, &cfg, data.clone(), None).unwrap();
+    let ck = cfg.out_dir.join("checkpoint.safetensors");
+    let tmp = tmp_path(&ck);
+    // A kill between the write and the rename of the first save leaves only the .tmp.
+    std::fs::rename(&ck, &tmp).unwrap();
+    // Without --resume the directory still counts as holding a checkpoint.
+    assert!(err(train(&gpu, &cfg, data.clone(), None)).contains("already holds a checkpoint"));
+    cfg.resume = true;
+    cfg.epochs = 2;
+    train(&gpu, &cfg, data.clone(), None).unwrap();
+    assert!(!tmp.exists());
+    assert_eq!(Checkpoint::load(&ck).unwrap().state.epoch, 2);
+    // An incomplete temporary file (killed mid-write) is not taken.
+    let bytes = std::fs::read(&ck).unwrap();
+    std::fs::remove_file(&ck).unwrap();
+    std::fs::write(&tmp, &bytes[..bytes.len() / 2]).unwrap();
+    cfg.epochs = 3;
+    let msg = err(train(&gpu, &cfg, data, None));
+    assert_eq!(
+        msg,
+        format!(
+            "nothing to resume: {} does not exist ({} is an incomplete save)",
+            ck.display(),
+            tmp.display()
+        )
+    );
+}
+
+#[test]
+fn bad_learning_rates_and_weight_decays_are_refused() {
+    let gpu = common::gpu();
+    let data = mnist("train-images-idx3-ubyte.gz", 64);
+    for (lr, wd, want) in [
+        (
+            -1.0,
+            1e-4,
+            "learning rate -1 is invalid: it must be finite and > 0",
+        ),
+        (
+            0.0,
+            1e-4,
+            "learning rate 0 is invalid: it must be finite and > 0",
+        ),
+        (
+            f32::NAN,
+            1e-4,
+            "learning rate NaN is invalid: it must be finite and > 0",
+        ),
+        (
+            f32::INFINITY,
+            1e-4,
+            "learning rate inf is invalid: it must be finite and > 0",
+        ),
+        (
+            0.1,
+            -1.0,
+            "weight decay -1 is invalid: it must be finite and >= 0",
+        ),
+        (
+            0.1,
+            f32::NAN,
+            "weight decay NaN is invalid: it must be finite and >= 0",
+        ),
+    ] {
+        let mut cfg = config(HeadKind::SoftMax, 1, "lr");
+        cfg.sgd.lr = lr;
+        cfg.sgd.weight_decay = wd;
+        assert_eq!(err(train(&gpu, &cfg, data.clone(), None)), want);
+    }
+}
+
+#[test]
+fn labels_at_or_above_the_class_count_are_refused() {
+    let gpu = common::gpu();
+    let mut data = mnist("train-images-idx3-ubyte.gz", 64);
+    data.labels[5] = 255;
+    let cfg = config(HeadKind::SoftMax, 1, "labels");
+    let msg = err(train(&gpu, &cfg, data, None));
+    assert!(
+        msg.ends_with(
+            "label 255 of sample 5 is not below the class count 10 (set the class count with \
+             --classes)"
+        ),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let gpu = common::gpu();
+    let data = mnist("train-images-idx3-ubyte.gz", 128);
+    let mut cfg = config(HeadKind::SoftMax, 1, "nan");
+    train(&gpu, &cfg, data.clone(), None).unwrap();
+    let ck = cfg.out_dir.join("checkpoint.safetensors");
+    let good = std::fs::read(&ck).unwrap();
+    // Resume with an absurd learning rate: the weights blow up within a few steps.
+    cfg.resume = true;
+    cfg.epochs = 2;
+    cfg.sgd.lr = 1e30;
+    let msg = err(train(&gpu, &cfg, data, None));
+    assert!(
+        msg.starts_with("training stopped: the loss is ")
+            && msg.contains(" at epoch 2, step ")
+            && msg.ends_with(&format!(
+                "; {} keeps the last good state (after epoch 1)",
+                ck.display()
+            )),
+        "{msg}"
+    );
+    let step: usize = msg
+        .split(", step ")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(step <= 3, "stopped late, at step {step}: {msg}");
+    assert_eq!(
+        std::fs::read(&ck).unwrap(),
+        good,
+        "last good checkpoint kept"
+    );
+    assert_eq!(Checkpoint::load(&ck).unwrap().state.epoch, 1);
+}
