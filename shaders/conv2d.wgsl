@@ -25,7 +25,7 @@ struct Params {
     kw: u32,
     stride: u32,
     pad: u32,
-    kq: u32,      // forward: vec4s per row of the packed weight (4·kq ≥ C·KH·KW)
+    kq: u32,      // forward, tiled backward data: vec4s per packed weight row (4·kq ≥ its k)
     c_tiles: u32, // backward data: channel tiles (workgroup_id.y = class · c_tiles + tile)
     chunk: u32,   // backward weight: (n, oh) rows per split (workgroup_id.z = split)
 };
@@ -82,7 +82,7 @@ fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 // Row operands (weights, or dY for backward weight): the plain variant loads row i as
 // `r$i`; in the subgroup variant lane `sl` loads row `i·SG + sl` and row i's value is
 // broadcast from lane i % SG of load i / SG.
-//# if KIND > 0
+//# if KIND > 0 && !TILED
 @compute @workgroup_size(WX)
 fn ${ENTRY}(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -93,7 +93,7 @@ fn ${ENTRY}(
 //# end
 ) {
 //# end
-//# if KIND == 1
+//# if KIND == 1 && !TILED
     // Forward: rows = output channels, cols = output positions (n, oh, ow) flattened;
     // `a` = x, `b4` = the weight packed as [OC, 4·kq] by pack_rows.
     let ohw = p.oh * p.ow; let npos = p.n * ohw; let hw = p.h * p.w;
@@ -163,7 +163,7 @@ fn ${ENTRY}(
 //# end
 //# end
 //# end
-//# if KIND == 2
+//# if KIND == 2 && !TILED
     // Backward data: rows = input channels, cols = input positions of one residue class
     // (ih mod s, iw mod s) = workgroup_id.y / c_tiles, so every tap loop is uniform and only
     // visits the taps kh ≡ ih + pad (mod s) that reach the position; `a` = dY,
@@ -255,7 +255,7 @@ fn ${ENTRY}(
 //# end
 //# end
 //# end
-//# if KIND == 3
+//# if KIND == 3 && !TILED
     // Backward weight: rows = output channels, cols = weight entries k = (c, kh, kw); the
     // invocation sums over the (n, oh) rows of its split (workgroup_id.z) and every ow;
     // `a` = dY (`a4` with VEC4), `b` = x, `out` = [splits, OC, K].
@@ -345,6 +345,175 @@ fn ${ENTRY}(
 //# end
 //# end
 //# end
-//# if KIND > 0
+//# if KIND > 0 && !TILED
+}
+//# end
+
+// ---- The workgroup-tiled variants for real GPUs (TILED = 1): each kernel is an implicit
+// GEMM C[M, N] = Σ_k A[m, k] · B[k, n] whose operands are gathered from the tensors. A
+// 16 × 16 workgroup computes a block of BM = 16·TM rows × BN = 16·TN columns; per slice of
+// 16 k it stages A [16][BM] and B [16][BN] in workgroup memory (the packed weight with vec4
+// loads), then each invocation accumulates rows ly + 16·i, columns lx + 16·j (so loads
+// from workgroup memory and stores to `out` are contiguous across lanes). Summation order
+// is fixed: no atomics.
+//   forward (KIND 1):         M = OC, N = N·OH·OW, k = (c, kh, kw);  A = weight packed
+//                             [OC, 4·kq], B = x at the tap (im2col, gathered).
+//   backward data (KIND 2):   M = C, N = N·H·W, k = (oc, tap); A = weight packed
+//                             transposed with taps reversed [C, 4·kq] (pack_rows, flip),
+//                             B = dY at the output position the tap reaches, 0 where it
+//                             falls between strides or outside.
+//   backward weight (KIND 3): M = OC, N = C·KH·KW, k = output positions (n, oh, ow) of
+//                             split workgroup_id.z (rows of `chunk` (n, oh) each);
+//                             A = dY, B = x at the tap; out = [splits, OC, C·KH·KW].
+//# if KIND > 0 && TILED
+var<workgroup> a_tile: array<f32, ${16 * 16 * TM}>;  // [k · BM + row]
+var<workgroup> b_tile: array<f32, ${16 * 16 * TN}>;  // [k · BN + column]
+
+//# if KIND != 2
+// x at tap k = (c, kh, kw) of output position q = (n, oh, ow); 0 outside the image.
+fn im2col(k: u32, q: u32) -> f32 {
+    let khw = p.kh * p.kw;
+    let c = k / khw;
+    let t = k % khw;
+    let ohw = p.oh * p.ow;
+    let n = q / ohw;
+    let o = q % ohw;
+    let ih = i32((o / p.ow) * p.stride + t / p.kw) - i32(p.pad);
+    let iw = i32((o % p.ow) * p.stride + t % p.kw) - i32(p.pad);
+    let ok = c < p.c && n < p.n && u32(ih) < p.h && u32(iw) < p.w;
+    let i = ((n * p.c + c) * p.h + u32(ih)) * p.w + u32(iw);
+    return select(0.0, a_in(select(0u, i, ok)), ok);
+}
+
+//# end
+
+// x is binding 1 (`a`) for the forward kernel, binding 2 (`b`) for backward weight.
+//# if KIND == 1
+fn a_in(i: u32) -> f32 { return a[i]; }
+//# end
+//# if KIND == 3
+fn a_in(i: u32) -> f32 { return b[i]; }
+//# end
+
+@compute @workgroup_size(16, 16)
+fn ${ENTRY}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let m0 = wid.y * ${16 * TM}u;
+//# if KIND == 3
+    let n0 = wid.x * ${16 * TN}u;
+    let big_m = p.oc;
+    let big_n = p.c * p.kh * p.kw;
+    let q_end = min((wid.z + 1u) * p.chunk, p.n * p.oh) * p.ow;
+    let k_begin = wid.z * p.chunk * p.ow;
+//# else
+    let n0 = (wid.x + wid.z * nwg.x) * ${16 * TN}u;
+//# end
+//# if KIND == 1
+    let big_m = p.oc;
+    let big_n = p.n * p.oh * p.ow;
+//# end
+//# if KIND == 2
+    let big_m = p.c;
+    let hw = p.h * p.w;
+    let big_n = p.n * hw;
+    let khw = p.kh * p.kw;
+//# end
+//# for i in 0..TM
+//# for j in 0..TN
+    var acc${i}_${j} = 0.0;
+//# end
+//# end
+//# if KIND == 3
+    for (var k0 = k_begin; k0 < q_end; k0 += 16u) {
+        // A: dY rows m0.., output positions k0..k0+15 (consecutive lanes: consecutive
+        // positions of one row).
+        for (var l = li; l < ${16 * 16 * TM}u; l += 256u) {
+            let r = l / 16u;
+            let kk = l % 16u;
+            let q = k0 + kk;
+            let ohw = p.oh * p.ow;
+            let ok = m0 + r < big_m && q < q_end;
+            let i = ((q / ohw) * p.oc + m0 + r) * ohw + q % ohw;
+            a_tile[kk * ${16 * TM}u + r] = select(0.0, a[select(0u, i, ok)], ok);
+        }
+        // B: x at taps n0.. of those positions.
+        for (var l = li; l < ${16 * 16 * TN}u; l += 256u) {
+            let kk = l / ${16 * TN}u;
+            let col = l % ${16 * TN}u;
+            let q = k0 + kk;
+            b_tile[l] = select(0.0, im2col(n0 + col, q), q < q_end && n0 + col < big_n);
+        }
+//# else
+    for (var kq0 = 0u; kq0 < p.kq; kq0 += 4u) {
+        // A: packed weight rows m0.., k-quads kq0..kq0+3, one vec4 per load.
+        for (var l = li; l < ${4 * 16 * TM}u; l += 256u) {
+            let r = l / 4u;
+            let kq = l % 4u;
+            var v = vec4<f32>(0.0);
+            if (m0 + r < big_m && kq0 + kq < p.kq) { v = b4[(m0 + r) * p.kq + kq0 + kq]; }
+            let o = kq * ${4 * 16 * TM}u + r;
+            a_tile[o] = v.x;
+            a_tile[o + ${16 * TM}u] = v.y;
+            a_tile[o + ${2 * 16 * TM}u] = v.z;
+            a_tile[o + ${3 * 16 * TM}u] = v.w;
+        }
+        // B: the gathered operand at k = 4·kq0.., columns n0...
+        for (var l = li; l < ${16 * 16 * TN}u; l += 256u) {
+            let k = kq0 * 4u + l / ${16 * TN}u;
+            let col = n0 + l % ${16 * TN}u;
+//# if KIND == 1
+            b_tile[l] = select(0.0, im2col(k, col), col < big_n);
+//# end
+//# if KIND == 2
+            // Tap t of the packed (reversed) row is kernel tap KH·KW − 1 − t.
+            let oc = k / khw;
+            let t = khw - 1u - k % khw;
+            let n = col / hw;
+            let pos = col % hw;
+            let y = i32(pos / p.w + p.pad) - i32(t / p.kw);
+            let xx = i32(pos % p.w + p.pad) - i32(t % p.kw);
+            let s = i32(p.stride);
+            let oy = u32(y / s);
+            let ox = u32(xx / s);
+            let ok = col < big_n && oc < p.oc && y >= 0 && xx >= 0 && y % s == 0 && xx % s == 0
+                && oy < p.oh && ox < p.ow;
+            let i = ((n * p.oc + oc) * p.oh + oy) * p.ow + ox;
+            b_tile[l] = select(0.0, a[select(0u, i, ok)], ok);
+//# end
+        }
+//# end
+        workgroupBarrier();
+        for (var kk = 0u; kk < 16u; kk++) {
+//# for j in 0..TN
+            let bv${j} = b_tile[kk * ${16 * TN}u + lid.x + ${16 * j}u];
+//# end
+//# for i in 0..TM
+            let av${i} = a_tile[kk * ${16 * TM}u + lid.y + ${16 * i}u];
+//# for j in 0..TN
+            acc${i}_${j} = fma(av${i}, bv${j}, acc${i}_${j});
+//# end
+//# end
+        }
+        workgroupBarrier();
+    }
+//# for i in 0..TM
+//# for j in 0..TN
+    {
+        let m = m0 + lid.y + ${16 * i}u;
+        let col = n0 + lid.x + ${16 * j}u;
+        if (m < big_m && col < big_n) {
+//# if KIND == 1
+            let ohw = p.oh * p.ow;
+            out[((col / ohw) * p.oc + m) * ohw + col % ohw] = acc${i}_${j};
+//# end
+//# if KIND == 2
+            out[((col / hw) * p.c + m) * hw + col % hw] = acc${i}_${j};
+//# end
+//# if KIND == 3
+            out[(wid.z * big_m + m) * big_n + col] = acc${i}_${j};
+//# end
+        }
+    }
+//# end
+//# end
 }
 //# end

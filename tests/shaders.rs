@@ -7,15 +7,26 @@ use naga::back;
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 
 fn parse(v: &ShaderVariant) -> naga::Module {
-    naga::front::wgsl::parse_str(&v.source)
-        .unwrap_or_else(|e| panic!("{} ({}): WGSL parse: {}", v.family, v.name, e.emit_to_string(&v.source)))
+    naga::front::wgsl::parse_str(&v.source).unwrap_or_else(|e| {
+        panic!(
+            "{} ({}): WGSL parse: {}",
+            v.family,
+            v.name,
+            e.emit_to_string(&v.source)
+        )
+    })
 }
 
 fn validate(v: &ShaderVariant, module: &naga::Module, caps: Capabilities) -> ModuleInfo {
     Validator::new(ValidationFlags::all(), caps)
         .validate(module)
         .unwrap_or_else(|e| {
-            panic!("{} ({}): naga validation: {}", v.family, v.name, e.emit_to_string(&v.source))
+            panic!(
+                "{} ({}): naga validation: {}",
+                v.family,
+                v.name,
+                e.emit_to_string(&v.source)
+            )
         })
 }
 
@@ -66,16 +77,27 @@ fn resolve<'a>(
     module: &'a naga::Module,
     info: &'a ModuleInfo,
     entry: &str,
-) -> (std::borrow::Cow<'a, naga::Module>, std::borrow::Cow<'a, ModuleInfo>) {
-    let constants: back::PipelineConstants =
-        v.constants.iter().map(|(k, x)| (k.to_string(), *x)).collect();
+) -> (
+    std::borrow::Cow<'a, naga::Module>,
+    std::borrow::Cow<'a, ModuleInfo>,
+) {
+    let constants: back::PipelineConstants = v
+        .constants
+        .iter()
+        .map(|(k, x)| (k.to_string(), *x))
+        .collect();
     back::pipeline_constants::process_overrides(
         module,
         info,
         Some((naga::ShaderStage::Compute, entry)),
         &constants,
     )
-    .unwrap_or_else(|e| panic!("{} ({}) entry {entry}: pipeline constants: {e}", v.family, v.name))
+    .unwrap_or_else(|e| {
+        panic!(
+            "{} ({}) entry {entry}: pipeline constants: {e}",
+            v.family, v.name
+        )
+    })
 }
 
 #[test]
@@ -92,11 +114,18 @@ fn every_variant_validates_and_translates() {
             Capabilities::empty()
         };
         let info = validate(v, &module, caps);
-        assert!(!module.entry_points.is_empty(), "{}: no entry point", v.name);
+        assert!(
+            !module.entry_points.is_empty(),
+            "{}: no entry point",
+            v.name
+        );
         for ep in &module.entry_points {
             let entry = ep.name.as_str();
             let fail = |backend: &str, e: String| -> ! {
-                panic!("kernel {} variant {} entry {entry}: {backend}: {e}", v.family, v.name)
+                panic!(
+                    "kernel {} variant {} entry {entry}: {backend}: {e}",
+                    v.family, v.name
+                )
             };
             let (m, i) = resolve(v, &module, &info, entry);
 
@@ -188,13 +217,22 @@ fn the_command_dumps_the_same_variants() {
         .args(["shaders", "--dump", dir.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    let want: Vec<String> = variants().unwrap().iter().map(|v| format!("{}.wgsl", v.name)).collect();
+    let mut want: Vec<String> = variants()
+        .unwrap()
+        .iter()
+        .map(|v| format!("{}.wgsl", v.name))
+        .collect();
+    want.sort();
     assert_eq!(names, want);
     std::fs::remove_dir_all(&dir).ok();
 }

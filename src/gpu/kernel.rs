@@ -246,7 +246,13 @@ impl Gpu {
         groups: [u32; 3],
     ) -> Result<()> {
         const { assert!(size_of::<P>() <= PARAM_BYTES as usize) };
-        self.dispatch_bytes(spec, constants, bytemuck::bytes_of(params), bindings, groups)
+        self.dispatch_bytes(
+            spec,
+            constants,
+            bytemuck::bytes_of(params),
+            bindings,
+            groups,
+        )
     }
 
     fn dispatch_bytes(

@@ -1,6 +1,7 @@
 //! 2-D convolution (NCHW) as implicit GEMMs: forward, backward data and backward weight,
 //! each register-tiled without workgroup memory (see `shaders/conv2d.wgsl`).
 
+use super::Tuning;
 use super::codegen;
 use super::template::{Val, expand};
 use crate::error::{Error, Result};
@@ -26,7 +27,8 @@ pub(crate) enum Kind {
 /// and cols weight entries `(c, kh, kw)`.
 ///
 /// A subgroup tile ([`Tile::subgroup`]) runs one subgroup per workgroup and shares the row
-/// operand across lanes with `subgroupBroadcast`.
+/// operand across lanes with `subgroupBroadcast`. A workgroup-tiled tile ([`Tile::tiled`],
+/// for real GPUs) stages both operands in workgroup memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tile {
     pub rows: u32,
@@ -34,6 +36,8 @@ pub struct Tile {
     /// Lanes per workgroup (for a subgroup tile, the subgroup size once resolved).
     pub workgroup: u32,
     pub subgroup: bool,
+    /// Workgroup-tiled ([`Tile::tiled`]).
+    pub tiled: bool,
 }
 
 impl Tile {
@@ -43,6 +47,7 @@ impl Tile {
             cols,
             workgroup,
             subgroup: false,
+            tiled: false,
         }
     }
 
@@ -53,6 +58,21 @@ impl Tile {
             cols,
             workgroup: 0,
             subgroup: true,
+            tiled: false,
+        }
+    }
+
+    /// A workgroup-tiled tile for real GPUs: 16 × 16 invocations compute a block of
+    /// `16·rows` rows × `16·cols` columns, staging 16-deep slices of both operands in
+    /// workgroup memory (the packed weight with vec4 loads); `rows`, `cols` in 1..=4. Runs
+    /// everywhere (slowly on llvmpipe, where barriers are expensive).
+    pub const fn tiled(rows: u32, cols: u32) -> Tile {
+        Tile {
+            rows,
+            cols,
+            workgroup: 256,
+            subgroup: false,
+            tiled: true,
         }
     }
 
@@ -98,6 +118,17 @@ impl Tile {
     }
 
     fn check(&self) -> Result<()> {
+        if self.tiled {
+            if !(1..=4).contains(&self.rows)
+                || !(1..=4).contains(&self.cols)
+                || self.workgroup != 256
+            {
+                return Err(Error::Config(format!(
+                    "conv2d: unsupported tile {self:?} (tiled: rows and cols 1..=4, workgroup 256)"
+                )));
+            }
+            return Ok(());
+        }
         if !(1..=16).contains(&self.rows)
             || !(1..=16).contains(&self.cols)
             || !(1..=256).contains(&self.workgroup)
@@ -111,7 +142,18 @@ impl Tile {
 
     /// Columns covered by one workgroup.
     fn span(&self) -> usize {
+        if self.tiled {
+            return (16 * self.cols) as usize;
+        }
         (self.cols * self.workgroup) as usize
+    }
+
+    /// Rows covered by one workgroup.
+    fn height(&self) -> usize {
+        if self.tiled {
+            return (16 * self.rows) as usize;
+        }
+        self.rows as usize
     }
 }
 
@@ -138,11 +180,12 @@ impl ConvConfig {
         backward_weight: Tile::new(8, 8, 16),
         weight_parallelism: 0,
     };
-    /// A starting point for real GPUs (not tuned: no GPU on the development machine).
+    /// For real GPUs: the workgroup-tiled kernels, 64 × 64 blocks per 256-invocation
+    /// workgroup (not tuned: no GPU on the development machine).
     pub const GPU: ConvConfig = ConvConfig {
-        forward: Tile::new(4, 4, 64),
-        backward_data: Tile::new(4, 4, 64),
-        backward_weight: Tile::new(4, 4, 64),
+        forward: Tile::tiled(4, 4),
+        backward_data: Tile::tiled(4, 4),
+        backward_weight: Tile::tiled(4, 4),
         weight_parallelism: 65536,
     };
 
@@ -155,18 +198,25 @@ impl ConvConfig {
         weight_parallelism: 0,
     };
 
-    /// The default for `gpu`'s adapter.
+    /// Every configuration [`ConvConfig::for_gpu`] can pick, with the tuning that picks it.
+    pub const PRESETS: [(Tuning, ConvConfig); 3] = [
+        (Tuning::CpuSubgroup, Self::CPU_SUBGROUP),
+        (Tuning::Cpu, Self::CPU),
+        (Tuning::Gpu, Self::GPU),
+    ];
+
+    /// The default for `gpu`'s adapter (its [`Tuning`](super::tuning)).
     pub fn for_gpu(gpu: &Gpu) -> ConvConfig {
-        match super::tuning(gpu) {
-            super::Tuning::CpuSubgroup => Self::CPU_SUBGROUP,
-            super::Tuning::Cpu => Self::CPU,
-            super::Tuning::Gpu => Self::GPU,
-        }
+        let t = super::tuning(gpu);
+        Self::PRESETS
+            .iter()
+            .find(|p| p.0 == t)
+            .map_or(Self::GPU, |p| p.1)
     }
 }
 
 /// Template variables of the generated entry `kind` with tile `t`, named `entry`.
-fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 7] {
+fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 8] {
     let sg = if t.subgroup { t.workgroup } else { 0 };
     let kind_code = match kind {
         Kind::Forward => 1u32,
@@ -179,8 +229,12 @@ fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 7]
         ("TM", t.rows.into()),
         ("TN", t.cols.into()),
         ("SG", sg.into()),
-        ("ROW_LOADS", (if t.subgroup { t.rows / sg } else { t.rows }).into()),
+        (
+            "ROW_LOADS",
+            (if t.subgroup { t.rows / sg } else { t.rows }).into(),
+        ),
         ("VEC4", (kind == Kind::BackwardWeightVec4).into()),
+        ("TILED", t.tiled.into()),
     ]
 }
 
@@ -192,9 +246,10 @@ fn entry_name(kind: Kind, t: Tile) -> String {
         Kind::BackwardWeight => "backward_weight",
         Kind::BackwardWeightVec4 => "backward_weight_v4",
     };
-    match t.subgroup {
-        false => format!("{name}_{}x{}", t.rows, t.cols),
-        true => format!("{name}_sg{}_{}x{}", t.workgroup, t.rows, t.cols),
+    match (t.subgroup, t.tiled) {
+        (true, _) => format!("{name}_sg{}_{}x{}", t.workgroup, t.rows, t.cols),
+        (false, true) => format!("{name}_tiled_{}x{}", t.rows, t.cols),
+        (false, false) => format!("{name}_{}x{}", t.rows, t.cols),
     }
 }
 
@@ -208,9 +263,8 @@ pub(crate) fn variant_source(kind: Kind, t: Tile) -> Result<(String, String)> {
 
 /// The generated entry point for `kind` with tile `t`, kept for the life of the process.
 fn spec(kind: Kind, t: Tile) -> Result<KernelSpec> {
-    let (source, entry) = codegen::cached(format!("conv2d {kind:?} {t:?}"), || {
-        variant_source(kind, t)
-    })?;
+    let (source, entry) =
+        codegen::cached(format!("conv2d {kind:?} {t:?}"), || variant_source(kind, t))?;
     Ok(KernelSpec {
         family: "conv2d",
         source,
@@ -222,7 +276,12 @@ fn spec(kind: Kind, t: Tile) -> Result<KernelSpec> {
 
 /// The module of the fixed entry point `pack_rows`: the template with no generated one.
 pub(crate) fn base_source() -> Result<String> {
-    expand("conv2d", TEMPLATE, &[("KIND", Val::Int(0))]).map_err(Error::Config)
+    expand(
+        "conv2d",
+        TEMPLATE,
+        &[("KIND", Val::Int(0)), ("TILED", Val::Int(0))],
+    )
+    .map_err(Error::Config)
 }
 
 fn pack_rows_spec() -> Result<KernelSpec> {
@@ -406,7 +465,7 @@ fn forward_packed(gpu: &Gpu, x: &Tensor, wp: &Tensor, g: Geom, mut t: Tile) -> R
             ..g.params()
         },
         &[x.binding(), wp.binding(), out.binding()],
-        [gx, g.oc.div_ceil(t.rows as usize) as u32, gz],
+        [gx, g.oc.div_ceil(t.height()) as u32, gz],
     )?;
     Ok(out)
 }
@@ -427,6 +486,22 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
     }
     let t = cfg.backward_data.resolve(gpu)?.fit_rows(g.c);
     let dx = Tensor::empty(gpu, &[g.n, g.c, g.h, g.w])?;
+    if t.tiled {
+        // An implicit GEMM over (oc, tap) with the weight packed transposed, taps reversed.
+        let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true)?;
+        let [gx, gz] = col_groups(g.n * g.h * g.w, t);
+        gpu.dispatch(
+            &spec(Kind::BackwardData, t)?,
+            &wx(t),
+            &ConvParams {
+                kq: u(wp.shape()[1] / 4),
+                ..g.params()
+            },
+            &[dy.binding(), wp.binding(), dx.binding()],
+            [gx, g.c.div_ceil(t.height()) as u32, gz],
+        )?;
+        return Ok(dx);
+    }
     let s = g.stride;
     let tiles = g.c.div_ceil(t.rows as usize);
     let [gx, gz] = col_groups(g.n * g.h.div_ceil(s) * g.w.div_ceil(s), t);
@@ -463,7 +538,7 @@ fn backward_weight(
 ) -> Result<Tensor> {
     let t = t.resolve(gpu)?.fit_rows(g.oc);
     let x_groups = g.k().div_ceil(t.span());
-    let row_groups = g.oc.div_ceil(t.rows as usize);
+    let row_groups = g.oc.div_ceil(t.height());
     let rows = g.n * g.oh;
     let invocations = x_groups * t.workgroup as usize * row_groups;
     let splits = if parallelism == 0 {
@@ -485,7 +560,7 @@ fn backward_weight(
     let out = Tensor::empty(gpu, &shape)?;
     gpu.dispatch(
         &spec(
-            if g.ow.is_multiple_of(4) {
+            if g.ow.is_multiple_of(4) && !t.tiled {
                 Kind::BackwardWeightVec4
             } else {
                 Kind::BackwardWeight

@@ -1,5 +1,6 @@
 //! Matrix products (with optional transposes) and the linear layer's forward.
 
+use super::Tuning;
 use super::codegen;
 use super::template::{Val, expand};
 use crate::error::{Error, Result};
@@ -24,6 +25,11 @@ pub enum MatmulConfig {
     /// one per lane. `rows` must be a multiple of the subgroup size. Needs subgroups
     /// ([`Gpu::subgroup_size`]).
     Subgroup { rows: u32, cols: u32 },
+    /// Workgroup-tiled, for real GPUs: a 16 × 16 workgroup computes `16·rows` rows ×
+    /// `16·cols` vec4 columns of C, staging 16-deep slices of both operands in workgroup
+    /// memory with vec4 loads; each invocation keeps `rows` × `cols` vec4 accumulators.
+    /// Runs everywhere (slowly on llvmpipe, where barriers are expensive).
+    Tiled { rows: u32, cols: u32 },
 }
 
 impl MatmulConfig {
@@ -36,20 +42,24 @@ impl MatmulConfig {
         cols: 4,
         workgroup: 8,
     };
-    /// A starting point for real GPUs (not tuned: no GPU on the development machine).
-    pub const GPU: MatmulConfig = MatmulConfig::Plain {
-        rows: 4,
-        cols: 1,
-        workgroup: 64,
-    };
+    /// For real GPUs: 64 × 64 blocks of C per 256-invocation workgroup, 4 × 4 per
+    /// invocation (not tuned: no GPU on the development machine).
+    pub const GPU: MatmulConfig = MatmulConfig::Tiled { rows: 4, cols: 1 };
 
-    /// The default for `gpu`'s adapter.
+    /// Every configuration [`MatmulConfig::for_gpu`] can pick, with the tuning that picks it.
+    pub const PRESETS: [(Tuning, MatmulConfig); 3] = [
+        (Tuning::CpuSubgroup, Self::CPU_SUBGROUP),
+        (Tuning::Cpu, Self::CPU),
+        (Tuning::Gpu, Self::GPU),
+    ];
+
+    /// The default for `gpu`'s adapter (its [`Tuning`](super::tuning)).
     pub fn for_gpu(gpu: &Gpu) -> MatmulConfig {
-        match super::tuning(gpu) {
-            super::Tuning::CpuSubgroup => Self::CPU_SUBGROUP,
-            super::Tuning::Cpu => Self::CPU,
-            super::Tuning::Gpu => Self::GPU,
-        }
+        let t = super::tuning(gpu);
+        Self::PRESETS
+            .iter()
+            .find(|p| p.0 == t)
+            .map_or(Self::GPU, |p| p.1)
     }
 
     /// Check the tile against the device; returns (rows per invocation, vec4 columns per
@@ -74,6 +84,13 @@ impl MatmulConfig {
                     return bad("rows and cols must be 1..=16, workgroup 1..=256".into());
                 }
                 Ok((rows, cols, workgroup))
+            }
+            MatmulConfig::Tiled { rows, cols } => {
+                // Workgroup memory: 16·16·rows floats + 16·16·cols vec4s ≤ 16 KiB.
+                if !(1..=8).contains(&rows) || !(1..=2).contains(&cols) || rows + 4 * cols > 16 {
+                    return bad("rows 1..=8, cols 1..=2, rows + 4·cols ≤ 16".into());
+                }
+                Ok((rows, cols, 256))
             }
             MatmulConfig::Subgroup { rows, cols } => {
                 let Some(sg) = subgroup else {
@@ -108,16 +125,22 @@ kernel_params! {
 fn entry_name(cfg: MatmulConfig, tm: u32, tn: u32, sg: u32) -> String {
     match cfg {
         MatmulConfig::Plain { .. } => format!("matmul_{tm}x{tn}"),
+        MatmulConfig::Tiled { .. } => format!("matmul_tiled_{tm}x{tn}"),
         MatmulConfig::Subgroup { .. } => format!("matmul_sg{sg}_{tm}x{tn}"),
     }
 }
 
 /// `shaders/matmul.wgsl` expanded for `cfg` with tile `tm × tn` (subgroup width `sg`), and
 /// the entry point's name.
-pub(crate) fn variant_source(cfg: MatmulConfig, tm: u32, tn: u32, sg: u32) -> Result<(String, String)> {
+pub(crate) fn variant_source(
+    cfg: MatmulConfig,
+    tm: u32,
+    tn: u32,
+    sg: u32,
+) -> Result<(String, String)> {
     let entry = entry_name(cfg, tm, tn, sg);
     let sg = match cfg {
-        MatmulConfig::Plain { .. } => 0,
+        MatmulConfig::Plain { .. } | MatmulConfig::Tiled { .. } => 0,
         MatmulConfig::Subgroup { .. } => sg,
     };
     let vars = [
@@ -125,6 +148,7 @@ pub(crate) fn variant_source(cfg: MatmulConfig, tm: u32, tn: u32, sg: u32) -> Re
         ("TM", tm.into()),
         ("TN", tn.into()),
         ("SG", sg.into()),
+        ("TILED", matches!(cfg, MatmulConfig::Tiled { .. }).into()),
     ];
     let source = expand("matmul", TEMPLATE, &vars).map_err(Error::Config)?;
     Ok((source, entry))
@@ -132,14 +156,18 @@ pub(crate) fn variant_source(cfg: MatmulConfig, tm: u32, tn: u32, sg: u32) -> Re
 
 /// The module of the pack kernels: the template with no main kernel (TM = 0).
 pub(crate) fn base_source() -> Result<String> {
-    expand("matmul", TEMPLATE, &[("TM", Val::Int(0))]).map_err(Error::Config)
+    expand(
+        "matmul",
+        TEMPLATE,
+        &[("TM", Val::Int(0)), ("TILED", Val::Int(0))],
+    )
+    .map_err(Error::Config)
 }
 
 /// One of the pack kernels.
 fn pack_spec(entry: &'static str) -> Result<KernelSpec> {
-    let (source, _) = codegen::cached("matmul base".into(), || {
-        Ok((base_source()?, String::new()))
-    })?;
+    let (source, _) =
+        codegen::cached("matmul base".into(), || Ok((base_source()?, String::new())))?;
     Ok(KernelSpec {
         family: "matmul",
         source,
@@ -194,26 +222,26 @@ pub(crate) fn matmul_into(
     };
     let n = c.shape()[1];
     let (tiles, nq) = (k.div_ceil(4), n.div_ceil(4));
-    let (rb, pw) = match cfg {
-        MatmulConfig::Plain { .. } => (tm, wx * tn),
-        MatmulConfig::Subgroup { .. } => (wx, wx * tn),
+    // Rows of C per workgroup; rows per packed A block, vec4 columns per packed B panel.
+    let (rows, rb, pw) = match cfg {
+        MatmulConfig::Plain { .. } => (tm, tm, wx * tn),
+        MatmulConfig::Subgroup { .. } => (tm, wx, wx * tn),
+        MatmulConfig::Tiled { .. } => (16 * tm, 16 * tm, 16 * tn),
     };
-    let (row_blocks, panels) = (m.div_ceil(tm as usize), nq.div_ceil(pw as usize));
-    let params = |blocks: usize| {
-        MatmulParams {
-            m: u(m),
-            n: u(n),
-            k: u(k),
-            tiles: u(tiles),
-            trans_a: trans_a.into(),
-            trans_b: trans_b.into(),
-            nq: u(nq),
-            blocks: u(blocks),
-        }
+    let (row_blocks, panels) = (m.div_ceil(rows as usize), nq.div_ceil(pw as usize));
+    let params = |blocks: usize| MatmulParams {
+        m: u(m),
+        n: u(n),
+        k: u(k),
+        tiles: u(tiles),
+        trans_a: trans_a.into(),
+        trans_b: trans_b.into(),
+        nq: u(nq),
+        blocks: u(blocks),
     };
     let layout = [("RB", rb as f64), ("PW", pw as f64)];
     // Zero-padded to whole row blocks and panels, so the main kernel never clips a load.
-    let blocks = row_blocks * (tm / rb) as usize;
+    let blocks = row_blocks * (rows / rb) as usize;
     let pa = Tensor::empty(gpu, &[blocks * rb as usize * tiles * 4])?;
     let aligned = |trans: bool, row: usize| !trans && row.is_multiple_of(4);
     gpu.dispatch(

@@ -104,6 +104,8 @@ pub(crate) mod codegen {
         let (source, entry) = make()?;
         let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
         let mut map = sources.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(*map.entry(key).or_insert_with(|| (leak(source), leak(entry))))
+        Ok(*map
+            .entry(key)
+            .or_insert_with(|| (leak(source), leak(entry))))
     }
 }

@@ -83,7 +83,12 @@ macro_rules! fixed {
     ($family:literal) => {
         (
             $family,
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $family, ".wgsl")),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/shaders/",
+                $family,
+                ".wgsl"
+            )),
         )
     };
 }
@@ -125,11 +130,7 @@ pub fn variants() -> Result<Vec<ShaderVariant>> {
     add("conv2d", "conv2d".into(), conv::base_source()?, vec![]);
 
     let widths = || std::iter::once(None).chain(SUBGROUP_WIDTHS.map(Some));
-    for cfg in [
-        MatmulConfig::CPU,
-        MatmulConfig::GPU,
-        MatmulConfig::CPU_SUBGROUP,
-    ] {
+    for (_, cfg) in MatmulConfig::PRESETS {
         for sg in widths() {
             let Ok((tm, tn, wx)) = cfg.shape_with(sg) else {
                 continue;
@@ -139,7 +140,7 @@ pub fn variants() -> Result<Vec<ShaderVariant>> {
             add("matmul", name, source, vec![("WX", wx.into())]);
         }
     }
-    for cfg in [ConvConfig::CPU, ConvConfig::GPU, ConvConfig::CPU_SUBGROUP] {
+    for (_, cfg) in ConvConfig::PRESETS {
         let kinds = [
             (Kind::Forward, cfg.forward),
             (Kind::BackwardData, cfg.backward_data),
@@ -151,6 +152,9 @@ pub fn variants() -> Result<Vec<ShaderVariant>> {
                 let Ok(t) = tile.resolve_with(sg) else {
                     continue;
                 };
+                if t.tiled && kind == Kind::BackwardWeightVec4 {
+                    continue; // the tiled kernel has no vec4 form
+                }
                 for rows in conv_rows(t) {
                     let t = t.fit_rows(rows as usize);
                     let (source, entry) = conv::variant_source(kind, t)?;
@@ -166,7 +170,9 @@ pub fn variants() -> Result<Vec<ShaderVariant>> {
 /// The row counts a resolved tile can be cut down to ([`Tile::fit_rows`]).
 fn conv_rows(t: Tile) -> Vec<u32> {
     if t.subgroup {
-        (1..=t.rows / t.workgroup).map(|g| g * t.workgroup).collect()
+        (1..=t.rows / t.workgroup)
+            .map(|g| g * t.workgroup)
+            .collect()
     } else {
         vec![t.rows]
     }
@@ -183,7 +189,11 @@ pub fn dump(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for v in variants()? {
         let path = dir.join(format!("{}.wgsl", v.name));
-        let constants: Vec<String> = v.constants.iter().map(|(k, x)| format!("{k} = {x}")).collect();
+        let constants: Vec<String> = v
+            .constants
+            .iter()
+            .map(|(k, x)| format!("{k} = {x}"))
+            .collect();
         let head = match constants.is_empty() {
             true => String::new(),
             false => format!("// pipeline constants: {}\n", constants.join(", ")),

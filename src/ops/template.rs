@@ -67,12 +67,19 @@ enum Node<'t> {
 }
 
 /// Expand `template` (named `name` in errors) with the variables `vars`.
-pub(crate) fn expand(name: &str, template: &str, vars: &[(&str, Val<'_>)]) -> Result<String, String> {
+pub(crate) fn expand(
+    name: &str,
+    template: &str,
+    vars: &[(&str, Val<'_>)],
+) -> Result<String, String> {
     let err = |line: usize, what: String| format!("template {name}, line {line}: {what}");
     let mut lines = template.lines().enumerate().map(|(i, l)| (i + 1, l));
     let (nodes, end) = parse(&mut lines).map_err(|(l, e)| err(l, e))?;
     if let Some((line, word)) = end {
-        return Err(err(line, format!("`//# {word}` without an open `//# for` or `//# if`")));
+        return Err(err(
+            line,
+            format!("`//# {word}` without an open `//# for` or `//# if`"),
+        ));
     }
     let mut scope: Vec<(&str, Val<'_>)> = vars.to_vec();
     let mut out = String::with_capacity(template.len() * 2);
@@ -247,7 +254,11 @@ fn eval<'t>(expr: &str, scope: &[(&str, Val<'t>)]) -> Result<Val<'t>, String> {
 }
 
 fn lookup<'t>(name: &str, scope: &[(&str, Val<'t>)]) -> Option<Val<'t>> {
-    scope.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    scope
+        .iter()
+        .rev()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| *v)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -267,7 +278,9 @@ fn tokenize(expr: &str) -> Result<Vec<Tok<'_>>, String> {
     while !rest.is_empty() {
         let c = rest.chars().next().unwrap_or(' ');
         if c.is_ascii_digit() {
-            let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let v = rest[..end]
                 .parse()
                 .map_err(|_| format!("`{expr}`: number too large"))?;
@@ -404,8 +417,16 @@ fn ${ENTRY}() {
             "fn k_2x2() {\n    var acc0_0 = 0;\n    var acc0_1 = 1;\n    var acc1_0 = 2;\n    \
              var acc1_1 = 3;\n    let v = x.y + -9;\n}\n"
         );
-        let vars = [("ENTRY", Val::Text("k")), ("TM", 0u32.into()), ("TN", 2u32.into()), ("SG", 0u32.into())];
-        assert_eq!(expand("t", t, &vars).unwrap(), "fn k() {\n    let v = 0;\n}\n");
+        let vars = [
+            ("ENTRY", Val::Text("k")),
+            ("TM", 0u32.into()),
+            ("TN", 2u32.into()),
+            ("SG", 0u32.into()),
+        ];
+        assert_eq!(
+            expand("t", t, &vars).unwrap(),
+            "fn k() {\n    let v = 0;\n}\n"
+        );
     }
 
     #[test]
@@ -413,7 +434,10 @@ fn ${ENTRY}() {
         let e = expand("m", "a\n//# for i in 0..N\nx\n", &[]).unwrap_err();
         assert!(e.contains("template m, line 2"), "{e}");
         let e = expand("m", "a\n//# for i in 0..2\n${j}\n//# end\n", &[]).unwrap_err();
-        assert!(e.contains("line 3") && e.contains("unknown variable `j`"), "{e}");
+        assert!(
+            e.contains("line 3") && e.contains("unknown variable `j`"),
+            "{e}"
+        );
         let e = expand("m", "//# end\n", &[]).unwrap_err();
         assert!(e.contains("line 1"), "{e}");
         let e = expand("m", "${1 / 0}", &[]).unwrap_err();
