@@ -3,6 +3,7 @@ mod common;
 use common::*;
 use isomax::Tensor;
 use isomax::ops::batchnorm::{BatchNormStats, cpu};
+use isomax::ops::with_tuning;
 
 fn stats_tensors(gpu: &isomax::Gpu, c: usize) -> (Tensor, Tensor) {
     (
@@ -13,7 +14,14 @@ fn stats_tensors(gpu: &isomax::Gpu, c: usize) -> (Tensor, Tensor) {
 
 #[test]
 fn training_forward_and_running_stats_match_cpu() {
+    // Under every tuning: the real-GPU split reductions and the CPU adapters' kernels.
     let gpu = gpu();
+    for tuning in tunings(&gpu) {
+        with_tuning(tuning, || forward_case(&gpu));
+    }
+}
+
+fn forward_case(gpu: &isomax::Gpu) {
     for (n, c, h, w) in [
         (1, 1, 1, 2),
         (2, 3, 5, 7),
@@ -23,6 +31,9 @@ fn training_forward_and_running_stats_match_cpu() {
         // H·W a multiple of 4: the vec4 kernels.
         (2, 3, 4, 4),
         (3, 5, 1, 8),
+        // Several samples per split of the real-GPU reductions, the last split partial.
+        (40, 65, 1, 2),
+        (43, 70, 2, 2),
     ] {
         let hw = h * w;
         let x: Vec<f32> = rand_vec(n * c * hw, 1)
@@ -96,8 +107,21 @@ fn eval_mode_uses_running_statistics() {
 
 #[test]
 fn training_gradients_match_finite_differences() {
+    // Under every tuning: the real-GPU split reductions and the CPU adapters' kernels.
     let gpu = gpu();
-    for (n, c, h, w) in [(2, 3, 3, 1), (1, 2, 2, 3), (3, 1, 1, 1), (2, 2, 2, 2)] {
+    for tuning in tunings(&gpu) {
+        with_tuning(tuning, || gradient_case(&gpu));
+    }
+}
+
+fn gradient_case(gpu: &isomax::Gpu) {
+    for (n, c, h, w) in [
+        (2, 3, 3, 1),
+        (1, 2, 2, 3),
+        (3, 1, 1, 1),
+        (2, 2, 2, 2),
+        (33, 40, 1, 1),
+    ] {
         let hw = h * w;
         let x = rand_vec(n * c * hw, 5);
         let (gamma, beta) = (rand_vec(c, 6), rand_vec(c, 7));
@@ -166,8 +190,15 @@ fn mismatched_parameter_shape_is_an_error() {
 
 #[test]
 fn fused_prefix_bn_relu_matches_slice_then_bn_then_relu() {
-    // The DenseNet path: normalise channels 0..3 of a 5-channel tensor in place of a copy.
+    // Under every tuning: the real-GPU split reductions and the CPU adapters' kernels.
     let gpu = gpu();
+    for tuning in tunings(&gpu) {
+        with_tuning(tuning, || prefix_case(&gpu));
+    }
+}
+
+fn prefix_case(gpu: &isomax::Gpu) {
+    // The DenseNet path: normalise channels 0..3 of a 5-channel tensor in place of a copy.
     let (n, c_all, c, h, w) = (3, 5, 3, 4, 3);
     for training in [true, false] {
         let x = param(&gpu, &[n, c_all, h, w], 11);

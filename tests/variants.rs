@@ -8,18 +8,9 @@ mod common;
 use common::*;
 use isomax::nn::{Arch, HeadKind, Model, ModelConfig};
 use isomax::ood::scores as cpu;
-use isomax::ops::{Tuning, with_tuning};
+use isomax::ops::with_tuning;
 use isomax::optim::{Sgd, SgdConfig};
 use isomax::{Gpu, Tensor};
-
-/// The tunings this device can run (the subgroup one only with subgroups dividing 32).
-fn tunings(gpu: &Gpu) -> Vec<Tuning> {
-    let mut t = vec![Tuning::Gpu, Tuning::Cpu];
-    if gpu.subgroup_size().is_some_and(|s| 32 % s == 0) {
-        t.push(Tuning::CpuSubgroup);
-    }
-    t
-}
 
 fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| f64::from(x)).collect()
