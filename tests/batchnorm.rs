@@ -41,10 +41,10 @@ fn forward_case(gpu: &isomax::Gpu) {
             .map(|v| v * 3.0 + 0.7)
             .collect();
         let (gamma, beta) = (rand_vec(c, 2), rand_vec(c, 3));
-        let tx = Tensor::from_slice(&gpu, &x, &[n, c, h, w]).unwrap();
-        let tg = Tensor::from_slice(&gpu, &gamma, &[c]).unwrap();
-        let tb = Tensor::from_slice(&gpu, &beta, &[c]).unwrap();
-        let (rm, rv) = stats_tensors(&gpu, c);
+        let tx = Tensor::from_slice(gpu, &x, &[n, c, h, w]).unwrap();
+        let tg = Tensor::from_slice(gpu, &gamma, &[c]).unwrap();
+        let tb = Tensor::from_slice(gpu, &beta, &[c]).unwrap();
+        let (rm, rv) = stats_tensors(gpu, c);
         let st = BatchNormStats {
             running_mean: &rm,
             running_var: &rv,
@@ -128,20 +128,20 @@ fn gradient_case(gpu: &isomax::Gpu) {
         let wl = rand_vec(n * c * hw, 8);
         let host =
             |x: &[f32], g: &[f32], b: &[f32]| dot(&cpu::batch_norm(x, g, b, n, c, hw, 1e-5).0, &wl);
-        let tx = Tensor::from_slice(&gpu, &x, &[n, c, h, w]).unwrap();
-        let tg = Tensor::from_slice(&gpu, &gamma, &[c]).unwrap();
-        let tb = Tensor::from_slice(&gpu, &beta, &[c]).unwrap();
+        let tx = Tensor::from_slice(gpu, &x, &[n, c, h, w]).unwrap();
+        let tg = Tensor::from_slice(gpu, &gamma, &[c]).unwrap();
+        let tb = Tensor::from_slice(gpu, &beta, &[c]).unwrap();
         for t in [&tx, &tg, &tb] {
             t.set_requires_grad(true);
         }
-        let (rm, rv) = stats_tensors(&gpu, c);
+        let (rm, rv) = stats_tensors(gpu, c);
         let st = BatchNormStats {
             running_mean: &rm,
             running_var: &rv,
             momentum: 0.1,
             eps: 1e-5,
         };
-        let twl = Tensor::from_slice(&gpu, &wl, &[n, c, h, w]).unwrap();
+        let twl = Tensor::from_slice(gpu, &wl, &[n, c, h, w]).unwrap();
         let grads = tx
             .batch_norm(&tg, &tb, &st, true)
             .unwrap()
@@ -201,10 +201,10 @@ fn prefix_case(gpu: &isomax::Gpu) {
     // The DenseNet path: normalise channels 0..3 of a 5-channel tensor in place of a copy.
     let (n, c_all, c, h, w) = (3, 5, 3, 4, 3);
     for training in [true, false] {
-        let x = param(&gpu, &[n, c_all, h, w], 11);
-        let gamma = param(&gpu, &[c], 12);
-        let beta = param(&gpu, &[c], 13);
-        let (rm, rv) = stats_tensors(&gpu, c);
+        let x = param(gpu, &[n, c_all, h, w], 11);
+        let gamma = param(gpu, &[c], 12);
+        let beta = param(gpu, &[c], 13);
+        let (rm, rv) = stats_tensors(gpu, c);
         let st = BatchNormStats {
             running_mean: &rm,
             running_var: &rv,
@@ -218,7 +218,7 @@ fn prefix_case(gpu: &isomax::Gpu) {
             .iter()
             .map(|t| grads.get(t).cloned().unwrap().to_vec().unwrap())
             .collect();
-        let (rm2, rv2) = stats_tensors(&gpu, c);
+        let (rm2, rv2) = stats_tensors(gpu, c);
         let st2 = BatchNormStats {
             running_mean: &rm2,
             running_var: &rv2,
