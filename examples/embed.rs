@@ -135,6 +135,7 @@ fn train_tiny(gpu: &Gpu, dir: &Path) -> AnyResult<PathBuf> {
         augment: false,
         holdout: 200,
         entropic_scale: None,
+        fpr: None,
         out_dir: dir.to_path_buf(),
         resume: false,
         force: true, // a scratch folder, retrained on every run

@@ -65,6 +65,7 @@ pub fn run(epochs: usize) -> Result<()> {
             augment: false,
             holdout: 200,
             entropic_scale: None,
+            fpr: None,
             out_dir: std::env::temp_dir().join(format!("isomax-demo-{name}")),
             resume: false,
             // The demo's scratch folder is rewritten on every run.

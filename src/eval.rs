@@ -222,6 +222,136 @@ impl EvalReport {
     }
 }
 
+/// Mean and sample standard deviation (divisor n − 1; 0 for a single value) of `v`.
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = v.iter().sum::<f64>() / n as f64;
+    if n == 1 {
+        return (mean, 0.0);
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    (mean, var.sqrt())
+}
+
+fn stat_json(v: &[f64]) -> serde_json::Value {
+    let (mean, std) = mean_std(v);
+    serde_json::json!({ "mean": mean, "std": std, "values": v })
+}
+
+/// The reports of several runs of one setting (one per seed), summarised as mean ± sample
+/// standard deviation per metric.
+#[derive(Debug, Clone)]
+pub struct SeedSummary {
+    pub runs: Vec<EvalReport>,
+}
+
+/// The metric names of [`OodMetrics`], in table order.
+const METRICS: [&str; 5] = ["tnr_at_tpr95", "auroc", "dtacc", "auin", "auout"];
+
+fn metric(m: &OodMetrics, name: &str) -> f64 {
+    match name {
+        "tnr_at_tpr95" => m.tnr_at_tpr95,
+        "auroc" => m.auroc,
+        "dtacc" => m.dtacc,
+        "auin" => m.auin,
+        _ => m.auout,
+    }
+}
+
+impl SeedSummary {
+    /// Summarise `runs`, which must cover the same OOD sets and scores.
+    pub fn new(runs: Vec<EvalReport>) -> Result<SeedSummary> {
+        let Some(first) = runs.first() else {
+            return Err(Error::Config("no runs to summarise".into()));
+        };
+        let keys = |r: &EvalReport| -> Vec<(String, String)> {
+            r.ood
+                .iter()
+                .flat_map(|(set, m)| m.keys().map(move |s| (set.clone(), s.clone())))
+                .collect()
+        };
+        let want = keys(first);
+        for (i, r) in runs.iter().enumerate() {
+            if keys(r) != want {
+                return Err(Error::Config(format!(
+                    "run {} has other OOD sets or scores than run 1 ({:?} vs {:?}): train them \
+                     with the same loss and evaluate them on the same sets",
+                    i + 1,
+                    keys(r),
+                    want
+                )));
+            }
+        }
+        Ok(SeedSummary { runs })
+    }
+
+    /// Accuracies of the runs, in percent.
+    pub fn accuracies(&self) -> Vec<f64> {
+        self.runs
+            .iter()
+            .map(|r| 100.0 * r.accuracy as f64)
+            .collect()
+    }
+
+    /// One metric (`"auroc"`, …) of one set and score across the runs.
+    pub fn values(&self, set: &str, score: &str, name: &str) -> Vec<f64> {
+        self.runs
+            .iter()
+            .filter_map(|r| r.ood.get(set).and_then(|m| m.get(score)))
+            .map(|m| metric(m, name))
+            .collect()
+    }
+
+    /// `{"runs": N, "accuracy": {"mean", "std", "values"}, "ood": {SET: {SCORE: {METRIC:
+    /// {"mean", "std", "values"}}}}}`, in percent; std is the sample standard deviation.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut ood = serde_json::Map::new();
+        for (set, m) in &self.runs[0].ood {
+            let mut per_score = serde_json::Map::new();
+            for score in m.keys() {
+                let mut per_metric = serde_json::Map::new();
+                for name in METRICS {
+                    per_metric.insert(name.into(), stat_json(&self.values(set, score, name)));
+                }
+                per_score.insert(score.clone(), serde_json::Value::Object(per_metric));
+            }
+            ood.insert(set.clone(), serde_json::Value::Object(per_score));
+        }
+        serde_json::json!({
+            "runs": self.runs.len(),
+            "accuracy": stat_json(&self.accuracies()),
+            "ood": ood,
+        })
+    }
+
+    /// A table of mean ± std over the runs.
+    pub fn table(&self) -> String {
+        let (am, asd) = mean_std(&self.accuracies());
+        let mut s = format!(
+            "accuracy: {am:.2} ± {asd:.2}% (mean ± std over {} runs)\n",
+            self.runs.len()
+        );
+        s += &format!(
+            "{:<24} {:<10} {:>13} {:>13} {:>13} {:>13} {:>13}\n",
+            "ood set", "score", "TNR95", "AUROC", "DTACC", "AUIN", "AUOUT"
+        );
+        for (set, m) in &self.runs[0].ood {
+            for score in m.keys() {
+                s += &format!("{set:<24} {score:<10}");
+                for name in METRICS {
+                    let (mean, std) = mean_std(&self.values(set, score, name));
+                    s += &format!(" {:>13}", format!("{mean:.2} ± {std:.2}"));
+                }
+                s += "\n";
+            }
+        }
+        s
+    }
+}
+
 /// Metrics of in-distribution `inside` against each OOD set, for the head's scores.
 pub fn report(head: HeadKind, inside: &Scored, outside: &[(String, Scored)]) -> Result<EvalReport> {
     let mut rep = EvalReport {
@@ -283,6 +413,7 @@ pub fn write_scores_csv(
 }
 
 /// The paper's Fig. 3 for every OOD set: max probability and ES histograms, in vs out.
+#[cfg(feature = "plot")]
 pub fn plot(path: &Path, inside: &Scored, outside: &[(String, Scored)]) -> Result<()> {
     use crate::ood::plot::{Panel, histograms};
     let cols: Vec<(String, Vec<f32>, Vec<f32>)> = outside
@@ -309,6 +440,7 @@ pub fn plot(path: &Path, inside: &Scored, outside: &[(String, Scored)]) -> Resul
 }
 
 /// A short display name for a dataset path.
+#[cfg(feature = "plot")]
 fn short(name: &str) -> String {
     let p = Path::new(name);
     let parent = p

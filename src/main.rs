@@ -47,8 +47,14 @@ enum Command {
         milestones: Option<Vec<usize>>,
         #[arg(long, default_value_t = 1e-4)]
         weight_decay: f32,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, conflicts_with = "seeds")]
         seed: u64,
+        /// Train once per seed, into OUT/seed-N each (evaluate them together with `eval --checkpoint OUT/seed-*/checkpoint.safetensors`).
+        #[arg(long, value_delimiter = ',')]
+        seeds: Option<Vec<u64>>,
+        /// Turn off DisMax's fractional probability regularization (on by default for --loss dismax).
+        #[arg(long)]
+        no_fpr: bool,
         /// Random crop (4-pixel padding) + horizontal flip for any data (on by default for cifar10, cifar100, svhn).
         #[arg(long, conflicts_with = "no_augment")]
         augment: bool,
@@ -79,8 +85,9 @@ enum Command {
     },
     /// Evaluate a checkpoint: accuracy and OOD metrics per OOD set and score.
     Eval {
-        #[arg(long)]
-        checkpoint: PathBuf,
+        /// One checkpoint, or several runs of one setting (e.g. seeds): then every metric is reported as mean ± std.
+        #[arg(long, num_args = 1.., required = true)]
+        checkpoint: Vec<PathBuf>,
         #[arg(long)]
         test: String,
         #[arg(long, num_args = 1..)]
@@ -249,6 +256,8 @@ fn run(cli: Cli) -> Result<()> {
             milestones,
             weight_decay,
             seed,
+            seeds,
+            no_fpr,
             augment,
             no_augment,
             entropic_scale,
@@ -283,9 +292,10 @@ fn run(cli: Cli) -> Result<()> {
             };
             // The paper's augmentation is part of its CIFAR/SVHN protocol.
             let augment = !no_augment && (augment || paper_augments(format));
-            let cfg = TrainConfig {
+            let head = parse_head(&loss)?;
+            let mut cfg = TrainConfig {
                 arch: Arch::parse(&model)?,
-                head: parse_head(&loss)?,
+                head,
                 epochs,
                 batch_size,
                 sgd: SgdConfig {
@@ -298,17 +308,43 @@ fn run(cli: Cli) -> Result<()> {
                 augment,
                 holdout,
                 entropic_scale,
-                out_dir: out,
+                fpr: no_fpr.then_some(false),
+                out_dir: out.clone(),
                 resume,
                 force,
                 progress: true,
                 normalization,
             };
-            let s = train(&gpu, &cfg, train_data, test_data.as_ref())?;
-            println!("checkpoint: {}", s.checkpoint.display());
-            if let Some(t) = s.es_threshold {
-                let from = s.threshold_source.as_deref().unwrap_or("held-out images");
-                println!("ES threshold {t:.5}: keeps 95% of {from}");
+            let runs: Vec<(u64, PathBuf)> = match &seeds {
+                None => vec![(seed, out.clone())],
+                Some(list) => list
+                    .iter()
+                    .map(|s| (*s, out.join(format!("seed-{s}"))))
+                    .collect(),
+            };
+            let mut accuracies = Vec::new();
+            for (seed, dir) in runs {
+                cfg.seed = seed;
+                cfg.out_dir = dir;
+                if seeds.is_some() {
+                    eprintln!("seed {seed} -> {}", cfg.out_dir.display());
+                }
+                let s = train(&gpu, &cfg, train_data.clone(), test_data.as_ref())?;
+                println!("checkpoint: {}", s.checkpoint.display());
+                if let Some(t) = s.es_threshold {
+                    let from = s.threshold_source.as_deref().unwrap_or("held-out images");
+                    println!("ES threshold {t:.5}: keeps 95% of {from}");
+                }
+                if let Some(a) = s.test_accuracy {
+                    accuracies.push(100.0 * a as f64);
+                }
+            }
+            if seeds.as_ref().is_some_and(|l| l.len() > 1) && !accuracies.is_empty() {
+                let (m, sd) = eval::mean_std(&accuracies);
+                println!(
+                    "test accuracy over {} seeds: {m:.2} ± {sd:.2}% (mean ± sample std)",
+                    accuracies.len()
+                );
             }
         }
         Command::Eval {
@@ -323,25 +359,58 @@ fn run(cli: Cli) -> Result<()> {
             ood_classes,
         } => {
             let gpu = Gpu::new()?;
-            let (model, _) = isomax::train::load_model(&gpu, &checkpoint)?;
-            let test_labels = Labels::Model(model.config.num_classes);
+            // Bad checkpoints are reported before any data is read.
+            let mut num_classes = Vec::new();
+            for ck in &checkpoint {
+                num_classes.push(isomax::checkpoint::Checkpoint::load(ck)?.config.num_classes);
+            }
+            if let Some(i) = num_classes.iter().position(|&n| n != num_classes[0]) {
+                return Err(isomax::Error::Config(format!(
+                    "{} has {} classes, {} has {}: evaluate runs of one setting together",
+                    checkpoint[i].display(),
+                    num_classes[i],
+                    checkpoint[0].display(),
+                    num_classes[0]
+                )));
+            }
+            let test_labels = Labels::Model(num_classes[0]);
             let test_data = open(&test, limit, classes.as_deref(), test_labels)?;
-            let inside = eval::score_dataset(&gpu, &model, &test_data, 256)?;
-            let mut outside = Vec::new();
-            for spec in &ood_specs {
-                let d = open(spec, limit, ood_classes.as_deref(), Labels::Ignored)?;
-                outside.push((d.name.clone(), eval::score_dataset(&gpu, &model, &d, 256)?));
+            let ood_data = ood_specs
+                .iter()
+                .map(|spec| open(spec, limit, ood_classes.as_deref(), Labels::Ignored))
+                .collect::<Result<Vec<_>>>()?;
+            let mut reports = Vec::new();
+            for (i, ck) in checkpoint.iter().enumerate() {
+                let (model, _) = isomax::train::load_model(&gpu, ck)?;
+                let inside = eval::score_dataset(&gpu, &model, &test_data, 256)?;
+                let mut outside = Vec::new();
+                for d in &ood_data {
+                    outside.push((d.name.clone(), eval::score_dataset(&gpu, &model, d, 256)?));
+                }
+                let rep = eval::report(model.config.head, &inside, &outside)?;
+                if checkpoint.len() > 1 {
+                    println!("{}:", ck.display());
+                }
+                print!("{}", rep.table());
+                reports.push(rep);
+                // Scores and plots are of one model: the first.
+                if i == 0 {
+                    if let Some(p) = &dump_scores {
+                        eval::write_scores_csv(p, &test_data.name, &inside, &outside)?;
+                    }
+                    if let Some(p) = &plot {
+                        eval::plot(p, &inside, &outside)?;
+                    }
+                }
             }
-            let rep = eval::report(model.config.head, &inside, &outside)?;
-            print!("{}", rep.table());
-            if let Some(p) = json {
-                write_json(&p, &rep.to_json())?;
-            }
-            if let Some(p) = dump_scores {
-                eval::write_scores_csv(&p, &test_data.name, &inside, &outside)?;
-            }
-            if let Some(p) = plot {
-                eval::plot(&p, &inside, &outside)?;
+            if checkpoint.len() > 1 {
+                let summary = eval::SeedSummary::new(reports)?;
+                print!("\n{}", summary.table());
+                if let Some(p) = json {
+                    write_json(&p, &summary.to_json())?;
+                }
+            } else if let Some(p) = json {
+                write_json(&p, &reports[0].to_json())?;
             }
         }
         Command::Score { checkpoint, images } => {
@@ -389,7 +458,21 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// On a headless machine the Vulkan loader's window-system probe (libwayland) prints
+/// "XDG_RUNTIME_DIR is invalid or not set" for every instance; this is a compute program,
+/// so give it a private runtime directory where none is set.
+fn quiet_headless_probe() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join("isomax-runtime");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            // SAFETY: first statement of `main`, before any other thread exists.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_headless_probe();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

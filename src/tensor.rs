@@ -83,7 +83,7 @@ impl Tensor {
                 detail: format!("tensor {shape:?} needs {bytes} bytes, device max buffer is {max}"),
             });
         }
-        let buf = gpu.acquire(bytes);
+        let buf = gpu.acquire(bytes)?;
         Ok(Self::wrap(gpu, shape, Storage::Pooled(buf)))
     }
 
@@ -122,6 +122,7 @@ impl Tensor {
 
     /// Overwrite the tensor's contents from host data (same element count).
     pub fn write(&self, data: &[f32]) -> Result<()> {
+        self.require_usage(wgpu::BufferUsages::COPY_DST, "written from the host")?;
         if data.len() != self.numel() {
             return Err(Error::shape(
                 "write",
@@ -277,6 +278,18 @@ impl Tensor {
         self.0.id
     }
 
+    /// A host buffer wrapped by [`Tensor::from_buffer`] may lack the usage an operation
+    /// needs (wgpu would panic); pooled buffers have every usage.
+    fn require_usage(&self, usage: wgpu::BufferUsages, what: &str) -> Result<()> {
+        let have = self.buffer().usage();
+        if have.contains(usage) {
+            return Ok(());
+        }
+        Err(Error::Buffer(format!(
+            "the host buffer has usage {have:?}; it needs {usage:?} to be {what}"
+        )))
+    }
+
     /// Blocking readback (submits pending work and waits).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         let mut v = self.read_async().wait()?;
@@ -284,9 +297,13 @@ impl Tensor {
         Ok(v)
     }
 
-    /// Start a readback without blocking; see [`PendingRead`].
+    /// Start a readback without blocking; see [`PendingRead`]. A host buffer without
+    /// `COPY_SRC` gives a `PendingRead` that resolves to that error.
     pub fn read_async(&self) -> PendingRead {
-        self.0.gpu.read_async(self.binding())
+        match self.require_usage(wgpu::BufferUsages::COPY_SRC, "read back") {
+            Ok(()) => self.0.gpu.read_async(self.binding()),
+            Err(e) => PendingRead::failed(self.gpu(), e),
+        }
     }
 
     /// Read a one-element tensor.

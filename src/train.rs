@@ -9,7 +9,10 @@ use crate::gpu::Gpu;
 use crate::nn::{HeadKind, Model, ModelConfig};
 use crate::optim::{Sgd, SgdConfig};
 use crate::tensor::Tensor;
+#[cfg(feature = "cli")]
 use indicatif::{ProgressBar, ProgressStyle};
+#[cfg(not(feature = "cli"))]
+use quiet::ProgressBar;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -33,6 +36,10 @@ pub struct TrainConfig {
     /// The entropic scale E_s of the loss, −log softmax(E_s·z)_y (the paper's 10); `None`
     /// takes the head's default ([`HeadKind::train_scale`]). Only the IsoMax family has one.
     pub entropic_scale: Option<f32>,
+    /// DisMax's fractional probability regularization ([`crate::dismax`]): `None` turns it
+    /// on for DisMax (as the authors train it) and leaves it off otherwise; `Some(true)`
+    /// needs the DisMax head and a batch of at least 2.
+    pub fpr: Option<bool>,
     pub out_dir: PathBuf,
     /// Continue from `out_dir/checkpoint.safetensors`.
     pub resume: bool,
@@ -62,6 +69,8 @@ pub struct TrainSummary {
 struct Inputs {
     images: Tensor,
     labels: Tensor,
+    /// The FPR loss weights `[B, C]` (DisMax with FPR only).
+    fpr_weights: Option<Tensor>,
 }
 
 fn labels_f32(b: &Batch) -> Vec<f32> {
@@ -96,6 +105,21 @@ pub fn train(
     // run never blocks its own resume.
     let _lock = lock_run_dir(&cfg.out_dir)?;
     let scale = entropic_scale(cfg)?;
+    let fpr = match cfg.fpr {
+        None => cfg.head == HeadKind::DisMax,
+        Some(true) if cfg.head != HeadKind::DisMax => {
+            return Err(Error::Config(
+                "fractional probability regularization is DisMax's: use it with the dismax loss"
+                    .into(),
+            ));
+        }
+        Some(on) => on,
+    };
+    if fpr && cfg.batch_size < 2 {
+        return Err(Error::Config(
+            "fractional probability regularization needs a batch size of at least 2".into(),
+        ));
+    }
     let ck_path = cfg.out_dir.join("checkpoint.safetensors");
     let log_path = cfg.out_dir.join("log.jsonl");
     if cfg.resume {
@@ -177,6 +201,15 @@ pub fn train(
                 ck_path.display()
             )));
         }
+        if ck.state.fpr != fpr {
+            return Err(Error::Config(format!(
+                "{}: checkpoint was trained with fractional probability regularization {}, \
+                 this run has it {}",
+                ck_path.display(),
+                if ck.state.fpr { "on" } else { "off" },
+                if fpr { "on" } else { "off" }
+            )));
+        }
         ck.restore(&model, Some(opt.velocity()))?;
         start_epoch = ck.state.epoch;
     }
@@ -194,6 +227,11 @@ pub fn train(
     let inputs = Inputs {
         images: Tensor::zeros(gpu, &shape)?,
         labels: Tensor::zeros(gpu, &[cfg.batch_size])?,
+        fpr_weights: if fpr {
+            Some(Tensor::zeros(gpu, &[cfg.batch_size, train.num_classes])?)
+        } else {
+            None
+        },
     };
     let mut log = std::fs::OpenOptions::new()
         .create(true)
@@ -228,30 +266,51 @@ pub fn train(
         let mut epoch_iter = loader.epoch(epoch);
         let mut step = 0;
         while epoch_iter.next_into(&mut batch) {
-            inputs.images.write(&batch.images)?;
-            inputs.labels.write(&labels_f32(&batch))?;
-            let logits = model.forward(&inputs.images, true)?;
-            let loss = logits.cross_entropy(&inputs.labels, scale)?;
+            let mut counted = batch.labels.clone();
+            let loss = if let Some(weights) = &inputs.fpr_weights {
+                // DisMax FPR: the second half of the batch becomes quadrant mixes; the
+                // accuracy counts the unmixed first half only.
+                let (c, h, w) = (train.channels, train.height, train.width);
+                crate::dismax::quadrant_mix(&mut batch.images, batch.len, c, h, w)?;
+                let (a, k) = crate::dismax::fpr_weights(&batch.labels, train.num_classes)?;
+                counted.truncate(batch.len / 2);
+                inputs.images.write(&batch.images)?;
+                weights.write(&a)?;
+                let logits = model.forward(&inputs.images, true)?;
+                (crate::dismax::fpr_loss(&logits, weights, k, scale)?, logits)
+            } else {
+                inputs.images.write(&batch.images)?;
+                inputs.labels.write(&labels_f32(&batch))?;
+                let logits = model.forward(&inputs.images, true)?;
+                (logits.cross_entropy(&inputs.labels, scale)?, logits)
+            };
+            let (loss, logits) = loss;
             let grads = loss.backward()?;
             opt.step(&grads, lr)?;
             // Read the previous step's results while this one runs: one submit per step.
-            let next = (loss.read_async(), logits.read_async(), batch.labels.clone());
+            let next = (loss.read_async(), logits.read_async(), counted);
             if let Some(prev) = pending.replace(next) {
                 let (l, c) = resolve(prev, train.num_classes)?;
                 check_loss(l, epoch, step, &ck_path)?;
                 loss_sum += l as f64;
-                correct += c;
-                seen += cfg.batch_size;
+                correct += c.0;
+                seen += c.1;
                 step += 1;
-                update_bar(&bar, loss_sum / step as f64, correct, seen, t0);
+                update_bar(
+                    &bar,
+                    loss_sum / step as f64,
+                    (correct, seen),
+                    step * cfg.batch_size,
+                    t0,
+                );
             }
         }
         if let Some(prev) = pending.take() {
             let (l, c) = resolve(prev, train.num_classes)?;
             check_loss(l, epoch, step, &ck_path)?;
             loss_sum += l as f64;
-            correct += c;
-            seen += cfg.batch_size;
+            correct += c.0;
+            seen += c.1;
             step += 1;
         }
         let secs = t0.elapsed().as_secs_f64();
@@ -269,7 +328,7 @@ pub fn train(
         } else {
             None
         };
-        let ips = seen as f64 / secs;
+        let ips = (step * cfg.batch_size) as f64 / secs;
         let state = TrainState {
             epoch: epoch + 1,
             epochs: cfg.epochs,
@@ -282,7 +341,7 @@ pub fn train(
             holdout: holdout_n,
             entropic_scale: Some(scale),
             threshold_source: es_threshold.map(|_| threshold_source.clone()),
-            fpr: false,
+            fpr,
         };
         checkpoint::save(&ck_path, &model, Some(opt.velocity()), &state)?;
         let line = serde_json::json!({
@@ -397,11 +456,12 @@ fn entropic_scale(cfg: &TrainConfig) -> Result<f32> {
     }
 }
 
-/// Wait for a step's loss and logits; count correct predictions.
+/// Wait for a step's loss and logits; count correct predictions of the first
+/// `labels.len()` rows: (correct, counted).
 fn resolve(
     p: (crate::gpu::PendingRead, crate::gpu::PendingRead, Vec<u32>),
     classes: usize,
-) -> Result<(f32, usize)> {
+) -> Result<(f32, (usize, usize))> {
     let (loss, logits, labels) = p;
     let l = loss.wait()?[0];
     let z = logits.wait()?;
@@ -417,9 +477,26 @@ fn resolve(
             arg == **y as usize
         })
         .count();
-    Ok((l, correct))
+    Ok((l, (correct, labels.len())))
 }
 
+/// Without the `cli` feature (an embedded engine) there is no terminal to draw on.
+#[cfg(not(feature = "cli"))]
+mod quiet {
+    pub(super) struct ProgressBar;
+    impl ProgressBar {
+        pub(super) fn inc(&self, _: u64) {}
+        pub(super) fn set_message(&self, _: String) {}
+        pub(super) fn finish_and_clear(&self) {}
+    }
+}
+
+#[cfg(not(feature = "cli"))]
+fn progress_bar(_show: bool, _len: u64, _epoch: usize, _epochs: usize) -> ProgressBar {
+    ProgressBar
+}
+
+#[cfg(feature = "cli")]
 fn progress_bar(show: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
@@ -434,12 +511,18 @@ fn progress_bar(show: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBa
     bar
 }
 
-fn update_bar(bar: &ProgressBar, loss: f64, correct: usize, seen: usize, t0: Instant) {
+fn update_bar(
+    bar: &ProgressBar,
+    loss: f64,
+    (correct, counted): (usize, usize),
+    images: usize,
+    t0: Instant,
+) {
     bar.inc(1);
     bar.set_message(format!(
         "loss {loss:.4} acc {:.1}% {:.1} img/s",
-        100.0 * correct as f64 / seen.max(1) as f64,
-        seen as f64 / t0.elapsed().as_secs_f64()
+        100.0 * correct as f64 / counted.max(1) as f64,
+        images as f64 / t0.elapsed().as_secs_f64()
     ));
 }
 

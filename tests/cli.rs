@@ -228,3 +228,82 @@ fn train_eval_score_round_trip_through_the_command_line() {
     );
     assert!(err.contains("/nonexistent.png"), "{err}");
 }
+
+#[test]
+fn seeds_train_separately_and_eval_reports_mean_and_std() {
+    let dir = std::env::temp_dir().join(format!("isomax-cli-{}-seeds", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let assets = concat!(env!("CARGO_MANIFEST_DIR"), "/assets");
+    let mnist_train = format!("idx:{assets}/mnist/train-images-idx3-ubyte.gz");
+    let mnist_test = format!("idx:{assets}/mnist/t10k-images-idx3-ubyte.gz");
+    let fashion = format!("idx:{assets}/fashion-mnist/t10k-images-idx3-ubyte.gz");
+    let (ok, stdout, err) = isomax(&[
+        "train",
+        "--loss",
+        "softmax",
+        "--train",
+        &mnist_train,
+        "--test",
+        &mnist_test,
+        "--limit",
+        "64",
+        "--holdout",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--seeds",
+        "1,2",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("over 2 seeds"), "{stdout}");
+    let cks: Vec<String> = [1, 2]
+        .iter()
+        .map(|s| {
+            let p = dir.join(format!("seed-{s}/checkpoint.safetensors"));
+            assert!(p.is_file(), "{}", p.display());
+            p.display().to_string()
+        })
+        .collect();
+    let json = dir.join("seeds.json");
+    let (ok, stdout, err) = isomax(&[
+        "eval",
+        "--checkpoint",
+        &cks[0],
+        &cks[1],
+        "--test",
+        &mnist_test,
+        "--ood",
+        &fashion,
+        "--limit",
+        "40",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("mean ± std over 2 runs"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["runs"], 2);
+    let acc = &v["accuracy"];
+    let vals: Vec<f64> = acc["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(vals.len(), 2);
+    let mean = (vals[0] + vals[1]) / 2.0;
+    let std = (vals[0] - vals[1]).abs() / 2f64.sqrt();
+    assert!((acc["mean"].as_f64().unwrap() - mean).abs() < 1e-9, "{acc}");
+    assert!((acc["std"].as_f64().unwrap() - std).abs() < 1e-9, "{acc}");
+    let set = v["ood"].as_object().unwrap().values().next().unwrap();
+    assert!(set["mps"]["auroc"]["mean"].is_number(), "{v}");
+    assert_eq!(set["mps"]["auroc"]["values"].as_array().unwrap().len(), 2);
+    // Two seeds give two different models.
+    let w = |p: &str| std::fs::read(p).unwrap();
+    assert_ne!(w(&cks[0]), w(&cks[1]));
+}

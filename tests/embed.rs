@@ -299,3 +299,69 @@ fn host_device_with_too_small_limits_is_refused() {
         .to_string();
     assert!(e.contains("max_storage_buffers_per_shader_stage"), "{e}");
 }
+
+#[test]
+fn a_worker_thread_classifies_while_the_host_thread_submits_its_own_work() {
+    // Hosts such as game engines are multi-threaded: the classifier moves to a worker
+    // thread and shares the host's device while the host keeps submitting.
+    let (device, queue) = host_device();
+    let gpu = Gpu::from_device(device.clone(), queue.clone()).unwrap();
+    let cfg = ModelConfig {
+        arch: Arch::ResnetTiny,
+        head: HeadKind::IsoMax,
+        in_channels: 1,
+        height: 12,
+        width: 12,
+        num_classes: 5,
+        mean: vec![0.5],
+        std: vec![0.25],
+    };
+    let classifier = Classifier::new(&gpu, Model::new(&gpu, cfg, 7).unwrap(), Some(-1.5)).unwrap();
+    let pixels: Vec<f32> = common::rand_vec(3 * 144, 5)
+        .iter()
+        .map(|v| (v + 1.0) / 2.0)
+        .collect();
+    let x = Tensor::from_slice(&gpu, &pixels, &[3, 1, 12, 12]).unwrap();
+    let want = classifier.classify(&x).unwrap().read().unwrap();
+
+    // The host's own buffer, rewritten and copied every "frame".
+    let host_buf = |usage| {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("host"),
+            size: 1 << 16,
+            usage,
+            mapped_at_creation: false,
+        })
+    };
+    let src = host_buf(wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST);
+    let dst = host_buf(wgpu::BufferUsages::COPY_DST);
+    let got = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            (0..4)
+                .map(|_| classifier.classify(&x).unwrap().read().unwrap())
+                .collect::<Vec<_>>()
+        });
+        let mut frames = 0u32;
+        while !worker.is_finished() || frames < 4 {
+            queue.write_buffer(&src, 0, &[frames as u8; 256]);
+            let mut enc = device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(&src, 0, &dst, 0, 1 << 16);
+            queue.submit(Some(enc.finish()));
+            frames += 1;
+        }
+        worker.join().unwrap()
+    });
+    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    for results in got {
+        assert_eq!(results.len(), want.len());
+        for (a, b) in results.iter().zip(&want) {
+            assert_eq!(a.class, b.class);
+            assert_eq!(
+                a.es.to_bits(),
+                b.es.to_bits(),
+                "same work gives the same bits"
+            );
+            assert_eq!(a.in_distribution, b.in_distribution);
+        }
+    }
+}

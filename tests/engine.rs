@@ -58,6 +58,17 @@ fn host_buffers_that_cannot_work_are_rejected_before_gpu_work() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("alignment"), "{e}");
+    // STORAGE alone: usable by kernels, but neither readable nor writable from the host.
+    let t = Tensor::from_buffer(&gpu, &b, 0, &[4]).unwrap();
+    let e = t.to_vec().unwrap_err().to_string();
+    assert!(e.contains("COPY_SRC") && e.contains("read back"), "{e}");
+    let mut pending = t.read_async();
+    let e = pending.try_take().unwrap().unwrap_err().to_string();
+    assert!(e.contains("COPY_SRC"), "{e}");
+    let e = t.write(&[1.0; 4]).unwrap_err().to_string();
+    assert!(e.contains("COPY_DST") && e.contains("written"), "{e}");
+    // Kernels still run on it.
+    assert_eq!(t.scale(2.0).unwrap().to_vec().unwrap(), vec![0.0; 4]);
 }
 
 #[test]

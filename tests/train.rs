@@ -119,6 +119,26 @@ fn holdout_zero_trains_on_everything_and_says_where_the_threshold_came_from() {
 }
 
 #[test]
+fn fpr_is_on_for_dismax_by_default_and_refused_for_other_losses() {
+    let gpu = common::gpu();
+    let data = mnist("train-images-idx3-ubyte.gz", 96);
+    let cfg = config(HeadKind::DisMax, 1, "fpr-on");
+    let s = train(&gpu, &cfg, data.clone(), None).unwrap();
+    assert!(s.final_loss.is_finite());
+    assert!(Checkpoint::load(&s.checkpoint).unwrap().state.fpr);
+    let mut off = config(HeadKind::DisMax, 1, "fpr-off");
+    off.fpr = Some(false);
+    let s = train(&gpu, &off, data.clone(), None).unwrap();
+    assert!(!Checkpoint::load(&s.checkpoint).unwrap().state.fpr);
+    let mut wrong = config(HeadKind::IsoMax, 1, "fpr-wrong");
+    wrong.fpr = Some(true);
+    let err = train(&gpu, &wrong, data, None)
+        .expect_err("FPR is DisMax's")
+        .to_string();
+    assert!(err.contains("DisMax"), "{err}");
+}
+
+#[test]
 fn checkpoints_from_before_the_entropic_scale_was_stored_read_as_the_default() {
     let old = r#"{"epoch":1,"epochs":1,"sgd":{"lr":0.1,"momentum":0.9,"nesterov":true,
         "weight_decay":0.0001,"milestones":[],"gamma":0.1},"batch_size":32,"seed":0,

@@ -105,6 +105,9 @@ pub(crate) struct GpuInner {
     pub(crate) kernels: Lock<HashMap<String, Arc<kernel::Kernel>>>,
     pub(crate) recorder: Lock<Recorder>,
     pub(crate) staging: Lock<HashMap<u64, Vec<wgpu::Buffer>>>,
+    /// The first error wgpu reported outside an error scope on a device the engine owns
+    /// (wgpu's default handler would panic); surfaced by [`Gpu::sync`] and readbacks.
+    pub(crate) device_error: Arc<Lock<Option<String>>>,
 }
 
 /// The engine's handle on a device: cheap to clone, `Send + Sync`. Threads that share one
@@ -238,7 +241,14 @@ impl Gpu {
                 adapter.get_info().name
             ))
         })?;
-        Ok(Self::assemble(device, queue))
+        let gpu = Self::assemble(device, queue);
+        // Our own device: record uncaptured errors instead of panicking. A host's device
+        // keeps the host's handler.
+        let slot = gpu.0.device_error.clone();
+        gpu.0.device.on_uncaptured_error(Arc::new(move |e| {
+            slot.lock().get_or_insert_with(|| e.to_string());
+        }));
+        Ok(gpu)
     }
 
     /// Wrap a device and queue that a host application created. The engine checks that the
@@ -312,6 +322,7 @@ impl Gpu {
             kernels: Lock::new(HashMap::new()),
             recorder: Lock::new(recorder),
             staging: Lock::new(HashMap::new()),
+            device_error: Arc::new(Lock::new(None)),
         }))
     }
 
@@ -363,8 +374,17 @@ impl Gpu {
         self.0
             .device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::Device(format!("device poll failed: {e}")))
+            .map_err(|e| Error::Device(format!("device poll failed: {e}")))?;
+        self.device_error()
+    }
+
+    /// An error the device reported since it was created (lost device, validation or
+    /// out-of-memory outside the engine's error scopes), if any.
+    pub(crate) fn device_error(&self) -> Result<()> {
+        match self.0.device_error.lock().as_ref() {
+            Some(e) => Err(Error::Device(format!("the GPU reported an error: {e}"))),
+            None => Ok(()),
+        }
     }
 
     /// Number of dispatches recorded since the context was created (for tests of batching).
@@ -377,12 +397,12 @@ impl Gpu {
         self.0.recorder.lock().total_submits
     }
 
-    pub(crate) fn acquire(&self, bytes: u64) -> pool::PooledBuffer {
-        let buffer = self.0.pool.lock().acquire(&self.0.device, bytes);
-        pool::PooledBuffer {
+    pub(crate) fn acquire(&self, bytes: u64) -> Result<pool::PooledBuffer> {
+        let buffer = self.0.pool.lock().acquire(&self.0.device, bytes)?;
+        Ok(pool::PooledBuffer {
             buffer: Some(buffer),
             pool: self.0.pool.clone(),
-        }
+        })
     }
 
     /// Run `f` with gradient recording off on this thread (see [`crate::no_grad`]).

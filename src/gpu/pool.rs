@@ -5,6 +5,7 @@
 //! buffer can be bound as storage and copied from and to.
 
 use super::Lock;
+use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -42,7 +43,7 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 }
 
 impl Pool {
-    pub(crate) fn acquire(&mut self, device: &wgpu::Device, bytes: u64) -> wgpu::Buffer {
+    pub(crate) fn acquire(&mut self, device: &wgpu::Device, bytes: u64) -> Result<wgpu::Buffer> {
         let size = size_class(bytes);
         let reuse = self
             .free
@@ -51,19 +52,31 @@ impl Pool {
         if let Some(buf) = reuse.and_then(|(_, v)| v.pop()) {
             self.stats.in_use += buf.size();
             self.stats.peak_in_use = self.stats.peak_in_use.max(self.stats.in_use);
-            return buf;
+            return Ok(buf);
+        }
+        // A new buffer can fail (out of device memory): an error, not wgpu's panic.
+        let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buf = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("isomax pooled"),
+            size,
+            usage: POOL_USAGE,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Limit {
+                op: "alloc",
+                detail: format!(
+                    "cannot allocate {size} bytes on the device ({} bytes held by isomax): {e}",
+                    self.stats.allocated
+                ),
+            });
         }
         self.stats.in_use += size;
         self.stats.peak_in_use = self.stats.peak_in_use.max(self.stats.in_use);
         self.stats.allocated += size;
         self.stats.peak_allocated = self.stats.peak_allocated.max(self.stats.allocated);
         self.stats.buffers_created += 1;
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("isomax pooled"),
-            size,
-            usage: POOL_USAGE,
-            mapped_at_creation: false,
-        })
+        Ok(buf)
     }
 
     pub(crate) fn release(&mut self, buf: wgpu::Buffer) {

@@ -14,6 +14,8 @@ pub struct PendingRead {
     staging: Option<wgpu::Buffer>,
     bytes: u64,
     state: MapResult,
+    /// Set when the read could not even start (it resolves to this error).
+    error: Option<Error>,
 }
 
 impl Gpu {
@@ -50,13 +52,28 @@ impl Gpu {
             staging: Some(staging),
             bytes: size,
             state,
+            error: None,
         }
     }
 }
 
 impl PendingRead {
+    /// A read that resolves to `error` (checked before any GPU work).
+    pub(crate) fn failed(gpu: &Gpu, error: Error) -> PendingRead {
+        PendingRead {
+            gpu: gpu.clone(),
+            staging: None,
+            bytes: 0,
+            state: Arc::new(Mutex::new(None)),
+            error: Some(error),
+        }
+    }
+
     /// Non-blocking: poll the device once; `Some` when the data is ready.
     pub fn try_take(&mut self) -> Option<Result<Vec<f32>>> {
+        if let Some(e) = self.error.take() {
+            return Some(Err(e));
+        }
         let _ = self.gpu.0.device.poll(wgpu::PollType::Poll);
         self.state
             .lock()
@@ -67,6 +84,9 @@ impl PendingRead {
 
     /// Block until the data is ready.
     pub fn wait(mut self) -> Result<Vec<f32>> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
         loop {
             if self
                 .state
@@ -85,6 +105,7 @@ impl PendingRead {
     }
 
     fn finish(&mut self) -> Result<Vec<f32>> {
+        self.gpu.device_error()?;
         let staging = self
             .staging
             .take()

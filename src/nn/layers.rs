@@ -163,15 +163,39 @@ impl Module for Linear {
     }
 }
 
-/// A per-model seed sequence, so every parameter gets its own reproducible stream.
-pub struct Seeds(u64);
+/// The SplitMix64 finalizer: a bijection on u64 whose outputs for structured inputs (0, 1,
+/// 2, …) look independent.
+pub fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The generator seed of the `index`-th tensor (in construction order) of a model built with
+/// `seed`: splitmix64(splitmix64(seed) + splitmix64(index ⊕ K)), K a fixed odd constant that
+/// breaks the symmetry between (a, b) and (b, a). Both halves go through the mix,
+/// so nearby seeds and nearby indices land far apart, and (seed, index) ≠ (seed', index')
+/// gives an unrelated stream (a collision needs two 64-bit hashes to coincide). The seed
+/// initialises a ChaCha generator (`StdRng::seed_from_u64`).
+pub fn tensor_seed(seed: u64, index: u64) -> u64 {
+    splitmix64(splitmix64(seed).wrapping_add(splitmix64(index ^ 0x6a09_e667_f3bc_c909)))
+}
+
+/// A per-model seed sequence: the `k`-th call of [`Seeds::next_seed`] returns
+/// [`tensor_seed`]`(seed, k)`, so every parameter tensor gets its own stream and two model
+/// seeds share no draws.
+pub struct Seeds {
+    seed: u64,
+    index: u64,
+}
 
 impl Seeds {
     pub fn new(seed: u64) -> Seeds {
-        Seeds(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        Seeds { seed, index: 0 }
     }
     pub fn next_seed(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        self.0
+        self.index += 1;
+        tensor_seed(self.seed, self.index)
     }
 }

@@ -1,6 +1,7 @@
 //! Out-of-distribution detection: the evaluation metrics and a CPU reference of the heads' math.
 
 pub mod metrics;
+#[cfg(feature = "plot")]
 pub mod plot;
 pub mod scores;
 

@@ -113,6 +113,7 @@ pub fn train_config(head: HeadKind, epochs: usize, dir: &str) -> TrainConfig {
         augment: false,
         holdout: 64,
         entropic_scale: None,
+        fpr: None,
         out_dir,
         resume: false,
         force: false,
