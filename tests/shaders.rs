@@ -210,6 +210,7 @@ fn dump_writes_every_variant() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+#[cfg(feature = "cli")]
 #[test]
 fn the_command_dumps_the_same_variants() {
     let dir = std::env::temp_dir().join(format!("isomax-shaders-cli-{}", std::process::id()));
