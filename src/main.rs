@@ -13,7 +13,7 @@ use std::process::ExitCode;
 #[command(
     name = "isomax",
     version,
-    about = "Train classifiers that know what they don't know (IsoMax loss + Entropic Score) on any GPU wgpu reaches.\n\nWith no command, runs the demo: SoftMax vs IsoMax on the MNIST subset in assets/, Fashion-MNIST as out-of-distribution."
+    about = "Train classifiers that know what they don't know (IsoMax loss + Entropic Score) on any GPU wgpu reaches.\n\nWith no command, runs the demo: SoftMax, IsoMax and IsoMax+ on the MNIST and Fashion-MNIST subsets in assets/, each as the other's out-of-distribution set."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -133,10 +133,16 @@ enum Command {
     },
     /// The default demo run (what `cargo run --release` does).
     Demo {
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = DEMO_EPOCHS)]
         epochs: usize,
+        /// One run per seed; with several, every figure is also reported as mean ± std.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        seeds: Vec<u64>,
     },
 }
+
+/// Epochs of each demo training run.
+const DEMO_EPOCHS: usize = 2;
 
 fn parse_head(s: &str) -> Result<HeadKind> {
     Ok(match s {
@@ -218,7 +224,10 @@ fn write_json(path: &std::path::Path, v: &serde_json::Value) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    match cli.command.unwrap_or(Command::Demo { epochs: 3 }) {
+    match cli.command.unwrap_or(Command::Demo {
+        epochs: DEMO_EPOCHS,
+        seeds: vec![1],
+    }) {
         Command::Info => {
             let gpu = Gpu::new()?;
             println!("{}", gpu.report());
@@ -453,7 +462,7 @@ fn run(cli: Cli) -> Result<()> {
                 )));
             }
         }
-        Command::Demo { epochs } => isomax::demo::run(epochs)?,
+        Command::Demo { epochs, seeds } => isomax::demo::run(epochs, &seeds)?,
     }
     Ok(())
 }

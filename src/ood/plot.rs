@@ -100,3 +100,103 @@ pub fn histograms(path: &Path, panels: &[Panel]) -> Result<(), String> {
     img.save(path)
         .map_err(|e| format!("{}: {e}", path.display()))
 }
+
+/// One line chart: for each x, each named series' mean and standard deviation (drawn as a
+/// vertical bar of ± std).
+pub struct LinePanel<'a> {
+    pub title: String,
+    pub x_desc: String,
+    pub y_desc: String,
+    /// The x values, all positive (drawn on a log axis).
+    pub x: &'a [f64],
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+/// Draw line charts side by side into a PNG (e.g. a metric against the entropic scale).
+pub fn lines(path: &Path, panels: &[LinePanel]) -> Result<(), String> {
+    REGISTER.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+    let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    let (w, h) = (560 * panels.len().max(1) as u32, 420u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let areas = root.split_evenly((1, panels.len().max(1)));
+        for (area, p) in areas.iter().zip(panels) {
+            if p.x.is_empty() || p.x.iter().any(|x| x.is_nan() || *x <= 0.0) {
+                return Err(format!("{}: x values must be positive", p.title));
+            }
+            let lx: Vec<f64> = p.x.iter().map(|x| x.log10()).collect();
+            let (x0, x1) = lx
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+                    (a.min(*x), b.max(*x))
+                });
+            let pad = ((x1 - x0) * 0.1).max(0.1);
+            let ys = p
+                .series
+                .iter()
+                .flat_map(|(_, v)| v.iter().flat_map(|(m, s)| [m - s, m + s]))
+                .filter(|y| y.is_finite());
+            let (y0, y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+                (a.min(y), b.max(y))
+            });
+            let (y0, y1) = if y0 < y1 {
+                (y0, y1)
+            } else {
+                (y0 - 1.0, y0 + 1.0)
+            };
+            let ypad = (y1 - y0) * 0.08;
+            let mut chart = ChartBuilder::on(area)
+                .caption(&p.title, ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(56)
+                .build_cartesian_2d(x0 - pad..x1 + pad, y0 - ypad..y1 + ypad)
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .x_desc(p.x_desc.as_str())
+                .y_desc(p.y_desc.as_str())
+                .x_labels(8)
+                .x_label_formatter(&|v| format!("{:.3}", 10f64.powf(*v)))
+                .label_style(("sans-serif", 13))
+                .draw()
+                .map_err(|e| e.to_string())?;
+            for (k, (name, values)) in p.series.iter().enumerate() {
+                let color = colors[k % colors.len()];
+                let pts: Vec<(f64, f64)> =
+                    lx.iter().zip(values).map(|(x, (m, _))| (*x, *m)).collect();
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                    .map_err(|e| e.to_string())?
+                    .label(name.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], color));
+                chart
+                    .draw_series(
+                        pts.iter()
+                            .map(|&(x, y)| Circle::new((x, y), 4, color.filled())),
+                    )
+                    .map_err(|e| e.to_string())?;
+                chart
+                    .draw_series(lx.iter().zip(values).map(|(x, (m, s))| {
+                        PathElement::new(vec![(*x, m - s), (*x, m + s)], color.stroke_width(1))
+                    }))
+                    .map_err(|e| e.to_string())?;
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 13))
+                .draw()
+                .map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    let img = image::RgbImage::from_raw(w, h, buf).ok_or("plot buffer has the wrong size")?;
+    img.save(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
