@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::bufread::MultiGzDecoder;
 
-use super::{DataError, Dataset, MAX_SIDE, check_regular, open_regular};
+use super::{DataError, Dataset, MAX_SIDE, bomb_error, check_regular, inflate_cap, open_regular};
 
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
@@ -168,6 +168,9 @@ struct IdxStream<'p> {
     gz: bool,
     /// Size of the raw (uncompressed) input, if known: truncation is then found before reading.
     raw_size: Option<u64>,
+    /// For gzip: how many more bytes may be inflated ([`inflate_cap`] of the input size).
+    budget: Option<u64>,
+    cap: u64,
 }
 
 impl<'p> IdxStream<'p> {
@@ -182,22 +185,37 @@ impl<'p> IdxStream<'p> {
         } else {
             Box::new(r)
         };
+        // An input of unknown size (a pipe) gets the cap of an empty one.
+        let cap = inflate_cap(raw_size.unwrap_or(0));
         Ok(IdxStream {
             reader,
             path,
             gz,
             raw_size: if gz { None } else { raw_size },
+            budget: gz.then_some(cap),
+            cap,
         })
     }
 
-    /// Reads up to `n` bytes; fewer only at the end of the stream.
+    /// Reads up to `n` bytes; fewer only at the end of the stream. A gzip stream that would
+    /// inflate past its budget is refused as soon as it does.
     fn read_up_to(&mut self, n: u64) -> Result<Vec<u8>, DataError> {
+        let limit = match self.budget {
+            Some(b) => n.min(b.saturating_add(1)),
+            None => n,
+        };
         // Grow with the data, never pre-allocating what a header merely claims.
-        let mut out = Vec::with_capacity(n.min(1 << 20) as usize);
+        let mut out = Vec::with_capacity(limit.min(1 << 20) as usize);
         (&mut self.reader)
-            .take(n)
+            .take(limit)
             .read_to_end(&mut out)
             .map_err(|e| stream_error(self.path, self.gz, e))?;
+        if let Some(b) = self.budget.as_mut() {
+            if out.len() as u64 > *b {
+                return Err(bomb_error(self.path, "the gzip data", self.cap));
+            }
+            *b -= out.len() as u64;
+        }
         Ok(out)
     }
 

@@ -251,8 +251,13 @@ impl<'p> MatFile<'p> {
         let first = self.u32(&inner);
         if first >> 16 == 0 {
             let n = u64::from(self.u32(&inner[4..]));
-            inner.reserve(n.min(1 << 20) as usize);
-            (&mut d).take(n).read_to_end(&mut inner).map_err(err)?;
+            let cap = super::inflate_cap(z.len() as u64);
+            let limit = n.min(cap.saturating_add(1));
+            inner.reserve(limit.min(1 << 20) as usize);
+            (&mut d).take(limit).read_to_end(&mut inner).map_err(err)?;
+            if inner.len() as u64 - 8 > cap {
+                return Err(super::bomb_error(self.path, "an miCOMPRESSED element", cap));
+            }
         }
         // The stream must end here (at most 7 bytes of padding follow): reading to its end
         // also verifies its checksum. Anything longer is refused, never inflated.

@@ -130,3 +130,58 @@ pub fn host_adapter() -> wgpu::Adapter {
     });
     pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap()
 }
+
+/// The JSON of a valid model config (resnet-tiny, IsoMax, 1x12x12, 10 classes), as a value
+/// tests can break one field at a time.
+pub fn config_json() -> serde_json::Value {
+    serde_json::json!({
+        "arch": "resnet-tiny",
+        "head": "IsoMax",
+        "in_channels": 1,
+        "height": 12,
+        "width": 12,
+        "num_classes": 10,
+        "mean": [0.13],
+        "std": [0.31],
+    })
+}
+
+/// The JSON of a valid training state.
+pub fn state_json() -> serde_json::Value {
+    serde_json::json!({
+        "epoch": 1, "epochs": 1,
+        "sgd": {"lr": 0.1, "momentum": 0.9, "nesterov": true, "weight_decay": 1e-4,
+                "milestones": [1], "gamma": 0.1},
+        "batch_size": 32, "seed": 7, "es_threshold": 0.5, "train_data": "idx:x",
+        "augment": false, "holdout": 64,
+    })
+}
+
+/// The bytes of a safetensors file with isomax metadata `config` and `state` (raw strings,
+/// so tests can also store malformed JSON) and the given F32 tensors.
+pub fn checkpoint_bytes(
+    config: &str,
+    state: &str,
+    tensors: &[(&str, Vec<usize>, Vec<f32>)],
+) -> Vec<u8> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, v)| (n.to_string(), s.clone(), bytemuck::cast_slice(v).to_vec()))
+        .collect();
+    let views: Vec<(String, TensorView)> = data
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let meta = std::collections::HashMap::from([
+        ("format".to_string(), "isomax-checkpoint-1".to_string()),
+        ("config".to_string(), config.to_string()),
+        ("state".to_string(), state.to_string()),
+    ]);
+    safetensors::tensor::serialize(views, Some(meta)).unwrap()
+}
