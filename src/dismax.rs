@@ -138,6 +138,7 @@ pub fn fpr_loss(logits: &Tensor, weights: &Tensor, constant: f32, scale: f32) ->
 }
 
 /// Plain-Rust reference, straight from the definition (for the tests).
+#[cfg(any(test, feature = "oracles"))]
 pub mod cpu {
     /// ½(CE + KL) of logits `z` (`[b, c]`) whose second half holds quadrant-mixed images,
     /// in f64, computed from the formula without the weights of [`super::fpr_weights`].

@@ -206,9 +206,10 @@ impl Classifier {
                 ));
             }
             ref s => {
-                return Err(Error::shape(
+                return Err(Error::mismatch(
                     "classify",
-                    format!("input {s:?} vs expected [B, {c}, {h}, {w}]"),
+                    format!("[B, {c}, {h}, {w}]"),
+                    format!("{s:?}"),
                 ));
             }
         }

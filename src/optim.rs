@@ -126,9 +126,10 @@ impl Sgd {
         for (p, v) in self.params.iter().zip(&self.velocity) {
             let Some(g) = grads.get(p) else { continue };
             if g.shape() != p.shape() {
-                return Err(Error::shape(
-                    "sgd",
-                    format!("gradient {:?} vs parameter {:?}", g.shape(), p.shape()),
+                return Err(Error::mismatch(
+                    "sgd gradient",
+                    format!("{:?} (the parameter's shape)", p.shape()),
+                    format!("{:?}", g.shape()),
                 ));
             }
             let n = p.numel();

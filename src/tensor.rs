@@ -106,13 +106,10 @@ impl Tensor {
     /// Upload host data.
     pub fn from_slice(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
         if data.len() != numel(shape) {
-            return Err(Error::shape(
+            return Err(Error::mismatch(
                 "from_slice",
-                format!(
-                    "{} values given for shape {shape:?} ({} elements)",
-                    data.len(),
-                    numel(shape)
-                ),
+                format!("{} values for shape {shape:?}", numel(shape)),
+                format!("{} values", data.len()),
             ));
         }
         let t = Self::empty(gpu, shape)?;
@@ -124,9 +121,10 @@ impl Tensor {
     pub fn write(&self, data: &[f32]) -> Result<()> {
         self.require_usage(wgpu::BufferUsages::COPY_DST, "written from the host")?;
         if data.len() != self.numel() {
-            return Err(Error::shape(
+            return Err(Error::mismatch(
                 "write",
-                format!("{} values given for tensor {:?}", data.len(), self.shape()),
+                format!("{} values for tensor {:?}", self.numel(), self.shape()),
+                format!("{} values", data.len()),
             ));
         }
         let gpu = &self.0.gpu;
@@ -309,9 +307,10 @@ impl Tensor {
     /// Read a one-element tensor.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {
-            return Err(Error::shape(
+            return Err(Error::mismatch(
                 "item",
-                format!("tensor {:?} is not a scalar", self.shape()),
+                "a one-element tensor",
+                format!("{:?}", self.shape()),
             ));
         }
         Ok(self.to_vec()?[0])
@@ -357,9 +356,10 @@ impl Tensor {
     /// Check that two shapes are equal, for op `op`.
     pub(crate) fn same_shape(&self, other: &Tensor, op: &'static str) -> Result<()> {
         if self.shape() != other.shape() {
-            return Err(Error::shape(
+            return Err(Error::mismatch(
                 op,
-                format!("{:?} vs {:?}", self.shape(), other.shape()),
+                format!("{:?}", self.shape()),
+                format!("{:?}", other.shape()),
             ));
         }
         Ok(())

@@ -434,11 +434,12 @@ fn check_loss(loss: f32, epoch: usize, step: usize, ck: &Path) -> Result<()> {
     } else {
         "no checkpoint was written".to_string()
     };
-    Err(Error::Config(format!(
-        "training stopped: the loss is {loss} at epoch {}, step {}; {kept}",
-        epoch + 1,
-        step + 1
-    )))
+    Err(Error::Diverged {
+        epoch: epoch + 1,
+        step: step + 1,
+        loss,
+        kept,
+    })
 }
 
 /// The entropic scale of `cfg`'s loss: the given one (finite, positive, IsoMax family only)

@@ -367,3 +367,31 @@ fn residual_network_gradient_matches_finite_differences() {
     }
     assert!(bad.is_empty(), "gradient mismatches:\n{}", bad.join("\n"));
 }
+
+#[test]
+fn shape_errors_are_typed_with_op_expected_and_got() {
+    let gpu = common::gpu();
+    let a = Tensor::zeros(&gpu, &[2, 3]).unwrap();
+    let b = Tensor::zeros(&gpu, &[3, 2]).unwrap();
+    match a.add(&b) {
+        Err(isomax::Error::Shape { op, expected, got }) => {
+            assert_eq!(
+                (op, expected.as_str(), got.as_str()),
+                ("axpby", "[2, 3]", "[3, 2]")
+            );
+        }
+        other => panic!("expected a typed shape mismatch, got {other:?}"),
+    }
+    let e = Tensor::from_slice(&gpu, &[1.0; 5], &[2, 3]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            isomax::Error::Shape {
+                op: "from_slice",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("expected 6 values"), "{e}");
+}

@@ -195,3 +195,101 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     );
     assert_eq!(Checkpoint::load(&ck).unwrap().state.epoch, 1);
 }
+
+/// The tensors of a checkpoint file, by name, as raw bytes.
+fn tensor_bytes(path: &std::path::Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec(), t.data().to_vec()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn kill_9_during_training_loses_nothing_and_resumes_bit_exactly() {
+    let root = std::env::temp_dir().join(format!("isomax-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let train_spec = format!(
+        "idx:{}/assets/mnist/train-images-idx3-ubyte.gz",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let args = |out: &std::path::Path| -> Vec<String> {
+        [
+            "train",
+            "--model",
+            "resnet-tiny",
+            "--loss",
+            "isomax",
+            "--train",
+            &train_spec,
+            "--limit",
+            "112",
+            "--holdout",
+            "16",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "16",
+            "--seed",
+            "3",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.display().to_string()])
+        .collect()
+    };
+    let run = |out: &std::path::Path, extra: &[&str]| {
+        let st = std::process::Command::new(env!("CARGO_BIN_EXE_isomax"))
+            .args(args(out))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    };
+    let straight = root.join("straight");
+    run(&straight, &[]);
+
+    // Kill -9 as soon as the first checkpoint is on disk: in the middle of epoch 2 (or of
+    // its save), with no chance to clean up.
+    let killed = root.join("killed");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_isomax"))
+        .args(args(&killed))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ck = killed.join("checkpoint.safetensors");
+    let t0 = std::time::Instant::now();
+    while !ck.exists() && t0.elapsed().as_secs() < 300 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    assert!(
+        ck.exists() || tmp_path(&ck).exists(),
+        "no checkpoint before the kill"
+    );
+    run(&killed, &["--resume"]);
+
+    let a = tensor_bytes(&straight.join("checkpoint.safetensors"));
+    let b = tensor_bytes(&ck);
+    assert_eq!(a.len(), b.len());
+    for ((na, sa, da), (nb, sb, db)) in a.iter().zip(&b) {
+        assert_eq!((na, sa), (nb, sb));
+        assert!(da == db, "{na} differs after kill -9 and resume");
+    }
+    assert_eq!(Checkpoint::load(&ck).unwrap().state.epoch, 3);
+    let _ = std::fs::remove_dir_all(&root);
+}

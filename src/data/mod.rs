@@ -433,7 +433,14 @@ impl Dataset {
         let (h0, w0) = (self.height, self.width);
         let plane0 = h0 * w0;
         let plane = height * width;
-        let mut images = Vec::with_capacity(self.len() * channels * plane);
+        let total = self.len().checked_mul(channels * plane);
+        let mut images = Vec::new();
+        if total.is_none_or(|t| images.try_reserve_exact(t).is_err()) {
+            return Err(self.invalid(format!(
+                "cannot allocate {} images of {channels}x{height}x{width} for the conversion",
+                self.len()
+            )));
+        }
         let mut src_planes: Vec<Vec<u8>> = Vec::with_capacity(channels);
         for i in 0..self.len() {
             let img = self.image(i);

@@ -1,4 +1,4 @@
-//! DenseNet-BC (bottleneck + compression), as in SPEC §3: DenseNet-BC-100 has growth 12,
+//! DenseNet-BC (bottleneck + compression), as in docs/method.md §3: DenseNet-BC-100 has growth 12,
 //! three dense blocks of 16 bottleneck layers and transitions that halve the channels.
 //!
 //! Memory: each block is one preallocated buffer; every layer writes its new channels into

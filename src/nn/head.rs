@@ -17,7 +17,7 @@ pub struct Head {
 }
 
 impl Head {
-    /// SPEC §1 initialisation: IsoMax prototypes 0; IsoMax+/DisMax prototypes N(0, 1) and
+    /// Initialisation (docs/method.md §1): IsoMax prototypes 0; IsoMax+/DisMax prototypes N(0, 1) and
     /// distance scale 1.
     pub fn new(
         gpu: &Gpu,

@@ -112,12 +112,10 @@ impl Model {
         let c = &self.config;
         let s = x.shape();
         if s.len() != 4 || s[1] != c.in_channels || s[2] != c.height || s[3] != c.width {
-            return Err(Error::shape(
+            return Err(Error::mismatch(
                 "model input",
-                format!(
-                    "{s:?} vs expected [B, {}, {}, {}]",
-                    c.in_channels, c.height, c.width
-                ),
+                format!("[B, {}, {}, {}]", c.in_channels, c.height, c.width),
+                format!("{s:?}"),
             ));
         }
         match &self.backbone {

@@ -1,4 +1,4 @@
-//! ResNet with basic blocks (CIFAR form: 3×3 stem, no max-pool), as in SPEC §3.
+//! ResNet with basic blocks (CIFAR form: 3×3 stem, no max-pool), as in docs/method.md §3.
 
 use super::layers::{BatchNorm2d, Conv2d, Module, Role, Seeds, join};
 use crate::error::Result;

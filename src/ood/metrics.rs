@@ -1,4 +1,4 @@
-//! OOD detection metrics (SPEC §2), in-distribution as the positive class.
+//! OOD detection metrics (docs/method.md §2), in-distribution as the positive class.
 //!
 //! The curve walk and the area formulas follow the authors' `calMetric`-style code
 //! (shared by the ODIN, Mahalanobis and IsoMax repositories) so that numbers are comparable
@@ -104,7 +104,7 @@ fn sorted_finite<T: Copy + Into<f64>>(
     Ok(sorted)
 }
 
-/// The K+N+1 `(tp, fp)` points of SPEC §2 step 2: the threshold sweeps upward, removing
+/// The K+N+1 `(tp, fp)` points of docs/method.md §2, step 2: the threshold sweeps upward, removing
 /// the lowest remaining sample each step; on a tie the in-distribution sample goes first.
 fn curve_points(ins: &[f64], outs: &[f64]) -> Vec<(usize, usize)> {
     let (k, n) = (ins.len(), outs.len());
@@ -133,7 +133,7 @@ fn trapezoid_descending(points: &[(f64, f64)]) -> f64 {
         .sum()
 }
 
-/// Computes TNR at TPR 95 %, AUROC, DTACC, AUIN and AUOUT (SPEC §2) in O(n log n).
+/// Computes TNR at TPR 95 %, AUROC, DTACC, AUIN and AUOUT (docs/method.md §2) in O(n log n).
 ///
 /// Higher scores mean "more in-distribution". Scores may be f32 or f64; all arithmetic is
 /// f64. Errors on an empty list or a NaN/infinite score (naming the list and the index).

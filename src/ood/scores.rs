@@ -1,4 +1,4 @@
-//! CPU reference of the heads' math (SPEC §1): distances, their gradients, the entropic
+//! CPU reference of the heads' math (docs/method.md §1): distances, their gradients, the entropic
 //! cross-entropy and the per-row OOD scores.
 //!
 //! This is the ground truth the GPU kernels are tested against and the CPU side of

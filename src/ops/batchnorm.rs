@@ -407,6 +407,7 @@ impl Tensor {
 }
 
 /// Plain-Rust reference for the tests.
+#[cfg(any(test, feature = "oracles"))]
 pub mod cpu {
     /// Training-mode batch norm of `[n, c, hw]`: `(y, batch mean, biased batch variance)`.
     pub fn batch_norm(

@@ -704,6 +704,7 @@ fn check_dy(dy: &Tensor, g: &Geom) -> Result<()> {
 }
 
 /// Plain-Rust references for the tests (direct loops, f64 accumulation).
+#[cfg(any(test, feature = "oracles"))]
 pub mod cpu {
     /// Output size along one axis.
     pub fn out_size(i: usize, k: usize, s: usize, p: usize) -> usize {

@@ -231,6 +231,7 @@ impl Tensor {
 }
 
 /// Plain-Rust references for the tests.
+#[cfg(any(test, feature = "oracles"))]
 pub mod cpu {
     /// `x + b` broadcast along `axis` with `inner` trailing elements and `c` entries.
     pub fn add_along(x: &[f32], b: &[f32], inner: usize, c: usize) -> Vec<f32> {

@@ -1,4 +1,4 @@
-//! The IsoMax family of heads (SPEC §1) on the GPU.
+//! The IsoMax family of heads (docs/method.md §1) on the GPU.
 //!
 //! - [`prototype_distances`]: fused d_ij = ‖f_i − p_j‖ (one kernel, register tiles, no
 //!   barriers) with one-pass, atomic-free gradients for features and prototypes.
@@ -413,6 +413,7 @@ pub fn softmax_entropy(logits: &Tensor, labels: &Tensor, scale: f32) -> Result<H
 /// The distances built only from primitive engine ops (expand, sub, mul, sum_axes, sqrt),
 /// materializing `[B, C, D]` intermediates: the baseline the fused kernels are measured
 /// against, and a second implementation for the tests.
+#[cfg(any(test, feature = "oracles"))]
 pub mod unfused {
     use super::head_dims;
     use crate::error::Result;

@@ -112,6 +112,7 @@ impl Tensor {
 }
 
 /// Plain-Rust references for the tests.
+#[cfg(any(test, feature = "oracles"))]
 pub mod cpu {
     /// Row-wise log-softmax of `[b, c]`.
     pub fn log_softmax(z: &[f32], b: usize, c: usize) -> Vec<f32> {

@@ -355,6 +355,7 @@ impl Tensor {
 }
 
 /// Plain-Rust references for the tests.
+#[cfg(any(test, feature = "oracles"))]
 pub mod cpu {
     /// `a [m, k] · b [k, n]` in f64 accumulation.
     pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {

@@ -172,6 +172,7 @@ impl Tensor {
 }
 
 /// Plain-Rust references for the tests.
+#[cfg(any(test, feature = "oracles"))]
 pub mod cpu {
     /// Max pooling: the output and each window's argmax (index in its plane; first max).
     pub fn max_pool2d(

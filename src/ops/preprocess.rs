@@ -270,6 +270,7 @@ pub fn decide(scores: &Tensor, threshold: Option<f32>) -> Result<Tensor> {
 }
 
 /// Plain-Rust references of the kernels above, with the same f32 arithmetic.
+#[cfg(any(test, feature = "oracles"))]
 pub mod cpu {
     use super::{RESULT_COLUMNS, result};
     use crate::ops::isomax::{SCORES_PER_ROW, score};

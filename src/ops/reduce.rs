@@ -175,6 +175,7 @@ impl Tensor {
 }
 
 /// Plain-Rust references for the tests.
+#[cfg(any(test, feature = "oracles"))]
 pub mod cpu {
     /// Sum of `[outer, r, inner]` over `r`.
     pub fn sum_mid(x: &[f32], outer: usize, r: usize, inner: usize) -> Vec<f32> {
