@@ -18,6 +18,7 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod gpu;
+pub mod interop;
 pub mod nn;
 pub mod ood;
 pub mod ops;

@@ -131,6 +131,35 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Build a checkpoint from a PyTorch state_dict in safetensors (scripts/torch_reference.py's or the authors' DenseNet-BC naming).
+    Import {
+        #[arg(long)]
+        pytorch: PathBuf,
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        loss: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Input image side (height = width).
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// Per-channel input normalisation the PyTorch model was trained with (default 0 and 1).
+        #[arg(long, value_delimiter = ',')]
+        mean: Option<Vec<f32>>,
+        #[arg(long, value_delimiter = ',')]
+        std: Option<Vec<f32>>,
+    },
+    /// Write a checkpoint's weights as a PyTorch state_dict in safetensors.
+    Export {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        pytorch: PathBuf,
+        /// reference (scripts/torch_reference.py) or official (the authors' DenseNet-BC code)
+        #[arg(long, default_value = "reference")]
+        naming: String,
+    },
     /// The default demo run (what `cargo run --release` does).
     Demo {
         #[arg(long, default_value_t = DEMO_EPOCHS)]
@@ -461,6 +490,43 @@ fn run(cli: Cli) -> Result<()> {
                     images.len()
                 )));
             }
+        }
+        Command::Import {
+            pytorch,
+            model,
+            loss,
+            out,
+            size,
+            mean,
+            std,
+        } => {
+            let gpu = Gpu::new()?;
+            let (arch, head) = (Arch::parse(&model)?, parse_head(&loss)?);
+            let norm = match (mean, std) {
+                (Some(m), Some(s)) => Some((m, s)),
+                (None, None) => None,
+                _ => {
+                    return Err(isomax::Error::Config("--mean and --std go together".into()));
+                }
+            };
+            let m = isomax::interop::import(&gpu, &pytorch, arch, head, (size, size), norm)?;
+            isomax::interop::save_checkpoint(&m, &out, &pytorch)?;
+            println!(
+                "checkpoint: {} ({} parameters)",
+                out.display(),
+                m.num_params()
+            );
+        }
+        Command::Export {
+            checkpoint,
+            pytorch,
+            naming,
+        } => {
+            let gpu = Gpu::new()?;
+            let naming = isomax::interop::Naming::parse(&naming)?;
+            let (model, _) = isomax::train::load_model(&gpu, &checkpoint)?;
+            isomax::interop::export(&model, &pytorch, naming)?;
+            println!("wrote {}", pytorch.display());
         }
         Command::Demo { epochs, seeds } => isomax::demo::run(epochs, &seeds)?,
     }
