@@ -31,16 +31,21 @@ pub(crate) enum Kind {
 /// for real GPUs) stages both operands in workgroup memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tile {
+    /// Accumulator rows per invocation (channels).
     pub rows: u32,
+    /// Accumulator columns per invocation (positions or weight entries).
     pub cols: u32,
     /// Lanes per workgroup (for a subgroup tile, the subgroup size once resolved).
     pub workgroup: u32,
+    /// A subgroup tile ([`Tile::subgroup`]).
     pub subgroup: bool,
     /// Workgroup-tiled ([`Tile::tiled`]).
     pub tiled: bool,
 }
 
 impl Tile {
+    /// A plain tile (runs everywhere): `rows` × `cols` accumulators per invocation,
+    /// `workgroup` lanes per workgroup; the sizes are checked when a kernel uses it.
     pub const fn new(rows: u32, cols: u32, workgroup: u32) -> Tile {
         Tile {
             rows,
@@ -165,6 +170,7 @@ pub struct ConvConfig {
     pub forward: Tile,
     /// The backward-data kernel for strided convolutions.
     pub backward_data: Tile,
+    /// The backward-weight kernel (the gradient of the weight).
     pub backward_weight: Tile,
     /// Target number of invocations for backward weight: the position sum is split into
     /// partial sums (added in a fixed order afterwards) until about this many run.

@@ -34,13 +34,21 @@ pub const SCORES_PER_ROW: usize = 8;
 
 /// Column of each score in [`HeadOutput::scores`] (same order as `RowScores`).
 pub mod score {
+    /// Maximum probability, max softmax(z).
     pub const MPS: usize = 0;
+    /// Entropic score Σ p log p (= −H(p)).
     pub const ES: usize = 1;
+    /// Minimum distance score, max z.
     pub const MDS: usize = 2;
+    /// Energy, logsumexp z.
     pub const ENERGY: usize = 3;
+    /// Maximum logit, max z.
     pub const MAX_LOGIT: usize = 4;
+    /// DisMax max-mean logit score, max z + mean z.
     pub const MMLS: usize = 5;
+    /// DisMax default score, max z + mean z + Σ p log p.
     pub const MMLES: usize = 6;
+    /// argmax z as f32 (the first one on ties).
     pub const PREDICTION: usize = 7;
 }
 

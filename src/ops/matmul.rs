@@ -16,20 +16,33 @@ pub enum MatmulConfig {
     /// Each invocation computes `rows` rows × `cols` vec4 columns of C, `workgroup` lanes
     /// per workgroup. Runs everywhere.
     Plain {
+        /// Rows of C per invocation.
         rows: u32,
+        /// vec4 columns of C per invocation.
         cols: u32,
+        /// Invocations per workgroup.
         workgroup: u32,
     },
     /// Like `Plain` with one subgroup per workgroup, but each lane loads a different row
     /// of A and `subgroupBroadcast` shares it, so A costs one load per subgroup instead of
     /// one per lane. `rows` must be a multiple of the subgroup size. Needs subgroups
     /// ([`Gpu::subgroup_size`]).
-    Subgroup { rows: u32, cols: u32 },
+    Subgroup {
+        /// Rows of C per invocation, a multiple of the subgroup size.
+        rows: u32,
+        /// vec4 columns of C per invocation.
+        cols: u32,
+    },
     /// Workgroup-tiled, for real GPUs: a 16 × 16 workgroup computes `16·rows` rows ×
     /// `16·cols` vec4 columns of C, staging 16-deep slices of both operands in workgroup
     /// memory with vec4 loads; each invocation keeps `rows` × `cols` vec4 accumulators.
     /// Runs everywhere (slowly on llvmpipe, where barriers are expensive).
-    Tiled { rows: u32, cols: u32 },
+    Tiled {
+        /// Rows of C per invocation (1..=8).
+        rows: u32,
+        /// vec4 columns of C per invocation (1..=2).
+        cols: u32,
+    },
 }
 
 impl MatmulConfig {
