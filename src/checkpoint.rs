@@ -18,14 +18,19 @@ pub struct TrainState {
     pub epoch: usize,
     /// Epochs planned.
     pub epochs: usize,
+    /// Optimizer settings the run used.
     pub sgd: SgdConfig,
+    /// Training mini-batch size.
     pub batch_size: usize,
+    /// Seed of initialisation, shuffling and augmentation.
     pub seed: u64,
     /// Entropic-score threshold keeping 95 % of held-out in-distribution images.
     pub es_threshold: Option<f32>,
     /// The training data spec, for the record.
     pub train_data: String,
+    /// Random crop and horizontal flip were on.
     pub augment: bool,
+    /// Training images held out to calibrate `es_threshold` (0: none).
     pub holdout: usize,
     /// The entropic scale E_s the loss used (`None` in checkpoints written before it was
     /// stored: the head's default, see [`TrainState::entropic_scale`]).
@@ -49,7 +54,9 @@ impl TrainState {
 
 /// A checkpoint read from disk.
 pub struct Checkpoint {
+    /// Architecture, head, input shape and normalisation of the stored model.
     pub config: ModelConfig,
+    /// Training state stored beside the weights.
     pub state: TrainState,
     tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
     /// Where it was read from, for messages.

@@ -8,15 +8,15 @@
 //! result: with a few epochs on 1 800 images one seed's AUROC moves by 10–20 points, so
 //! `isomax demo --seeds 1,2,3,4,5` repeats it and reports mean ± std.
 
-use crate::data::Dataset;
-use crate::error::{Error, Result};
-use crate::eval::{self, Scored, mean_std};
-use crate::gpu::Gpu;
-use crate::nn::{Arch, HeadKind};
-use crate::ood::metrics::OodMetrics;
-use crate::ood::plot::{Panel, histograms};
-use crate::optim::SgdConfig;
-use crate::train::{TrainConfig, train};
+use isomax::data::Dataset;
+use isomax::error::{Error, Result};
+use isomax::eval::{self, Scored, mean_std};
+use isomax::gpu::Gpu;
+use isomax::nn::{Arch, HeadKind};
+use isomax::ood::metrics::OodMetrics;
+use isomax::ood::plot::{Panel, histograms};
+use isomax::optim::SgdConfig;
+use isomax::train::{TrainConfig, train};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -123,7 +123,10 @@ pub fn run(epochs: usize, seeds: &[u64]) -> Result<()> {
             .join(",")
     );
     let fig_dir = figure_dir();
-    std::fs::create_dir_all(&fig_dir).map_err(|e| Error::io(&fig_dir, e))?;
+    std::fs::create_dir_all(&fig_dir).map_err(|source| Error::Io {
+        path: fig_dir.display().to_string(),
+        source,
+    })?;
     let mut runs = Vec::new();
     for (k, &seed) in seeds.iter().enumerate() {
         // The figure shows the first seed's models.
@@ -211,7 +214,7 @@ fn run_seed(
                 normalization: None,
             };
             let summary = train(gpu, &cfg, d.train.clone(), None)?;
-            let (model, _) = crate::train::load_model(gpu, &summary.checkpoint)?;
+            let (model, _) = isomax::train::load_model(gpu, &summary.checkpoint)?;
             let inside: Scored = eval::score_dataset(gpu, &model, &d.test, 250)?;
             let outside: Scored = eval::score_dataset(gpu, &model, &d.ood, 250)?;
             let rep = eval::report(head, &inside, &[(d.ood_name.to_string(), outside.clone())])?;

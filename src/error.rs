@@ -29,7 +29,12 @@ pub enum Error {
     },
     /// A tensor or dispatch exceeds what the device allows.
     #[error("{op}: {detail}")]
-    Limit { op: &'static str, detail: String },
+    Limit {
+        /// The op that checked.
+        op: &'static str,
+        /// Which limit, its value and what was asked for.
+        detail: String,
+    },
     /// A buffer handed in by a host application cannot be used.
     #[error("buffer: {0}")]
     Buffer(String),
@@ -47,7 +52,12 @@ pub enum Error {
     Metrics(#[from] crate::ood::MetricsError),
     /// A checkpoint could not be written or read.
     #[error("checkpoint {path}: {detail}")]
-    Checkpoint { path: String, detail: String },
+    Checkpoint {
+        /// The checkpoint file.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// Bad configuration or arguments.
     #[error("{0}")]
     Config(String),
@@ -67,7 +77,9 @@ pub enum Error {
     /// Any I/O failure, with the path it happened on.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: String,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },

@@ -41,7 +41,9 @@ fn pick(s: &RowScores, name: &str) -> f32 {
 /// Per-image results on one dataset.
 #[derive(Debug, Clone, Default)]
 pub struct Scored {
+    /// True class of each image.
     pub labels: Vec<u32>,
+    /// Prediction and scores of each image, in the same order as `labels`.
     pub scores: Vec<RowScores>,
 }
 
@@ -183,7 +185,9 @@ pub fn score_dataset(gpu: &Gpu, model: &Model, data: &Dataset, batch: usize) -> 
 /// Accuracy and, per OOD set and score, the five metrics.
 #[derive(Debug, Clone, Default)]
 pub struct EvalReport {
+    /// Fraction of in-distribution images classified correctly, in 0..=1.
     pub accuracy: f32,
+    /// OOD set name → score name → metrics.
     pub ood: BTreeMap<String, BTreeMap<String, OodMetrics>>,
 }
 
@@ -245,6 +249,7 @@ fn stat_json(v: &[f64]) -> serde_json::Value {
 /// standard deviation per metric.
 #[derive(Debug, Clone)]
 pub struct SeedSummary {
+    /// One report per run (seed).
     pub runs: Vec<EvalReport>,
 }
 

@@ -11,8 +11,6 @@
 pub mod autograd;
 pub mod checkpoint;
 pub mod data;
-#[cfg(feature = "cli")]
-pub mod demo;
 pub mod dismax;
 pub mod embed;
 pub mod error;

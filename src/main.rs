@@ -1,5 +1,7 @@
 //! The `isomax` command: thin argument parsing over the library.
 
+mod demo;
+
 use clap::{Parser, Subcommand};
 use isomax::data::Dataset;
 use isomax::nn::{Arch, HeadKind};
@@ -518,7 +520,7 @@ fn run(cli: Cli) -> Result<()> {
             isomax::interop::export(&model, &pytorch, naming)?;
             println!("wrote {}", pytorch.display());
         }
-        Command::Demo { epochs, seeds } => isomax::demo::run(epochs, &seeds)?,
+        Command::Demo { epochs, seeds } => demo::run(epochs, &seeds)?,
     }
     Ok(())
 }

@@ -13,12 +13,17 @@ const SGD_STEP: KernelSpec = kernel!("sgd", "sgd_step", 1, 2);
 /// Optimizer settings. The paper: lr 0.1, momentum 0.9, Nesterov, weight decay 1e-4.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SgdConfig {
+    /// Initial learning rate.
     pub lr: f32,
+    /// Momentum μ in `v = μ·v + g`.
     pub momentum: f32,
+    /// Step by `g + μ·v` (Nesterov, PyTorch's form) instead of `v`.
     pub nesterov: bool,
+    /// L2 penalty added to each gradient as `weight_decay * w`.
     pub weight_decay: f32,
     /// Epochs at which the learning rate is multiplied by `gamma`.
     pub milestones: Vec<usize>,
+    /// Learning-rate factor applied at each milestone.
     pub gamma: f32,
 }
 
@@ -84,6 +89,7 @@ impl SgdConfig {
 
 /// SGD over a fixed list of parameters; one velocity buffer per parameter.
 pub struct Sgd {
+    /// The settings it steps with.
     pub config: SgdConfig,
     params: Vec<Tensor>,
     velocity: Vec<Tensor>,

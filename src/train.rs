@@ -20,11 +20,17 @@ use std::time::Instant;
 /// What to train and how.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
+    /// Backbone architecture.
     pub arch: crate::nn::Arch,
+    /// Classification head, and so the loss.
     pub head: HeadKind,
+    /// Passes over the training set.
     pub epochs: usize,
+    /// Images per training step.
     pub batch_size: usize,
+    /// Optimizer and learning-rate schedule.
     pub sgd: SgdConfig,
+    /// Seed of initialisation, holdout split, shuffling and augmentation.
     pub seed: u64,
     /// Random crop (4-pixel zero padding) and horizontal flip.
     pub augment: bool,
@@ -40,6 +46,7 @@ pub struct TrainConfig {
     /// on for DisMax (as the authors train it) and leaves it off otherwise; `Some(true)`
     /// needs the DisMax head and a batch of at least 2.
     pub fpr: Option<bool>,
+    /// Run directory: `checkpoint.safetensors` and the `log.jsonl` training log go here.
     pub out_dir: PathBuf,
     /// Continue from `out_dir/checkpoint.safetensors`.
     pub resume: bool,
@@ -55,13 +62,20 @@ pub struct TrainConfig {
 /// What training produced.
 #[derive(Debug, Clone)]
 pub struct TrainSummary {
+    /// The checkpoint written after the last epoch.
     pub checkpoint: PathBuf,
+    /// Mean training loss over the last epoch's steps.
     pub final_loss: f32,
+    /// Training accuracy over the last epoch (on augmented images when augmenting), in 0..=1.
     pub train_accuracy: f32,
+    /// Accuracy on the test set after the last epoch, if one was given.
     pub test_accuracy: Option<f32>,
+    /// Entropic-score threshold keeping 95 % of the calibration images, computed after the
+    /// final epoch.
     pub es_threshold: Option<f32>,
     /// Which images the ES threshold was calibrated on.
     pub threshold_source: Option<String>,
+    /// Training throughput of the last epoch (steps × batch size / wall time).
     pub images_per_second: f64,
 }
 

@@ -20,11 +20,13 @@ pub struct Augment {
 /// The random choices for one image.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Transform {
-    /// Top-left corner of the crop window in the padded image, each in `0..=2 * padding`.
+    /// Top edge of the crop window in the padded image, in `0..=2 * padding`.
     pub crop_y: usize,
+    /// Left edge of the crop window, in `0..=2 * padding`.
     pub crop_x: usize,
     /// The padding the offsets refer to.
     pub padding: usize,
+    /// Mirror the image horizontally.
     pub flip: bool,
 }
 
@@ -149,11 +151,14 @@ pub fn normalize_into(
 /// Per-channel normalization: `(x / 255 - mean[c]) / std[c]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Normalization {
+    /// Per-channel mean, on the 0..1 scale.
     pub mean: Vec<f32>,
+    /// Per-channel standard deviation, on the 0..1 scale; each > 0.
     pub std: Vec<f32>,
 }
 
 impl Normalization {
+    /// The paper's CIFAR-10 statistics.
     pub fn cifar10() -> Normalization {
         Normalization {
             mean: vec![0.491, 0.482, 0.446],
@@ -161,6 +166,7 @@ impl Normalization {
         }
     }
 
+    /// The paper's CIFAR-100 statistics.
     pub fn cifar100() -> Normalization {
         Normalization {
             mean: vec![0.507, 0.486, 0.440],
@@ -168,6 +174,7 @@ impl Normalization {
         }
     }
 
+    /// The paper's SVHN statistics.
     pub fn svhn() -> Normalization {
         Normalization {
             mean: vec![0.437, 0.443, 0.472],

@@ -10,14 +10,17 @@ use super::{DataError, Dataset, read_file};
 
 const PIXELS: usize = 3 * 32 * 32;
 
+/// Which of the two CIFAR record layouts a file uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
+    /// 3073-byte records: label, pixels; 10 classes.
     Cifar10,
+    /// 3074-byte records: coarse label, fine label, pixels; 100 (fine) classes.
     Cifar100,
 }
 
 impl Variant {
-    pub fn record_size(self) -> usize {
+    pub(crate) fn record_size(self) -> usize {
         PIXELS + self.label_bytes()
     }
 
@@ -28,7 +31,7 @@ impl Variant {
         }
     }
 
-    pub fn num_classes(self) -> usize {
+    pub(crate) fn num_classes(self) -> usize {
         match self {
             Variant::Cifar10 => 10,
             Variant::Cifar100 => 100,

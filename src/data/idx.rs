@@ -12,7 +12,9 @@ use flate2::bufread::MultiGzDecoder;
 
 use super::{DataError, Dataset, MAX_SIDE, bomb_error, check_regular, inflate_cap, open_regular};
 
+/// Magic number of an IDX image file (u8 data, 3 dimensions).
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
+/// Magic number of an IDX label file (u8 data, 1 dimension).
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 

@@ -15,8 +15,12 @@ use super::{DataError, Dataset};
 /// One mini-batch: `images` is `len * C * H * W` f32 in NCHW order, `labels` has `len` entries.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Batch {
+    /// Normalised pixels, `len * C * H * W` f32, NCHW.
     pub images: Vec<f32>,
+    /// Class index of each image.
     pub labels: Vec<u32>,
+    /// Images in the batch (the last batch of an epoch may be short unless the
+    /// loader drops it).
     pub len: usize,
 }
 
@@ -71,10 +75,12 @@ impl<'a> Loader<'a> {
         })
     }
 
+    /// The dataset batches are drawn from.
     pub fn dataset(&self) -> &'a Dataset {
         self.data
     }
 
+    /// Images per full batch.
     pub fn batch_size(&self) -> usize {
         self.batch_size
     }

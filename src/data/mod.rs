@@ -26,33 +26,69 @@ pub use loader::{Batch, Loader};
 /// user looking at a one-line message knows which file to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
+    /// The path does not exist.
     #[error("{path}: no such file or directory")]
-    NotFound { path: String },
+    NotFound {
+        /// The missing path.
+        path: String,
+    },
+    /// Opening or reading the file failed.
     #[error("{path}: {err}")]
-    Io { path: String, err: io::Error },
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying I/O error.
+        err: io::Error,
+    },
+    /// The file ends before the data its header (or format) promises.
     #[error("{path}: truncated (needs {missing} more bytes)")]
-    Truncated { path: String, missing: u64 },
+    Truncated {
+        /// The file.
+        path: String,
+        /// Bytes missing at the end.
+        missing: u64,
+    },
     /// The file exists and was read, but its content is not what the format requires.
     #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An image file of an image folder could not be decoded.
     #[error("{path}: cannot decode image: {err}")]
     Image {
+        /// The image file.
         path: String,
+        /// The decoder's error.
         err: image::ImageError,
     },
+    /// An image folder holds no decodable images.
     #[error("{path}: no images found")]
-    NoImages { path: String },
+    NoImages {
+        /// The folder.
+        path: String,
+    },
     /// Arguments that do not fit together (an image and its shape, a normalization and the
     /// channel count, a batch size of 0...).
     #[error("{0}")]
     Mismatch(String),
+    /// A `FORMAT:PATH` spec names a format that does not exist.
     #[error("unknown dataset format '{format}' (expected idx, cifar10, cifar100, svhn, folder)")]
-    UnknownFormat { format: String },
+    UnknownFormat {
+        /// The format as written.
+        format: String,
+    },
     #[error(
         "{path}: cannot detect the dataset format; write FORMAT:PATH with FORMAT one of \
          idx, cifar10, cifar100, svhn, folder"
     )]
-    Undetected { path: String },
+    /// A bare path whose format cannot be told from its file names, sizes or magic numbers.
+    Undetected {
+        /// The path.
+        path: String,
+    },
 }
 
 impl DataError {
@@ -142,10 +178,15 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
 /// The on-disk formats understood by [`Dataset::open`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// IDX files (MNIST, Fashion-MNIST, KMNIST), optionally gzipped.
     Idx,
+    /// CIFAR-10 binary version.
     Cifar10,
+    /// CIFAR-100 binary version (fine labels).
     Cifar100,
+    /// SVHN cropped digits ("format 2"), MATLAB `.mat` files.
     Svhn,
+    /// A directory of PNG/JPEG images: one subdirectory per class, or a single class.
     Folder,
 }
 
@@ -275,12 +316,19 @@ fn parse_spec(spec: &str) -> Result<(Option<Format>, &str), DataError> {
 /// `images.len() == len * channels * height * width`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
+    /// Where the data came from (usually the path it was read from), for messages and reports.
     pub name: String,
+    /// Pixels, u8, CHW per image, images contiguous.
     pub images: Vec<u8>,
+    /// One class index per image, each `< num_classes`.
     pub labels: Vec<u32>,
+    /// Channels per image (1 grey, 3 RGB).
     pub channels: usize,
+    /// Image height in pixels.
     pub height: usize,
+    /// Image width in pixels.
     pub width: usize,
+    /// Number of classes.
     pub num_classes: usize,
 }
 
@@ -290,6 +338,7 @@ impl Dataset {
         self.labels.len()
     }
 
+    /// True when the dataset holds no samples.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }

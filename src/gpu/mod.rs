@@ -55,15 +55,25 @@ pub struct GpuOptions {
 /// A description of the adapter in use, for `isomax info` and logs.
 #[derive(Debug, Clone)]
 pub struct AdapterReport {
+    /// Adapter name as the driver reports it.
     pub name: String,
+    /// Graphics API (Vulkan, Metal, Dx12, Gl...).
     pub backend: String,
+    /// Discrete, integrated, virtual GPU or CPU (software).
     pub device_type: String,
+    /// Driver name and version information.
     pub driver: String,
+    /// Largest storage buffer binding, in bytes.
     pub max_storage_buffer_binding_size: u64,
+    /// Largest buffer, in bytes.
     pub max_buffer_size: u64,
+    /// Storage buffers one compute shader may bind.
     pub max_storage_buffers_per_shader_stage: u32,
+    /// Workgroup shared memory, in bytes.
     pub max_compute_workgroup_storage_size: u32,
+    /// Invocations (threads) per workgroup.
     pub max_compute_invocations_per_workgroup: u32,
+    /// The device was created with timestamp queries (used for profiling).
     pub timestamp_queries: bool,
     /// Lanes per subgroup when the engine uses subgroup operations (fixed-size subgroups
     /// only), else `None`.

@@ -10,6 +10,7 @@ use crate::tensor::Tensor;
 
 /// A head maps features `[B, D]` to logits `[B, C]`.
 pub struct Head {
+    /// Which head (SoftMax, IsoMax, IsoMax+, DisMax).
     pub kind: HeadKind,
     linear: Option<Linear>,
     prototypes: Option<Tensor>,

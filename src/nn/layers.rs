@@ -8,7 +8,9 @@ use crate::tensor::Tensor;
 /// Whether a tensor is trained (parameter) or only carried along (running statistics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Trained by the optimizer (weights, biases, prototypes).
     Param,
+    /// State that is not trained (batch-norm running statistics).
     Buffer,
 }
 
@@ -32,7 +34,7 @@ fn param(t: Tensor) -> Tensor {
 }
 
 /// 2-D convolution, He-normal (fan-out) initialised as in the paper.
-pub struct Conv2d {
+pub(crate) struct Conv2d {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub stride: usize,
@@ -85,7 +87,7 @@ impl Module for Conv2d {
 }
 
 /// Batch norm 2d with PyTorch's defaults (momentum 0.1, eps 1e-5); weight 1, bias 0.
-pub struct BatchNorm2d {
+pub(crate) struct BatchNorm2d {
     pub gamma: Tensor,
     pub beta: Tensor,
     pub running_mean: Tensor,
@@ -131,7 +133,7 @@ impl Module for BatchNorm2d {
 }
 
 /// Fully connected layer with PyTorch's default init (uniform ±1/√in).
-pub struct Linear {
+pub(crate) struct Linear {
     pub weight: Tensor,
     pub bias: Tensor,
 }
@@ -191,9 +193,13 @@ pub struct Seeds {
 }
 
 impl Seeds {
+    /// The sequence of model seed `seed`, before its first draw.
     pub fn new(seed: u64) -> Seeds {
         Seeds { seed, index: 0 }
     }
+
+    /// The seed for the next parameter tensor: [`tensor_seed`]`(seed, k)` on the `k`-th call
+    /// (`k` from 1).
     pub fn next_seed(&mut self) -> u64 {
         self.index += 1;
         tensor_seed(self.seed, self.index)

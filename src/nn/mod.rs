@@ -50,14 +50,21 @@ impl Arch {
 /// Everything needed to rebuild a model (stored in checkpoints).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
+    /// Backbone architecture.
     pub arch: Arch,
+    /// Classification head (and so the loss).
     pub head: HeadKind,
+    /// Input channels (1 grey, 3 RGB).
     pub in_channels: usize,
+    /// Input height in pixels.
     pub height: usize,
+    /// Input width in pixels.
     pub width: usize,
+    /// Number of classes (logits per image).
     pub num_classes: usize,
     /// Per-channel input normalisation used in training (applied to every input).
     pub mean: Vec<f32>,
+    /// Per-channel standard deviation paired with `mean`, each > 0.
     pub std: Vec<f32>,
 }
 
@@ -68,8 +75,10 @@ enum Backbone {
 
 /// A classifier: backbone + head.
 pub struct Model {
+    /// What the model was built from.
     pub config: ModelConfig,
     backbone: Backbone,
+    /// Maps the backbone's features to logits.
     pub head: Head,
 }
 

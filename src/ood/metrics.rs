@@ -41,41 +41,71 @@ impl OodMetrics {
 pub enum MetricsError {
     /// One of the two score lists is empty, so its rate is undefined.
     #[error("no {which} scores")]
-    EmptyScores { which: &'static str },
+    EmptyScores {
+        /// "in-distribution" or "out-of-distribution".
+        which: &'static str,
+    },
     /// A score that cannot be ordered meaningfully.
     #[error("{which} score at index {index} is {value}")]
     NonFiniteScore {
+        /// "in-distribution" or "out-of-distribution".
         which: &'static str,
+        /// Position of the score in its list (0-based).
         index: usize,
+        /// The score (NaN or infinite).
         value: f64,
     },
     /// A requested true-positive rate outside [0, 1].
     #[error("true-positive rate {0} is not in [0, 1]")]
     BadRate(f64),
+    /// A score file could not be opened or read.
     #[error("cannot open {}: {source}", path.display())]
     Io {
+        /// The score file.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
+    /// A line of a score file does not parse as a number.
     #[error("{}:{line}: '{text}' is not a number", path.display())]
     NotANumber {
+        /// The score file.
         path: PathBuf,
+        /// 1-based line number.
         line: usize,
+        /// The line's text.
         text: String,
     },
     /// `what` is "NaN" or "infinite".
     #[error("{}:{line}: score is {what}", path.display())]
     NonFiniteInFile {
+        /// The score file.
         path: PathBuf,
+        /// 1-based line number.
         line: usize,
+        /// "NaN" or "infinite".
         what: &'static str,
     },
+    /// A score file holds no scores.
     #[error("{}: no scores", path.display())]
-    EmptyFile { path: PathBuf },
+    EmptyFile {
+        /// The score file.
+        path: PathBuf,
+    },
+    /// The path is not a regular file.
     #[error("{}: not a regular file (devices, FIFOs and sockets cannot be read as scores)", path.display())]
-    NotAFile { path: PathBuf },
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A score file is not valid UTF-8.
     #[error("{}: not UTF-8 text (invalid byte at offset {offset})", path.display())]
-    NotUtf8 { path: PathBuf, offset: usize },
+    NotUtf8 {
+        /// The score file.
+        path: PathBuf,
+        /// Byte offset of the first invalid byte.
+        offset: usize,
+    },
 }
 
 const IN_NAME: &str = "in-distribution";

@@ -10,8 +10,11 @@ static REGISTER: Once = Once::new();
 
 /// One panel: a score's values for in- and out-of-distribution images.
 pub struct Panel<'a> {
+    /// Panel caption (e.g. the score's name).
     pub title: String,
+    /// Scores of the in-distribution images.
     pub inside: &'a [f32],
+    /// Scores of the out-of-distribution images.
     pub outside: &'a [f32],
 }
 
@@ -104,11 +107,15 @@ pub fn histograms(path: &Path, panels: &[Panel]) -> Result<(), String> {
 /// One line chart: for each x, each named series' mean and standard deviation (drawn as a
 /// vertical bar of ± std).
 pub struct LinePanel<'a> {
+    /// Chart caption.
     pub title: String,
+    /// X-axis label.
     pub x_desc: String,
+    /// Y-axis label.
     pub y_desc: String,
     /// The x values, all positive (drawn on a log axis).
     pub x: &'a [f64],
+    /// Named series, each one `(mean, std)` per entry of `x`.
     pub series: Vec<(String, Vec<(f64, f64)>)>,
 }
 
