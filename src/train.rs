@@ -226,6 +226,7 @@ pub fn train(
         }
         ck.restore(&model, Some(opt.velocity()))?;
         start_epoch = ck.state.epoch;
+        trim_log(&log_path, start_epoch)?;
     }
     let augment = cfg.augment.then(Augment::cifar);
     let loader = Loader::new(
@@ -238,6 +239,15 @@ pub fn train(
         true,
     )?;
     let shape = [cfg.batch_size, train.channels, train.height, train.width];
+    let batch_bytes = shape.iter().map(|&d| d as u64).product::<u64>() * 4;
+    let max_binding = gpu.device().limits().max_storage_buffer_binding_size;
+    if batch_bytes > max_binding {
+        return Err(Error::Config(format!(
+            "a batch of {} images of {}x{}x{} takes {batch_bytes} bytes, more than the \
+             adapter's largest storage binding ({max_binding} bytes): lower --batch-size",
+            cfg.batch_size, train.channels, train.height, train.width
+        )));
+    }
     let inputs = Inputs {
         images: Tensor::zeros(gpu, &shape)?,
         labels: Tensor::zeros(gpu, &[cfg.batch_size])?,
@@ -357,12 +367,16 @@ pub fn train(
             threshold_source: es_threshold.map(|_| threshold_source.clone()),
             fpr,
         };
-        checkpoint::save(&ck_path, &model, Some(opt.velocity()), &state)?;
+        // The log line goes first: a kill between the two leaves a line the resumed run
+        // drops and writes again (see `trim_log`), never a saved epoch without its line.
         let line = serde_json::json!({
             "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": train_acc,
             "test_accuracy": test_acc, "seconds": secs, "images_per_second": ips,
         });
-        writeln!(log, "{line}").map_err(|e| Error::io(&log_path, e))?;
+        writeln!(log, "{line}")
+            .and_then(|()| log.sync_data())
+            .map_err(|e| Error::io(&log_path, e))?;
+        checkpoint::save(&ck_path, &model, Some(opt.velocity()), &state)?;
         if cfg.progress {
             eprintln!(
                 "epoch {}/{}  loss {train_loss:.4}  train acc {:.2}%{}  {ips:.1} img/s",
@@ -431,6 +445,30 @@ fn lock_run_dir(dir: &Path) -> Result<std::fs::File> {
         ))),
         Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
     }
+}
+
+/// Drops the log lines of epochs after `epoch` (written by a run killed before it saved
+/// them), so that a resumed run's log has each epoch once.
+fn trim_log(path: &Path, epoch: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(()); // no log yet (or unreadable: appending will report it)
+    };
+    let keep: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["epoch"].as_u64())
+                .is_none_or(|e| e as usize <= epoch)
+        })
+        .collect();
+    if keep.len() == text.lines().count() {
+        return Ok(());
+    }
+    let tmp = path.with_extension("jsonl.tmp");
+    let body: String = keep.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&tmp, body).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// Stops the run at the first non-finite loss, naming the step. Nothing is saved, so the

@@ -78,10 +78,26 @@ fn resume_recovers_a_complete_temporary_checkpoint() {
     std::fs::rename(&ck, &tmp).unwrap();
     // Without --resume the directory still counts as holding a checkpoint.
     assert!(err(train(&gpu, &cfg, data.clone(), None)).contains("already holds a checkpoint"));
+    // A kill after the log line of epoch 2 but before its save left that line behind.
+    let log = cfg.out_dir.join("log.jsonl");
+    let first = std::fs::read_to_string(&log).unwrap();
+    std::fs::write(
+        &log,
+        format!("{first}{{\"epoch\": 2, \"train_loss\": 9}}\n"),
+    )
+    .unwrap();
     cfg.resume = true;
     cfg.epochs = 2;
     train(&gpu, &cfg, data.clone(), None).unwrap();
     assert!(!tmp.exists());
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0], first.trim_end());
+    assert!(lines[1].contains("\"epoch\":2") && !lines[1].contains("\"train_loss\": 9"));
     assert_eq!(Checkpoint::load(&ck).unwrap().state.epoch, 2);
     // An incomplete temporary file (killed mid-write) is not taken.
     let bytes = std::fs::read(&ck).unwrap();
@@ -291,5 +307,19 @@ fn kill_9_during_training_loses_nothing_and_resumes_bit_exactly() {
         assert!(da == db, "{na} differs after kill -9 and resume");
     }
     assert_eq!(Checkpoint::load(&ck).unwrap().state.epoch, 3);
+    // The log has each epoch once, as the uninterrupted run's.
+    let epochs = |dir: &std::path::Path| -> Vec<u64> {
+        std::fs::read_to_string(dir.join("log.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(epochs(&straight), [1, 2, 3]);
+    assert_eq!(epochs(&killed), [1, 2, 3]);
     let _ = std::fs::remove_dir_all(&root);
 }
