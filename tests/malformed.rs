@@ -170,7 +170,7 @@ fn labels_at_or_above_the_class_count_do_not_grow_the_model() {
         &["train", "--train", &spec, "--out", s(&d.join("o"))],
         &format!(
             "{}: label 255 of sample 1 is not below the class count 10 (set the class count \
-             with --classes)",
+             with --num-classes)",
             images.display()
         ),
     );

@@ -168,7 +168,7 @@ fn labels_at_or_above_the_class_count_are_refused() {
     assert!(
         msg.ends_with(
             "label 255 of sample 5 is not below the class count 10 (set the class count with \
-             --classes)"
+             --num-classes)"
         ),
         "{msg}"
     );

@@ -608,7 +608,7 @@ pub(crate) mod tests {
             msg,
             format!(
                 "{}: label 255 of sample 1 is not below the class count 10 \
-                 (set the class count with --classes)",
+                 (set the class count with --num-classes)",
                 p.display()
             )
         );

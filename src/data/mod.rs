@@ -441,7 +441,7 @@ impl Dataset {
         {
             return Err(self.invalid(format!(
                 "label {l} of sample {i} is not below the class count {} \
-                 (set the class count with --classes)",
+                 (set the class count with --num-classes)",
                 self.num_classes
             )));
         }
