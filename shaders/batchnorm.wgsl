@@ -1,7 +1,8 @@
 // Batch norm over the first C channels of an [N, C_STRIDE, HW] tensor (C_STRIDE > C lets a
 // DenseNet layer normalise a prefix of its block buffer without copying it), optionally
 // fused with a ReLU. Per-channel statistics use one workgroup per channel and a fixed tree
-// reduction, so results are bit-exact run to run. `stats` holds [mean | invstd].
+// reduction, so results are bit-exact run to run. `stats` holds [mean | invstd]. Real GPUs
+// (Tuning::Gpu) split each channel's sums over many workgroups instead (bn_gpu_* below).
 
 struct Params {
     n: u32,
@@ -12,6 +13,9 @@ struct Params {
     frozen: u32,    // 1 = statistics are constants (eval mode)
     c_stride: u32,  // channels of the tensor x lives in
     relu: u32,      // 1 = output is relu(bn(x))
+    splits: u32,    // bn_gpu_*: workgroups sharing one channel's sums
+    chunk: u32,     // bn_gpu_*: samples per split (split s: [s·chunk, (s+1)·chunk) ∩ [0, N))
+    centred: u32,   // bn_gpu_sums, bn_gpu_stats: 0 = the Σ x pass, 1 = the Σ (x − mean)² pass
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -263,4 +267,178 @@ fn bn_backward_apply_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let k = x_plane(gid.z, gid.y) / 4u + gid.x;
     let dy = bd_dy4[dense_plane(gid.z, gid.y) / 4u + gid.x];
     bd_dx4[k] = backward4(bd_x4[k], dy, gid.y);
+}
+
+// ---- Real GPUs (Tuning::Gpu): each channel's sums are split over `splits` workgroups of
+// 256 invocations (split s covers samples [s·chunk, (s+1)·chunk)), so a layer with few
+// channels still fills the GPU; a second kernel adds the partial sums of each channel in a
+// fixed order (no atomics: bit-exact run to run). Vec4 loads when HW is a multiple of 4.
+// Statistics: bn_gpu_sums (Σ x) → bn_gpu_stats (mean) → bn_gpu_sums centred (Σ (x − mean)²)
+// → bn_gpu_stats centred (invstd, running averages). Backward: bn_gpu_dsums → bn_gpu_dfinish.
+const GWG: u32 = 256u;
+var<workgroup> gred_a: array<f32, 256>;
+var<workgroup> gred_b: array<f32, 256>;
+
+// Σ over the workgroup of (a, b), in a fixed tree.
+fn gpu_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
+    gred_a[lid] = a;
+    gred_b[lid] = b;
+    workgroupBarrier();
+    for (var s = GWG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            gred_a[lid] += gred_a[lid + s];
+            gred_b[lid] += gred_b[lid + s];
+        }
+        workgroupBarrier();
+    }
+    return vec2<f32>(gred_a[0], gred_b[0]);
+}
+
+// Samples of split s.
+fn split_end(s: u32) -> u32 { return min((s + 1u) * p.chunk, p.n); }
+
+@group(0) @binding(1) var<storage, read> gs_x: array<f32>;
+@group(0) @binding(1) var<storage, read> gs_x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> gs_stats: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gs_partial: array<f32>;
+
+// partial[c · splits + s] = Σ x (or Σ (x − mean)²) over channel c = wid.x, split s = wid.y.
+@compute @workgroup_size(256)
+fn bn_gpu_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x;
+    let mean = select(0.0, gs_stats[c], p.centred == 1u);
+    var acc = 0.0;
+    for (var n = wid.y * p.chunk; n < split_end(wid.y); n++) {
+        let b = x_plane(n, c);
+        for (var j = lid; j < p.hw; j += GWG) {
+            let d = gs_x[b + j] - mean;
+            acc += select(d, d * d, p.centred == 1u);
+        }
+    }
+    let t = gpu_sum2(lid, acc, 0.0);
+    if (lid == 0u) { gs_partial[c * p.splits + wid.y] = t.x; }
+}
+
+@compute @workgroup_size(256)
+fn bn_gpu_sums_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x;
+    let mean = select(0.0, gs_stats[c], p.centred == 1u);
+    var acc = vec4<f32>(0.0);
+    for (var n = wid.y * p.chunk; n < split_end(wid.y); n++) {
+        let b = x_plane(n, c) / 4u;
+        for (var j = lid; j * 4u < p.hw; j += GWG) {
+            let d = gs_x4[b + j] - mean;
+            acc += select(d, d * d, p.centred == 1u);
+        }
+    }
+    let t = gpu_sum2(lid, (acc.x + acc.y) + (acc.z + acc.w), 0.0);
+    if (lid == 0u) { gs_partial[c * p.splits + wid.y] = t.x; }
+}
+
+@group(0) @binding(1) var<storage, read> gf_partial: array<f32>;
+@group(0) @binding(2) var<storage, read_write> gf_stats: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gf_running_mean: array<f32>;
+@group(0) @binding(4) var<storage, read_write> gf_running_var: array<f32>;
+
+// One invocation per channel: the splits' sums in order; then the mean, or (centred) the
+// invstd and the running averages.
+@compute @workgroup_size(64)
+fn bn_gpu_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if (c >= p.c) { return; }
+    var total = 0.0;
+    for (var s = 0u; s < p.splits; s++) { total += gf_partial[c * p.splits + s]; }
+    let m = p.n * p.hw;
+    if (p.centred == 0u) {
+        gf_stats[c] = total / f32(m);
+        return;
+    }
+    let var_b = total / f32(m);
+    let mean = gf_stats[c];
+    gf_stats[p.c + c] = 1.0 / sqrt(var_b + p.eps);
+    let unbiased = var_b * f32(m) / f32(max(m, 2u) - 1u);
+    gf_running_mean[c] = (1.0 - p.momentum) * gf_running_mean[c] + p.momentum * mean;
+    gf_running_var[c] = (1.0 - p.momentum) * gf_running_var[c] + p.momentum * unbiased;
+}
+
+@group(0) @binding(1) var<storage, read> gd_x: array<f32>;
+@group(0) @binding(1) var<storage, read> gd_x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> gd_dy: array<f32>;
+@group(0) @binding(2) var<storage, read> gd_dy4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> gd_stats: array<f32>;
+@group(0) @binding(4) var<storage, read> gd_gamma: array<f32>;
+@group(0) @binding(5) var<storage, read> gd_beta: array<f32>;
+@group(0) @binding(6) var<storage, read_write> gd_partial: array<f32>;
+
+// partial[(c · splits + s) · 2] = Σ dy, [.. + 1] = Σ dy·x̂ (dy masked by the ReLU).
+@compute @workgroup_size(256)
+fn bn_gpu_dsums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x;
+    let mean = gd_stats[c];
+    let inv = gd_stats[p.c + c];
+    let g = gd_gamma[c];
+    let b = gd_beta[c];
+    var sdy = 0.0;
+    var sdyx = 0.0;
+    for (var n = wid.y * p.chunk; n < split_end(wid.y); n++) {
+        let xb = x_plane(n, c);
+        let db = dense_plane(n, c);
+        for (var j = lid; j < p.hw; j += GWG) {
+            let xhat = (gd_x[xb + j] - mean) * inv;
+            let dy = select(gd_dy[db + j], 0.0, p.relu == 1u && xhat * g + b <= 0.0);
+            sdy += dy;
+            sdyx += dy * xhat;
+        }
+    }
+    let t = gpu_sum2(lid, sdy, sdyx);
+    if (lid == 0u) {
+        gd_partial[(c * p.splits + wid.y) * 2u] = t.x;
+        gd_partial[(c * p.splits + wid.y) * 2u + 1u] = t.y;
+    }
+}
+
+@compute @workgroup_size(256)
+fn bn_gpu_dsums_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x;
+    let mean = gd_stats[c];
+    let inv = gd_stats[p.c + c];
+    let g = gd_gamma[c];
+    let b = gd_beta[c];
+    let relu = vec4<bool>(p.relu == 1u);
+    var sdy = vec4<f32>(0.0);
+    var sdyx = vec4<f32>(0.0);
+    for (var n = wid.y * p.chunk; n < split_end(wid.y); n++) {
+        let xb = x_plane(n, c) / 4u;
+        let db = dense_plane(n, c) / 4u;
+        for (var j = lid; j * 4u < p.hw; j += GWG) {
+            let xhat = (gd_x4[xb + j] - mean) * inv;
+            let dy = select(gd_dy4[db + j], vec4<f32>(0.0), relu & (xhat * g + b <= vec4<f32>(0.0)));
+            sdy += dy;
+            sdyx += dy * xhat;
+        }
+    }
+    let t = gpu_sum2(lid, (sdy.x + sdy.y) + (sdy.z + sdy.w), (sdyx.x + sdyx.y) + (sdyx.z + sdyx.w));
+    if (lid == 0u) {
+        gd_partial[(c * p.splits + wid.y) * 2u] = t.x;
+        gd_partial[(c * p.splits + wid.y) * 2u + 1u] = t.y;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> gdf_partial: array<f32>;
+@group(0) @binding(2) var<storage, read_write> gdf_dgamma: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gdf_dbeta: array<f32>;
+
+// One invocation per channel: dbeta = Σ dy, dgamma = Σ dy·x̂ over the splits in order.
+@compute @workgroup_size(64)
+fn bn_gpu_dfinish(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if (c >= p.c) { return; }
+    var sdy = 0.0;
+    var sdyx = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        sdy += gdf_partial[(c * p.splits + s) * 2u];
+        sdyx += gdf_partial[(c * p.splits + s) * 2u + 1u];
+    }
+    gdf_dbeta[c] = sdy;
+    gdf_dgamma[c] = sdyx;
 }

@@ -25,8 +25,18 @@ struct Params {
     kw: u32,
     stride: u32,
     pad: u32,
-    tiles: u32,   // backward_data: channel tiles (workgroup_id.y = class * tiles + tile)
-    chunk: u32,   // backward_weight: (n, oh) rows per split (workgroup_id.z = split)
+    kq: u32,      // forward, tiled backward data: vec4s per packed weight row (4·kq ≥ its k)
+    c_tiles: u32, // backward data: channel tiles (workgroup_id.y = class · c_tiles + tile)
+    chunk: u32,   // backward weight: (n, oh) rows per split (workgroup_id.z = split)
+};
+
+// pack_rows' parameters.
+struct PackParams {
+    rows: u32,    // rows of the packed matrix
+    k: u32,       // source entries per row
+    kp: u32,      // packed row length: k rounded up to a multiple of 4, zero-filled
+    flip: u32,    // 1: read a weight [k / taps, rows, taps] transposed, taps reversed
+    taps: u32,    // KH·KW (flip only)
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -43,21 +53,467 @@ override WX: u32 = 64u;
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> packed: array<f32>;
 
-// packed[r, k] = a[r, k] for k < K (= p.c), zero up to kp (= p.h); p.n rows.
-// With p.w = 1 the source is a weight [R', p.n, T] (T = p.oh taps, R' = K / T) read
-// transposed with its taps reversed: packed[r, (o, t)] = a[o, r, T - 1 - t] (the weight of
-// the transposed convolution that gives backward data at stride 1).
+// packed[r, k] = a[r, k] for k < K, zero up to kp; `rows` rows. With flip = 1 the source is
+// a weight [R', rows, T] (T = taps, R' = K / T) read transposed with its taps reversed:
+// packed[r, (o, t)] = a[o, r, T - 1 - t] (the weight of the transposed convolution that
+// gives backward data at stride 1).
+@group(0) @binding(0) var<uniform> pk: PackParams;
+
 @compute @workgroup_size(256)
 fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= p.n * p.h) { return; }
-    let r = i / p.h;
-    let k = i % p.h;
-    let ok = k < p.c;
-    var src = r * p.c + k;
-    if (p.w == 1u) {
-        let t = k % p.oh;
-        src = ((k / p.oh) * p.n + r) * p.oh + (p.oh - 1u - t);
+    if (i >= pk.rows * pk.kp) { return; }
+    let r = i / pk.kp;
+    let k = i % pk.kp;
+    let ok = k < pk.k;
+    var src = r * pk.k + k;
+    if (pk.flip == 1u) {
+        let t = k % pk.taps;
+        src = ((k / pk.taps) * pk.rows + r) * pk.taps + (pk.taps - 1u - t);
     }
     packed[i] = select(0.0, a[select(0u, src, ok)], ok);
 }
+
+// ---- The generated kernels: one template, expanded per register tile (src/ops/template.rs
+// documents the substitution). Variables: ENTRY (the entry point's name), KIND (1 forward,
+// 2 backward data, 3 backward weight; 0 expands only the code above, for pack_rows),
+// TM × TN (accumulators per invocation, `acc{row}_{col}`), SG (the subgroup width of a
+// subgroup variant, 0 for the plain one), VEC4 (backward weight: dY read as vec4s).
+// Row operands (weights, or dY for backward weight): the plain variant loads row i as
+// `r$i`; in the subgroup variant lane `sl` loads row `i·SG + sl` and row i's value is
+// broadcast from lane i % SG of load i / SG.
+//# if KIND > 0 && !TILED
+@compute @workgroup_size(WX)
+fn ${ENTRY}(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+//# if SG
+    @builtin(subgroup_invocation_id) sl: u32,
+//# end
+) {
+//# end
+//# if KIND == 1 && !TILED
+    // Forward: rows = output channels, cols = output positions (n, oh, ow) flattened;
+    // `a` = x, `b4` = the weight packed as [OC, 4·kq] by pack_rows.
+    let ohw = p.oh * p.ow; let npos = p.n * ohw; let hw = p.h * p.w;
+    let kk = p.c * p.kh * p.kw; let s = i32(p.stride); let pad = i32(p.pad);
+    let m0 = wid.y * ${TM}u;
+    let qb = (wid.x + wid.z * nwg.x) * WX * ${TN}u + lid.x;
+//# if SG
+//# for i in 0..TM / SG
+    let r${i} = min(m0 + ${i}u * ${SG}u + sl, p.oc - 1u) * p.kq;
+//# end
+//# else
+//# for i in 0..TM
+    let r${i} = min(m0 + ${i}u, p.oc - 1u) * p.kq;
+//# end
+//# end
+//# for i in 0..TN
+    let q${i} = min(qb + ${i}u * WX, npos - 1u); let n${i} = q${i} / ohw; let o${i} = q${i} % ohw;
+//# end
+//# for i in 0..TN
+    let ih${i} = i32(o${i} / p.ow) * s - pad; let iw${i} = i32(o${i} % p.ow) * s - pad;
+//# end
+//# for i in 0..TN
+    let xb${i} = i32(n${i} * p.c * hw);
+//# end
+//# for i in 0..TM
+//# for j in 0..TN
+    var acc${i}_${j} = 0.0;
+//# end
+//# end
+    // k = (c, kh, kw) advances one step per k, branch-free (the wrap is a select).
+    var kh = 0u; var kw = 0u; var xc = 0;
+    for (var kv = 0u; kv < p.kq; kv++) {
+//# for i in 0..ROW_LOADS
+        let w${i} = b4[r${i} + kv];
+//# end
+        // The inputs of all four k-steps first, then the FMAs row by row (so one row's
+        // accumulators stay in registers).
+//# for t in 0..4
+//# for i in 0..TN
+        let y${i}_${t} = ih${i} + i32(kh); let xw${i}_${t} = iw${i} + i32(kw);
+//# end
+//# for i in 0..TN
+        let ok${i}_${t} = u32(y${i}_${t}) < p.h && u32(xw${i}_${t}) < p.w && xc < i32(p.c * hw);
+//# end
+//# for i in 0..TN
+        let x${i}_${t} = select(0.0, a[select(0u, u32(xb${i} + xc + y${i}_${t} * i32(p.w) + xw${i}_${t}), ok${i}_${t})], ok${i}_${t});
+//# end
+        kw += 1u; let wrap_w${t} = kw == p.kw; kw = select(kw, 0u, wrap_w${t}); kh += u32(wrap_w${t});
+        let wrap_h${t} = kh == p.kh; kh = select(kh, 0u, wrap_h${t}); xc += select(0, i32(hw), wrap_h${t});
+//# end
+//# for i in 0..TM
+//# for t in 0..4
+//# if SG
+        let wv${i}_${t} = subgroupBroadcast(w${i / SG}.${t:xyzw}, ${i % SG}u);
+//# else
+        let wv${i}_${t} = w${i}.${t:xyzw};
+//# end
+//# for j in 0..TN
+        acc${i}_${j} = fma(wv${i}_${t}, x${j}_${t}, acc${i}_${j});
+//# end
+//# end
+//# end
+    }
+//# for i in 0..TM
+//# for j in 0..TN
+    if (m0 + ${i}u < p.oc && qb + ${j}u * WX < npos) { out[(n${j} * p.oc + m0 + ${i}u) * ohw + o${j}] = acc${i}_${j}; }
+//# end
+//# end
+//# end
+//# if KIND == 2 && !TILED
+    // Backward data: rows = input channels, cols = input positions of one residue class
+    // (ih mod s, iw mod s) = workgroup_id.y / c_tiles, so every tap loop is uniform and only
+    // visits the taps kh ≡ ih + pad (mod s) that reach the position; `a` = dY,
+    // `b` = weight [OC, C, KH, KW].
+    let st = p.stride; let khw = p.kh * p.kw; let ohw = p.oh * p.ow;
+    let cls = wid.y / p.c_tiles; let rh = cls / st; let rw = cls % st;
+    let hm = (p.h + st - 1u) / st; let wm = (p.w + st - 1u) / st; let npos = p.n * hm * wm;
+    let m0 = (wid.y % p.c_tiles) * ${TM}u;
+    let qb = (wid.x + wid.z * nwg.x) * WX * ${TN}u + lid.x;
+    let kh0 = (rh + p.pad) % st; let kw0 = (rw + p.pad) % st;
+//# if SG
+//# for i in 0..TM / SG
+    let r${i} = min(m0 + ${i}u * ${SG}u + sl, p.c - 1u) * khw;
+//# end
+//# else
+//# for i in 0..TM
+    let r${i} = min(m0 + ${i}u, p.c - 1u) * khw;
+//# end
+//# end
+//# for i in 0..TN
+    let q${i} = min(qb + ${i}u * WX, npos - 1u); let n${i} = q${i} / (hm * wm);
+//# end
+//# for i in 0..TN
+    let ih${i} = rh + st * ((q${i} / wm) % hm); let iw${i} = rw + st * (q${i} % wm);
+//# end
+//# for i in 0..TN
+    let live${i} = qb + ${i}u * WX < npos && ih${i} < p.h && iw${i} < p.w;
+//# end
+    // Output row / column reached by the first tap of the class; later taps step back by 1.
+//# for i in 0..TN
+    let oy${i} = i32((ih${i} + p.pad - kh0) / st); let ox${i} = i32((iw${i} + p.pad - kw0) / st);
+//# end
+//# for i in 0..TN
+    var db${i} = i32(n${i} * p.oc * ohw);
+//# end
+//# for i in 0..TM
+//# for j in 0..TN
+    var acc${i}_${j} = 0.0;
+//# end
+//# end
+    var wb = 0u;
+    for (var oc = 0u; oc < p.oc; oc++) {
+        var dh = 0;
+        for (var kh = kh0; kh < p.kh; kh += st) {
+//# for i in 0..TN
+            let y${i} = oy${i} - dh; let hok${i} = u32(y${i}) < p.oh; let rb${i} = db${i} + y${i} * i32(p.ow);
+//# end
+            var dw = 0;
+            for (var kw = kw0; kw < p.kw; kw += st) {
+//# for i in 0..TN
+                let xw${i} = ox${i} - dw; let ok${i} = hok${i} && u32(xw${i}) < p.ow;
+//# end
+//# for i in 0..TN
+                let d${i} = select(0.0, a[select(0u, u32(rb${i} + xw${i}), ok${i})], ok${i});
+//# end
+                let ko = wb + kh * p.kw + kw;
+//# if SG
+//# for i in 0..TM / SG
+                let wl${i} = b[r${i} + ko];
+//# end
+//# for i in 0..TM
+                let w${i} = subgroupBroadcast(wl${i / SG}, ${i % SG}u);
+//# for j in 0..TN
+                acc${i}_${j} = fma(w${i}, d${j}, acc${i}_${j});
+//# end
+//# end
+//# else
+//# for i in 0..TM
+                let w${i} = b[r${i} + ko];
+//# end
+//# for i in 0..TM
+//# for j in 0..TN
+                acc${i}_${j} = fma(w${i}, d${j}, acc${i}_${j});
+//# end
+//# end
+//# end
+                dw += 1;
+            }
+            dh += 1;
+        }
+//# for i in 0..TN
+        db${i} += i32(ohw);
+//# end
+        wb += p.c * khw;
+    }
+//# for i in 0..TM
+//# for j in 0..TN
+    if (m0 + ${i}u < p.c && live${j}) { out[((n${j} * p.c + m0 + ${i}u) * p.h + ih${j}) * p.w + iw${j}] = acc${i}_${j}; }
+//# end
+//# end
+//# end
+//# if KIND == 3 && !TILED
+    // Backward weight: rows = output channels, cols = weight entries k = (c, kh, kw); the
+    // invocation sums over the (n, oh) rows of its split (workgroup_id.z) and every ow;
+    // `a` = dY (`a4` with VEC4), `b` = x, `out` = [splits, OC, K].
+    let khw = p.kh * p.kw; let kk = p.c * khw; let hw = p.h * p.w; let ohw = p.oh * p.ow;
+    let s = i32(p.stride); let pad = i32(p.pad);
+    let m0 = wid.y * ${TM}u;
+    let kb = wid.x * WX * ${TN}u + lid.x;
+//# if SG
+//# for i in 0..TM / SG
+    let r${i} = min(m0 + ${i}u * ${SG}u + sl, p.oc - 1u) * ohw;
+//# end
+//# else
+//# for i in 0..TM
+    let r${i} = min(m0 + ${i}u, p.oc - 1u) * ohw;
+//# end
+//# end
+//# for i in 0..TN
+    let kq${i} = min(kb + ${i}u * WX, kk - 1u); let rem${i} = kq${i} % khw;
+//# end
+//# for i in 0..TN
+    let cx${i} = i32((kq${i} / khw) * hw); let kh${i} = i32(rem${i} / p.kw) - pad; let kw${i} = i32(rem${i} % p.kw) - pad;
+//# end
+//# for i in 0..TM
+//# for j in 0..TN
+    var acc${i}_${j} = 0.0;
+//# end
+//# end
+    let rbeg = wid.z * p.chunk; let rend = min(rbeg + p.chunk, p.n * p.oh);
+    var n = rbeg / p.oh; var oh = rbeg % p.oh;
+    for (var row = rbeg; row < rend; row++) {
+        let xn = i32(n * p.c * hw); let dyb = n * p.oc * ohw + oh * p.ow;
+//# for i in 0..TN
+        let y${i} = i32(oh) * s + kh${i}; let hok${i} = u32(y${i}) < p.h; let rb${i} = xn + cx${i} + y${i} * i32(p.w);
+//# end
+//# for i in 0..TN
+        var xw${i} = kw${i};
+//# end
+//# if VEC4
+        for (var ow = 0u; ow < p.ow; ow += 4u) {
+//# for i in 0..ROW_LOADS
+            let d${i} = a4[(dyb + r${i} + ow) / 4u];
+//# end
+//# else
+        for (var ow = 0u; ow < p.ow; ow++) {
+//# for i in 0..ROW_LOADS
+            let d${i} = a[dyb + r${i} + ow];
+//# end
+//# end
+            // The inputs of every step (4 with VEC4, else 1) first, then the FMAs row by row.
+//# for t in 0..1 + 3 * VEC4
+//# for i in 0..TN
+            let ok${i}_${t} = hok${i} && u32(xw${i}) < p.w;
+//# end
+//# for i in 0..TN
+            let x${i}_${t} = select(0.0, b[select(0u, u32(rb${i} + xw${i}), ok${i}_${t})], ok${i}_${t});
+//# end
+//# for i in 0..TN
+            xw${i} += s;
+//# end
+//# end
+//# for i in 0..TM
+//# for t in 0..1 + 3 * VEC4
+//# if SG && VEC4
+            let dv${i}_${t} = subgroupBroadcast(d${i / SG}.${t:xyzw}, ${i % SG}u);
+//# end
+//# if SG && !VEC4
+            let dv${i}_${t} = subgroupBroadcast(d${i / SG}, ${i % SG}u);
+//# end
+//# if !SG && VEC4
+            let dv${i}_${t} = d${i}.${t:xyzw};
+//# end
+//# if !SG && !VEC4
+            let dv${i}_${t} = d${i};
+//# end
+//# for j in 0..TN
+            acc${i}_${j} = fma(dv${i}_${t}, x${j}_${t}, acc${i}_${j});
+//# end
+//# end
+//# end
+        }
+        oh += 1u; if (oh == p.oh) { oh = 0u; n += 1u; }
+    }
+    let ob = wid.z * p.oc * kk;
+//# for i in 0..TM
+//# for j in 0..TN
+    if (m0 + ${i}u < p.oc && kb + ${j}u * WX < kk) { out[ob + (m0 + ${i}u) * kk + kb + ${j}u * WX] = acc${i}_${j}; }
+//# end
+//# end
+//# end
+//# if KIND > 0 && !TILED
+}
+//# end
+
+// ---- The workgroup-tiled variants for real GPUs (TILED = 1): each kernel is an implicit
+// GEMM C[M, N] = Σ_k A[m, k] · B[k, n] whose operands are gathered from the tensors. A
+// 16 × 16 workgroup computes a block of BM = 16·TM rows × BN = 16·TN columns; per slice of
+// 16 k it stages A [16][BM] and B [16][BN] in workgroup memory (the packed weight with vec4
+// loads), then each invocation accumulates rows ly + 16·i, columns lx + 16·j (so loads
+// from workgroup memory and stores to `out` are contiguous across lanes). Summation order
+// is fixed: no atomics.
+//   forward (KIND 1):         M = OC, N = N·OH·OW, k = (c, kh, kw);  A = weight packed
+//                             [OC, 4·kq], B = x at the tap (im2col, gathered).
+//   backward data (KIND 2):   M = C, N = N·H·W, k = (oc, tap); A = weight packed
+//                             transposed with taps reversed [C, 4·kq] (pack_rows, flip),
+//                             B = dY at the output position the tap reaches, 0 where it
+//                             falls between strides or outside.
+//   backward weight (KIND 3): M = OC, N = C·KH·KW, k = output positions (n, oh, ow) of
+//                             split workgroup_id.z (rows of `chunk` (n, oh) each);
+//                             A = dY, B = x at the tap; out = [splits, OC, C·KH·KW].
+//# if KIND > 0 && TILED
+var<workgroup> a_tile: array<f32, ${16 * 16 * TM}>;  // [k · BM + row]
+var<workgroup> b_tile: array<f32, ${16 * 16 * TN}>;  // [k · BN + column]
+
+//# if KIND != 2
+// x at tap k = (c, kh, kw) of output position q = (n, oh, ow); 0 outside the image.
+fn im2col(k: u32, q: u32) -> f32 {
+    let khw = p.kh * p.kw;
+    let c = k / khw;
+    let t = k % khw;
+    let ohw = p.oh * p.ow;
+    let n = q / ohw;
+    let o = q % ohw;
+    let ih = i32((o / p.ow) * p.stride + t / p.kw) - i32(p.pad);
+    let iw = i32((o % p.ow) * p.stride + t % p.kw) - i32(p.pad);
+    let ok = c < p.c && n < p.n && u32(ih) < p.h && u32(iw) < p.w;
+    let i = ((n * p.c + c) * p.h + u32(ih)) * p.w + u32(iw);
+    return select(0.0, a_in(select(0u, i, ok)), ok);
+}
+
+//# end
+
+// x is binding 1 (`a`) for the forward kernel, binding 2 (`b`) for backward weight.
+//# if KIND == 1
+fn a_in(i: u32) -> f32 { return a[i]; }
+//# end
+//# if KIND == 3
+fn a_in(i: u32) -> f32 { return b[i]; }
+//# end
+
+@compute @workgroup_size(16, 16)
+fn ${ENTRY}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let m0 = wid.y * ${16 * TM}u;
+//# if KIND == 3
+    let n0 = wid.x * ${16 * TN}u;
+    let big_m = p.oc;
+    let big_n = p.c * p.kh * p.kw;
+    let q_end = min((wid.z + 1u) * p.chunk, p.n * p.oh) * p.ow;
+    let k_begin = wid.z * p.chunk * p.ow;
+//# else
+    let n0 = (wid.x + wid.z * nwg.x) * ${16 * TN}u;
+//# end
+//# if KIND == 1
+    let big_m = p.oc;
+    let big_n = p.n * p.oh * p.ow;
+//# end
+//# if KIND == 2
+    let big_m = p.c;
+    let hw = p.h * p.w;
+    let big_n = p.n * hw;
+    let khw = p.kh * p.kw;
+//# end
+//# for i in 0..TM
+//# for j in 0..TN
+    var acc${i}_${j} = 0.0;
+//# end
+//# end
+//# if KIND == 3
+    for (var k0 = k_begin; k0 < q_end; k0 += 16u) {
+        // A: dY rows m0.., output positions k0..k0+15 (consecutive lanes: consecutive
+        // positions of one row).
+        for (var l = li; l < ${16 * 16 * TM}u; l += 256u) {
+            let r = l / 16u;
+            let kk = l % 16u;
+            let q = k0 + kk;
+            let ohw = p.oh * p.ow;
+            let ok = m0 + r < big_m && q < q_end;
+            let i = ((q / ohw) * p.oc + m0 + r) * ohw + q % ohw;
+            a_tile[kk * ${16 * TM}u + r] = select(0.0, a[select(0u, i, ok)], ok);
+        }
+        // B: x at taps n0.. of those positions.
+        for (var l = li; l < ${16 * 16 * TN}u; l += 256u) {
+            let kk = l / ${16 * TN}u;
+            let col = l % ${16 * TN}u;
+            let q = k0 + kk;
+            b_tile[l] = select(0.0, im2col(n0 + col, q), q < q_end && n0 + col < big_n);
+        }
+//# else
+    for (var kq0 = 0u; kq0 < p.kq; kq0 += 4u) {
+        // A: packed weight rows m0.., k-quads kq0..kq0+3, one vec4 per load.
+        for (var l = li; l < ${4 * 16 * TM}u; l += 256u) {
+            let r = l / 4u;
+            let kq = l % 4u;
+            var v = vec4<f32>(0.0);
+            if (m0 + r < big_m && kq0 + kq < p.kq) { v = b4[(m0 + r) * p.kq + kq0 + kq]; }
+            let o = kq * ${4 * 16 * TM}u + r;
+            a_tile[o] = v.x;
+            a_tile[o + ${16 * TM}u] = v.y;
+            a_tile[o + ${2 * 16 * TM}u] = v.z;
+            a_tile[o + ${3 * 16 * TM}u] = v.w;
+        }
+        // B: the gathered operand at k = 4·kq0.., columns n0...
+        for (var l = li; l < ${16 * 16 * TN}u; l += 256u) {
+            let k = kq0 * 4u + l / ${16 * TN}u;
+            let col = n0 + l % ${16 * TN}u;
+//# if KIND == 1
+            b_tile[l] = select(0.0, im2col(k, col), col < big_n);
+//# end
+//# if KIND == 2
+            // Tap t of the packed (reversed) row is kernel tap KH·KW − 1 − t.
+            let oc = k / khw;
+            let t = khw - 1u - k % khw;
+            let n = col / hw;
+            let pos = col % hw;
+            let y = i32(pos / p.w + p.pad) - i32(t / p.kw);
+            let xx = i32(pos % p.w + p.pad) - i32(t % p.kw);
+            let s = i32(p.stride);
+            let oy = u32(y / s);
+            let ox = u32(xx / s);
+            let ok = col < big_n && oc < p.oc && y >= 0 && xx >= 0 && y % s == 0 && xx % s == 0
+                && oy < p.oh && ox < p.ow;
+            let i = ((n * p.oc + oc) * p.oh + oy) * p.ow + ox;
+            b_tile[l] = select(0.0, a[select(0u, i, ok)], ok);
+//# end
+        }
+//# end
+        workgroupBarrier();
+        for (var kk = 0u; kk < 16u; kk++) {
+//# for j in 0..TN
+            let bv${j} = b_tile[kk * ${16 * TN}u + lid.x + ${16 * j}u];
+//# end
+//# for i in 0..TM
+            let av${i} = a_tile[kk * ${16 * TM}u + lid.y + ${16 * i}u];
+//# for j in 0..TN
+            acc${i}_${j} = fma(av${i}, bv${j}, acc${i}_${j});
+//# end
+//# end
+        }
+        workgroupBarrier();
+    }
+//# for i in 0..TM
+//# for j in 0..TN
+    {
+        let m = m0 + lid.y + ${16 * i}u;
+        let col = n0 + lid.x + ${16 * j}u;
+        if (m < big_m && col < big_n) {
+//# if KIND == 1
+            let ohw = p.oh * p.ow;
+            out[((col / ohw) * p.oc + m) * ohw + col % ohw] = acc${i}_${j};
+//# end
+//# if KIND == 2
+            out[((col / hw) * p.c + m) * hw + col % hw] = acc${i}_${j};
+//# end
+//# if KIND == 3
+            out[(wid.z * big_m + m) * big_n + col] = acc${i}_${j};
+//# end
+        }
+    }
+//# end
+//# end
+}
+//# end

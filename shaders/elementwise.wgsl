@@ -38,11 +38,11 @@ fn mul_broadcast(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 }
 
 // ---- flat ops: out[i] = op(a[i], b[i]) ----
-// Each op is written once on vec4s; src/ops/elementwise.rs generates two entry points per
-// op: `NAME` (one element per invocation, `op(vec4(a[i]), vec4(b[i])).x`) and `NAME_vec4`
-// (four elements per invocation when the length is a multiple of 4: on llvmpipe every
-// storage access is a loop over the SIMD lanes, so one vec4 costs far less than four
-// scalars). Unary ops ignore `b` and write `out1`.
+// Each op is written once on vec4s, with two entry points: `NAME` (one element per
+// invocation, `op(vec4(a[i]), vec4(b[i])).x`) and `NAME_vec4` (four elements per
+// invocation, used when the length is a multiple of 4: on llvmpipe every storage access is
+// a loop over the SIMD lanes, so one vec4 costs far less than four scalars). Unary ops
+// ignore `b` and write `out1`.
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
@@ -74,3 +74,102 @@ fn sqrt_backward_op(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return select(vec4<f32>(0.0), 0.5 * b / a, a > vec4<f32>(0.0));
 }
 
+// ---- entry points of the flat ops ----
+
+@compute @workgroup_size(256)
+fn axpby(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out[i] = axpby_op(vec4<f32>(a[i]), vec4<f32>(b[i])).x;
+}
+
+@compute @workgroup_size(256)
+fn axpby_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n / 4u) { return; }
+    out4[i] = axpby_op(a4[i], vec4<f32>(b4[i]));
+}
+
+@compute @workgroup_size(256)
+fn mul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out[i] = mul_op(vec4<f32>(a[i]), vec4<f32>(b[i])).x;
+}
+
+@compute @workgroup_size(256)
+fn mul_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n / 4u) { return; }
+    out4[i] = mul_op(a4[i], vec4<f32>(b4[i]));
+}
+
+@compute @workgroup_size(256)
+fn relu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out1[i] = relu_op(vec4<f32>(a[i]), vec4<f32>(0.0)).x;
+}
+
+@compute @workgroup_size(256)
+fn relu_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n / 4u) { return; }
+    out1_4[i] = relu_op(a4[i], vec4<f32>(0.0));
+}
+
+@compute @workgroup_size(256)
+fn affine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out1[i] = affine_op(vec4<f32>(a[i]), vec4<f32>(0.0)).x;
+}
+
+@compute @workgroup_size(256)
+fn affine_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n / 4u) { return; }
+    out1_4[i] = affine_op(a4[i], vec4<f32>(0.0));
+}
+
+@compute @workgroup_size(256)
+fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out[i] = relu_backward_op(vec4<f32>(a[i]), vec4<f32>(b[i])).x;
+}
+
+@compute @workgroup_size(256)
+fn relu_backward_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n / 4u) { return; }
+    out4[i] = relu_backward_op(a4[i], vec4<f32>(b4[i]));
+}
+
+@compute @workgroup_size(256)
+fn sqrt_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out1[i] = sqrt_fwd_op(vec4<f32>(a[i]), vec4<f32>(0.0)).x;
+}
+
+@compute @workgroup_size(256)
+fn sqrt_fwd_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n / 4u) { return; }
+    out1_4[i] = sqrt_fwd_op(a4[i], vec4<f32>(0.0));
+}
+
+@compute @workgroup_size(256)
+fn sqrt_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out[i] = sqrt_backward_op(vec4<f32>(a[i]), vec4<f32>(b[i])).x;
+}
+
+@compute @workgroup_size(256)
+fn sqrt_backward_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n / 4u) { return; }
+    out4[i] = sqrt_backward_op(a4[i], vec4<f32>(b4[i]));
+}

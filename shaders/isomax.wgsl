@@ -16,8 +16,9 @@ struct Params {
     c: u32,       // prototypes / classes
     d: u32,       // feature dimension
     n: u32,       // element count for elementwise entries
-    alpha: f32,   // entry-specific scale
-    beta: f32,    // entry-specific second scale
+    scale: f32,   // the factor each entry multiplies by: 1/divisor (abs_scale*), the
+                  // logits' sign (add_row_mean), the entropic scale (softmax_entropy*)
+    inv_b: f32,   // softmax_entropy_backward: 1 / B, the mean's factor
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -191,7 +192,7 @@ fn dist_grad_p(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 
 // ---------------------------------------------------------------------------------------
 // Normalized variants: u = x / max(|x|, eps) per row, then the fused distance above, then
-// d = |s| * alpha * r.
+// d = |s| * scale * r.
 
 // One invocation per row of in1 = x [n, D]: out2 = u [n, D], out3 = |x| (unclamped) [n].
 @compute @workgroup_size(WG)
@@ -236,12 +237,12 @@ fn row_normalize_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     }
 }
 
-// out3 = in1 * |in2[0]| * alpha over n elements (the learnable scale s stays on the GPU).
+// out3 = in1 * |in2[0]| * scale over n elements (the learnable scale s stays on the GPU).
 @compute @workgroup_size(WG)
 fn abs_scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     if (i >= p.n) { return; }
-    out3[i] = in1[i] * (abs(in2[0]) * p.alpha);
+    out3[i] = in1[i] * (abs(in2[0]) * p.scale);
 }
 
 // Per-row partial of grad_s: out3[i] = sum_j g[i, j] r[i, j]; in1 = g, in2 = r, [B, C].
@@ -256,7 +257,7 @@ fn abs_scale_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     out3[i] = acc;
 }
 
-// grad_s = sign(s) * alpha * sum_i partial[i]: in1 = partial [B], in2 = s [1], out3 [1].
+// grad_s = sign(s) * scale * sum_i partial[i]: in1 = partial [B], in2 = s [1], out3 [1].
 // One invocation, rows in order (deterministic).
 @compute @workgroup_size(1)
 fn abs_scale_final(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -264,10 +265,10 @@ fn abs_scale_final(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var i = 0u; i < p.b; i++) {
         acc += in1[i];
     }
-    out3[0] = sign(in2[0]) * p.alpha * acc;
+    out3[0] = sign(in2[0]) * p.scale * acc;
 }
 
-// DisMax logits, one invocation per row: out2 = alpha * (x + mean_row(x)); alpha = -1.
+// DisMax logits, one invocation per row: out2 = scale * (x + mean_row(x)); scale = -1.
 // The map is symmetric, so the same entry computes its own backward.
 @compute @workgroup_size(WG)
 fn add_row_mean(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -280,16 +281,16 @@ fn add_row_mean(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     }
     let mean = s / f32(p.c);
     for (var j = 0u; j < p.c; j++) {
-        out2[base + j] = p.alpha * (in1[base + j] + mean);
+        out2[base + j] = p.scale * (in1[base + j] + mean);
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // Softmax entropy, one invocation per row. in1 = z [B, C], in2 = labels [B] (f32 class
-// ids, clamped into [0, C-1] so a bad label cannot read out of bounds), alpha = E_s.
+// ids, clamped into [0, C-1] so a bad label cannot read out of bounds), scale = E_s.
 // out3 = softmax(z) [B, C] at scale 1, out4 = scores [B, 8]
 // (mps, es, mds, energy, max_logit, mmls, mmles, prediction), out5 = per-row loss
-// -log softmax(alpha z)[y] [B].
+// -log softmax(scale z)[y] [B].
 
 fn label(i: u32) -> u32 {
     return min(u32(max(in2[i], 0.0)), p.c - 1u);
@@ -306,7 +307,7 @@ fn log1p(x: f32) -> f32 {
     return 2.0 * t * (1.0 + t2 * (1.0 / 3.0 + t2 * (0.2 + t2 * (1.0 / 7.0 + t2 / 9.0))));
 }
 
-// Row max of alpha z and the sums of exp(alpha z - max): all terms, and all but label y's.
+// Row max of scale z and the sums of exp(scale z - max): all terms, and all but label y's.
 // Returns (max, sum, sum without y).
 fn scaled_sums(base: u32, y: u32, s: f32) -> vec3<f32> {
     var ms = s * in1[base];
@@ -364,14 +365,14 @@ fn softmax_entropy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     // Scale E_s: -log p_y = log(1 + rest_y / e_y), accurate as the loss goes to 0; when
     // e_y < 1/2 the loss exceeds log 2 and the plain max-shifted form is exact enough
     // (and stays finite if e_y underflows).
-    let t = scaled_sums(base, y, p.alpha);
-    let gap = t.x - p.alpha * in1[base + y];
+    let t = scaled_sums(base, y, p.scale);
+    let gap = t.x - p.scale * in1[base + y];
     let ey = exp(-gap);
     out5[i] = select(gap + log(t.y), log1p(t.z / ey), ey >= 0.5);
 }
 
 // Backward, one invocation per row: in1 = z, in2 = labels, in3 = grad of the mean loss [1],
-// out4 = grad_z = alpha (softmax(alpha z) - onehot(y)) * beta * g, beta = 1/B. The label's
+// out4 = grad_z = scale (softmax(scale z) - onehot(y)) * inv_b * g, inv_b = 1/B. The label's
 // entry p_y - 1 = -(Σ_{j≠y} e_j) / Σ e_j avoids cancellation when p_y ≈ 1.
 @compute @workgroup_size(WG)
 fn softmax_entropy_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -379,9 +380,9 @@ fn softmax_entropy_backward(@builtin(global_invocation_id) gid: vec3<u32>, @buil
     if (i >= p.b) { return; }
     let base = i * p.c;
     let y = label(i);
-    let s = p.alpha;
+    let s = p.scale;
     let t = scaled_sums(base, y, s);
-    let k = s * p.beta * in3[0];
+    let k = s * p.inv_b * in3[0];
     for (var j = 0u; j < p.c; j++) {
         let pr = exp(s * in1[base + j] - t.x) / t.y;
         out4[base + j] = k * select(pr, -t.z / t.y, j == y);

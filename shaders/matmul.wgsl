@@ -97,7 +97,7 @@ fn pack_b(@builtin(global_invocation_id) gid: vec3<u32>) {
         vec4<f32>(op_b(k, n), op_b(k, n + 1u), op_b(k, n + 2u), op_b(k, n + 3u));
 }
 
-// ---- matmul (entry points generated in Rust) ----
+// ---- matmul: the main kernel, one template expanded per register tile ----
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
@@ -112,3 +112,129 @@ fn store4(m: u32, q: u32, v: vec4<f32>) {
     if (n + 2u < p.n) { c[o + 2u] = v.z; }
     if (n + 3u < p.n) { c[o + 3u] = v.w; }
 }
+
+// The template (src/ops/template.rs documents the substitution; the module of the pack
+// kernels alone is the expansion with TM = 0). Variables: ENTRY (the entry point's name),
+// TM × TN (rows × vec4 columns of C per invocation, accumulators `acc{row}_{col}`), SG
+// (subgroup width of the subgroup variant, 0 for the plain one). Plain: every lane loads
+// the TM A vec4s of its workgroup's row block. Subgroup (one subgroup per workgroup): lane
+// `sl` loads row g·SG + sl of the block and subgroupBroadcast hands row i to every lane.
+//# if TM > 0 && !TILED
+@compute @workgroup_size(WX)
+//# if SG
+fn ${ENTRY}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(subgroup_invocation_id) sl: u32) {
+//# else
+fn ${ENTRY}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+//# end
+    let panel = wid.x + wid.z * nwg.x;
+    let bb = panel * p.tiles * 4u * (WX * ${TN}u) + lid.x;
+//# for i in 0..TM
+//# for j in 0..TN
+    var acc${i}_${j} = vec4<f32>(0.0);
+//# end
+//# end
+//# if SG
+//# for g in 0..TM / SG
+    let ab${g} = (wid.y * ${TM / SG}u + ${g}u) * p.tiles * ${SG}u + sl;
+//# end
+//# else
+    let ab = wid.y * p.tiles * ${TM}u;
+//# end
+    for (var kv = 0u; kv < p.tiles; kv++) {
+//# if SG
+//# for g in 0..TM / SG
+        let ag${g} = a4[ab${g} + kv * ${SG}u];
+//# end
+//# else
+//# for i in 0..TM
+        let av${i} = a4[ab + kv * ${TM}u + ${i}u];
+//# end
+//# end
+        // One k-quad: the B vec4s of its four k-steps, then row by row (so one row's
+        // accumulators stay in registers) the row's A value of each step and its FMAs.
+//# for t in 0..4
+//# for j in 0..TN
+        let b${j}_${t} = b4[bb + (kv * 4u + ${t}u) * (WX * ${TN}u) + ${j}u * WX];
+//# end
+//# end
+//# for i in 0..TM
+//# for t in 0..4
+//# if SG
+        let a${i}_${t} = subgroupBroadcast(ag${i / SG}.${t:xyzw}, ${i % SG}u);
+//# else
+        let a${i}_${t} = av${i}.${t:xyzw};
+//# end
+//# for j in 0..TN
+        acc${i}_${j} = fma(vec4<f32>(a${i}_${t}), b${j}_${t}, acc${i}_${j});
+//# end
+//# end
+//# end
+    }
+//# for i in 0..TM
+//# for j in 0..TN
+    store4(wid.y * ${TM}u + ${i}u, panel * WX * ${TN}u + lid.x + ${j}u * WX, acc${i}_${j});
+//# end
+//# end
+}
+//# end
+
+// The workgroup-tiled variant for real GPUs (TILED = 1): a 16 × 16 workgroup computes a
+// block of BM = 16·TM rows × BNV = 16·TN vec4 columns of C. Per slice of 16 k it stages the
+// block's A rows (from the packed A, RB = BM, transposed to [k][row]) and B columns (from
+// the packed B, PW = BNV) in workgroup memory with vec4 loads, then every invocation runs
+// its TM × TN vec4 accumulators over the slice from workgroup memory. Two barriers per
+// slice: the standard design on discrete and integrated GPUs, slow on llvmpipe.
+//# if TM > 0 && TILED
+var<workgroup> a_tile: array<f32, ${16 * 16 * TM}>;        // [k · BM + row]
+var<workgroup> b_tile: array<vec4<f32>, ${16 * 16 * TN}>;  // [k · BNV + column]
+
+@compute @workgroup_size(16, 16)
+fn ${ENTRY}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let panel = wid.x + wid.z * nwg.x;
+    // A block wid.y: the vec4 of k-quad kq, row r at a4[(wid.y · tiles + kq) · BM + r];
+    // B panel: the vec4 of k, column q at b4[(panel · 4 · tiles + k) · BNV + q].
+    let ab = wid.y * p.tiles * ${16 * TM}u;
+    let bb = panel * p.tiles * ${4 * 16 * TN}u;
+//# for i in 0..TM
+//# for j in 0..TN
+    var acc${i}_${j} = vec4<f32>(0.0);
+//# end
+//# end
+    for (var kq0 = 0u; kq0 < p.tiles; kq0 += 4u) {
+        for (var l = li; l < ${4 * 16 * TM}u; l += 256u) {
+            let kq = l / ${16 * TM}u;
+            let r = l % ${16 * TM}u;
+            var v = vec4<f32>(0.0);
+            if (kq0 + kq < p.tiles) { v = a4[ab + kq0 * ${16 * TM}u + l]; }
+            let o = kq * ${4 * 16 * TM}u + r;
+            a_tile[o] = v.x;
+            a_tile[o + ${16 * TM}u] = v.y;
+            a_tile[o + ${2 * 16 * TM}u] = v.z;
+            a_tile[o + ${3 * 16 * TM}u] = v.w;
+        }
+        for (var l = li; l < ${16 * 16 * TN}u; l += 256u) {
+            var v = vec4<f32>(0.0);
+            if (kq0 * 4u + l / ${16 * TN}u < p.tiles * 4u) { v = b4[bb + kq0 * ${4 * 16 * TN}u + l]; }
+            b_tile[l] = v;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < 16u; k++) {
+//# for j in 0..TN
+            let b${j} = b_tile[k * ${16 * TN}u + lid.x + ${16 * j}u];
+//# end
+//# for i in 0..TM
+            let a${i} = a_tile[k * ${16 * TM}u + lid.y * ${TM}u + ${i}u];
+//# for j in 0..TN
+            acc${i}_${j} = fma(vec4<f32>(a${i}), b${j}, acc${i}_${j});
+//# end
+//# end
+        }
+        workgroupBarrier();
+    }
+//# for i in 0..TM
+//# for j in 0..TN
+    store4(wid.y * ${16 * TM}u + lid.y * ${TM}u + ${i}u, panel * ${16 * TN}u + lid.x + ${16 * j}u, acc${i}_${j});
+//# end
+//# end
+}
+//# end

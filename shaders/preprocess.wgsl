@@ -7,12 +7,13 @@
 // 0..1 value). The 0..255 form is exactly the CPU path's arithmetic (data::augment).
 
 struct Params {
-    n: u32,          // output elements (rgba8_to_nchw, normalize_nchw) or rows (decide)
+    n: u32,          // output elements (rgba8_to_nchw, normalize_nchw)
     channels: u32,   // model channels C
     out_h: u32,      // model height
     out_w: u32,      // model width
     in_h: u32,       // texel rows per image
     in_w: u32,       // texels per row
+    rows: u32,       // decide: rows of scores
     threshold: f32,  // decide: ES threshold
     has_threshold: u32,
 };
@@ -90,7 +91,7 @@ fn normalize_nchw(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 @compute @workgroup_size(64)
 fn decide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
-    if (i >= p.n) { return; }
+    if (i >= p.rows) { return; }
     let es = x[i * 8u + 1u];
     let inside = p.has_threshold == 0u || es >= p.threshold;
     out2[i * 4u] = x[i * 8u + 7u];

@@ -96,6 +96,7 @@ pub fn torch_name(arch: Arch, naming: Naming, name: &str) -> Result<String> {
 
 /// A `state_dict` read from a safetensors file: name → (shape, values as f32).
 pub struct StateDict {
+    /// PyTorch parameter name → (shape, row-major values).
     pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 }
 

@@ -8,6 +8,8 @@
 //! - [`ops`]: one file per kernel family (WGSL in `shaders/`), with gradients and CPU references
 //! - [`embed`]: [`Classifier`], for host wgpu applications that classify their own GPU images
 
+#![warn(missing_docs)]
+
 pub mod autograd;
 pub mod checkpoint;
 pub mod data;

@@ -120,6 +120,12 @@ enum Command {
     },
     /// Show the adapter, backend and limits.
     Info,
+    /// Write the WGSL of every kernel module and variant the engine can build.
+    Shaders {
+        /// Folder for the `.wgsl` files (created if missing).
+        #[arg(long)]
+        dump: PathBuf,
+    },
     /// OOD metrics of two score files (one score per line, higher = more in-distribution).
     Metrics {
         in_scores: PathBuf,
@@ -256,6 +262,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info => {
             let gpu = Gpu::new()?;
             println!("{}", gpu.report());
+        }
+        Command::Shaders { dump } => {
+            let files = isomax::ops::shaders::dump(&dump)?;
+            println!("{} WGSL files in {}", files.len(), dump.display());
         }
         Command::Metrics {
             in_scores,

@@ -3,12 +3,23 @@
 
 use crate::autograd::Gradients;
 use crate::error::{Error, Result};
-use crate::gpu::{KernelSpec, ParamBuilder};
+use crate::gpu::{KernelSpec, kernel_params, u};
 use crate::ops::{groups_1d, kernel};
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 const SGD_STEP: KernelSpec = kernel!("sgd", "sgd_step", 1, 2);
+
+kernel_params! {
+    /// `Params` of `shaders/sgd.wgsl`.
+    struct SgdParams => "Params" {
+        n: u32,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+        nesterov: u32,
+    }
+}
 
 /// Optimizer settings. The paper: lr 0.1, momentum 0.9, Nesterov, weight decay 1e-4.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -131,12 +142,13 @@ impl Sgd {
             p.gpu().dispatch(
                 &SGD_STEP,
                 &[],
-                ParamBuilder::new()
-                    .u(n)
-                    .f(lr)
-                    .f(c.momentum)
-                    .f(c.weight_decay)
-                    .u(c.nesterov as usize),
+                &SgdParams {
+                    n: u(n),
+                    lr,
+                    momentum: c.momentum,
+                    weight_decay: c.weight_decay,
+                    nesterov: c.nesterov.into(),
+                },
                 &[g.binding(), p.binding(), v.binding()],
                 groups_1d(n, 256),
             )?;

@@ -3,6 +3,7 @@ mod common;
 use common::*;
 use isomax::Tensor;
 use isomax::ops::batchnorm::{BatchNormStats, cpu};
+use isomax::ops::with_tuning;
 
 fn stats_tensors(gpu: &isomax::Gpu, c: usize) -> (Tensor, Tensor) {
     (
@@ -13,7 +14,14 @@ fn stats_tensors(gpu: &isomax::Gpu, c: usize) -> (Tensor, Tensor) {
 
 #[test]
 fn training_forward_and_running_stats_match_cpu() {
+    // Under every tuning: the real-GPU split reductions and the CPU adapters' kernels.
     let gpu = gpu();
+    for tuning in tunings(&gpu) {
+        with_tuning(tuning, || forward_case(&gpu));
+    }
+}
+
+fn forward_case(gpu: &isomax::Gpu) {
     for (n, c, h, w) in [
         (1, 1, 1, 2),
         (2, 3, 5, 7),
@@ -23,6 +31,9 @@ fn training_forward_and_running_stats_match_cpu() {
         // H·W a multiple of 4: the vec4 kernels.
         (2, 3, 4, 4),
         (3, 5, 1, 8),
+        // Several samples per split of the real-GPU reductions, the last split partial.
+        (40, 65, 1, 2),
+        (43, 70, 2, 2),
     ] {
         let hw = h * w;
         let x: Vec<f32> = rand_vec(n * c * hw, 1)
@@ -30,10 +41,10 @@ fn training_forward_and_running_stats_match_cpu() {
             .map(|v| v * 3.0 + 0.7)
             .collect();
         let (gamma, beta) = (rand_vec(c, 2), rand_vec(c, 3));
-        let tx = Tensor::from_slice(&gpu, &x, &[n, c, h, w]).unwrap();
-        let tg = Tensor::from_slice(&gpu, &gamma, &[c]).unwrap();
-        let tb = Tensor::from_slice(&gpu, &beta, &[c]).unwrap();
-        let (rm, rv) = stats_tensors(&gpu, c);
+        let tx = Tensor::from_slice(gpu, &x, &[n, c, h, w]).unwrap();
+        let tg = Tensor::from_slice(gpu, &gamma, &[c]).unwrap();
+        let tb = Tensor::from_slice(gpu, &beta, &[c]).unwrap();
+        let (rm, rv) = stats_tensors(gpu, c);
         let st = BatchNormStats {
             running_mean: &rm,
             running_var: &rv,
@@ -96,28 +107,41 @@ fn eval_mode_uses_running_statistics() {
 
 #[test]
 fn training_gradients_match_finite_differences() {
+    // Under every tuning: the real-GPU split reductions and the CPU adapters' kernels.
     let gpu = gpu();
-    for (n, c, h, w) in [(2, 3, 3, 1), (1, 2, 2, 3), (3, 1, 1, 1), (2, 2, 2, 2)] {
+    for tuning in tunings(&gpu) {
+        with_tuning(tuning, || gradient_case(&gpu));
+    }
+}
+
+fn gradient_case(gpu: &isomax::Gpu) {
+    for (n, c, h, w) in [
+        (2, 3, 3, 1),
+        (1, 2, 2, 3),
+        (3, 1, 1, 1),
+        (2, 2, 2, 2),
+        (33, 40, 1, 1),
+    ] {
         let hw = h * w;
         let x = rand_vec(n * c * hw, 5);
         let (gamma, beta) = (rand_vec(c, 6), rand_vec(c, 7));
         let wl = rand_vec(n * c * hw, 8);
         let host =
             |x: &[f32], g: &[f32], b: &[f32]| dot(&cpu::batch_norm(x, g, b, n, c, hw, 1e-5).0, &wl);
-        let tx = Tensor::from_slice(&gpu, &x, &[n, c, h, w]).unwrap();
-        let tg = Tensor::from_slice(&gpu, &gamma, &[c]).unwrap();
-        let tb = Tensor::from_slice(&gpu, &beta, &[c]).unwrap();
+        let tx = Tensor::from_slice(gpu, &x, &[n, c, h, w]).unwrap();
+        let tg = Tensor::from_slice(gpu, &gamma, &[c]).unwrap();
+        let tb = Tensor::from_slice(gpu, &beta, &[c]).unwrap();
         for t in [&tx, &tg, &tb] {
             t.set_requires_grad(true);
         }
-        let (rm, rv) = stats_tensors(&gpu, c);
+        let (rm, rv) = stats_tensors(gpu, c);
         let st = BatchNormStats {
             running_mean: &rm,
             running_var: &rv,
             momentum: 0.1,
             eps: 1e-5,
         };
-        let twl = Tensor::from_slice(&gpu, &wl, &[n, c, h, w]).unwrap();
+        let twl = Tensor::from_slice(gpu, &wl, &[n, c, h, w]).unwrap();
         let grads = tx
             .batch_norm(&tg, &tb, &st, true)
             .unwrap()
@@ -166,14 +190,21 @@ fn mismatched_parameter_shape_is_an_error() {
 
 #[test]
 fn fused_prefix_bn_relu_matches_slice_then_bn_then_relu() {
-    // The DenseNet path: normalise channels 0..3 of a 5-channel tensor in place of a copy.
+    // Under every tuning: the real-GPU split reductions and the CPU adapters' kernels.
     let gpu = gpu();
+    for tuning in tunings(&gpu) {
+        with_tuning(tuning, || prefix_case(&gpu));
+    }
+}
+
+fn prefix_case(gpu: &isomax::Gpu) {
+    // The DenseNet path: normalise channels 0..3 of a 5-channel tensor in place of a copy.
     let (n, c_all, c, h, w) = (3, 5, 3, 4, 3);
     for training in [true, false] {
-        let x = param(&gpu, &[n, c_all, h, w], 11);
-        let gamma = param(&gpu, &[c], 12);
-        let beta = param(&gpu, &[c], 13);
-        let (rm, rv) = stats_tensors(&gpu, c);
+        let x = param(gpu, &[n, c_all, h, w], 11);
+        let gamma = param(gpu, &[c], 12);
+        let beta = param(gpu, &[c], 13);
+        let (rm, rv) = stats_tensors(gpu, c);
         let st = BatchNormStats {
             running_mean: &rm,
             running_var: &rv,
@@ -187,7 +218,7 @@ fn fused_prefix_bn_relu_matches_slice_then_bn_then_relu() {
             .iter()
             .map(|t| grads.get(t).cloned().unwrap().to_vec().unwrap())
             .collect();
-        let (rm2, rv2) = stats_tensors(&gpu, c);
+        let (rm2, rv2) = stats_tensors(gpu, c);
         let st2 = BatchNormStats {
             running_mean: &rm2,
             running_var: &rv2,

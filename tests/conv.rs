@@ -2,6 +2,7 @@
 //! differences, over awkward shapes and every tile variant.
 mod common;
 use common::*;
+use isomax::ops::Tuning;
 use isomax::ops::conv::{ConvConfig, Tile, cpu};
 use isomax::{Gpu, Tensor};
 
@@ -302,4 +303,32 @@ fn bad_shapes_are_errors_naming_both_shapes() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("[3, 5, 5]"), "{e}");
+}
+
+#[test]
+fn every_preset_matches_cpu() {
+    // Every configuration `ConvConfig::for_gpu` can pick on any adapter (the real-GPU one
+    // included), forced through the config, on every awkward case: forward, both backward
+    // kernels (stride 1 and strided), split and unsplit weight gradients.
+    let gpu = gpu();
+    let mut ran = Vec::new();
+    for (k, (tuning, cfg)) in ConvConfig::PRESETS.into_iter().enumerate() {
+        if tuning == Tuning::CpuSubgroup && gpu.subgroup_size().is_none_or(|s| 32 % s != 0) {
+            continue;
+        }
+        for split in [cfg.weight_parallelism, 4096] {
+            let cfg = ConvConfig {
+                weight_parallelism: split,
+                ..cfg
+            };
+            for (i, c) in CASES.iter().enumerate() {
+                check(&gpu, c, cfg, 3000 + 100 * k as u64 + 10 * i as u64);
+            }
+        }
+        ran.push(tuning);
+    }
+    assert!(
+        ran.contains(&Tuning::Gpu) && ran.contains(&Tuning::Cpu),
+        "{ran:?}"
+    );
 }

@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use isomax::Tensor;
+use isomax::ops::Tuning;
 use isomax::ops::matmul::{MatmulConfig, cpu};
 
 #[test]
@@ -241,4 +242,78 @@ fn a_subgroup_tile_without_subgroups_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("subgroup"), "{e}");
+}
+
+/// The presets a device can run: subgroup ones only with subgroups dividing the tile.
+fn runnable(gpu: &isomax::Gpu) -> Vec<(Tuning, MatmulConfig)> {
+    MatmulConfig::PRESETS
+        .into_iter()
+        .filter(|(t, _)| {
+            *t != Tuning::CpuSubgroup || gpu.subgroup_size().is_some_and(|s| 32 % s == 0)
+        })
+        .collect()
+}
+
+#[test]
+fn every_preset_matches_cpu_with_transposes() {
+    // Every configuration `MatmulConfig::for_gpu` can pick on any adapter (the real-GPU one
+    // included), forced through the config: forward and both gradients, all transposes,
+    // sizes that are not multiples of any tile (and a K longer than one shared-memory step).
+    let gpu = gpu();
+    let presets = runnable(&gpu);
+    assert!(presets.iter().any(|p| p.0 == Tuning::Gpu));
+    for (m, k, n) in [(1, 1, 1), (13, 9, 37), (1, 5, 1), (67, 35, 71), (5, 130, 3)] {
+        let (a, b, g) = (
+            rand_vec(m * k, 31),
+            rand_vec(k * n, 32),
+            rand_vec(m * n, 33),
+        );
+        let want = cpu::matmul(&a, &b, m, k, n);
+        let want_da = cpu::matmul(&g, &cpu::transpose(&b, k, n), m, n, k);
+        let want_db = cpu::matmul(&cpu::transpose(&a, m, k), &g, k, m, n);
+        for (tuning, cfg) in &presets {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let what = format!("{tuning:?} {cfg:?} ({m},{k},{n}) trans {ta} {tb}");
+                let (av, ash) = if ta {
+                    (cpu::transpose(&a, m, k), [k, m])
+                } else {
+                    (a.clone(), [m, k])
+                };
+                let (bv, bsh) = if tb {
+                    (cpu::transpose(&b, k, n), [n, k])
+                } else {
+                    (b.clone(), [k, n])
+                };
+                let at = Tensor::from_slice(&gpu, &av, &ash).unwrap();
+                let bt = Tensor::from_slice(&gpu, &bv, &bsh).unwrap();
+                at.set_requires_grad(true);
+                bt.set_requires_grad(true);
+                let c = at.matmul_with(&bt, ta, tb, *cfg).unwrap();
+                let gt = Tensor::from_slice(&gpu, &g, &[m, n]).unwrap();
+                let grads = c.mul(&gt).unwrap().sum().unwrap().backward().unwrap();
+                let close = |got: Vec<f32>, want: &[f32], part: &str| {
+                    assert_eq!(got.len(), want.len(), "{what} {part}");
+                    for (i, (x, y)) in got.iter().zip(want).enumerate() {
+                        assert!(
+                            (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                            "{what} {part}[{i}]: {x} vs {y}"
+                        );
+                    }
+                };
+                close(c.to_vec().unwrap(), &want, "C");
+                let da = grads.get(&at).unwrap().to_vec().unwrap();
+                let db = grads.get(&bt).unwrap().to_vec().unwrap();
+                close(
+                    if ta { cpu::transpose(&da, k, m) } else { da },
+                    &want_da,
+                    "dA",
+                );
+                close(
+                    if tb { cpu::transpose(&db, n, k) } else { db },
+                    &want_db,
+                    "dB",
+                );
+            }
+        }
+    }
 }

@@ -44,23 +44,46 @@ pub(crate) struct Binding<'a> {
     pub size: u64,
 }
 
-/// Packs a kernel's parameter block as 32-bit words.
-#[derive(Default)]
-pub(crate) struct ParamBuilder(pub Vec<u32>);
+/// A kernel's parameter block: a `#[repr(C)]` `Pod` struct that mirrors its shader's WGSL
+/// struct field for field, declared with [`kernel_params!`](crate::gpu::kernel_params).
+pub(crate) trait Params: bytemuck::Pod {
+    /// The name of the WGSL struct it mirrors (in the kernel family's module).
+    const WGSL: &'static str;
+    /// `(field, byte offset, Rust type)` in declaration order.
+    const FIELDS: &'static [(&'static str, usize, &'static str)];
+}
 
-impl ParamBuilder {
-    pub fn new() -> Self {
-        ParamBuilder(Vec::with_capacity(16))
-    }
-    pub fn u(mut self, v: usize) -> Self {
-        self.0
-            .push(u32::try_from(v).expect("kernel parameter exceeds u32"));
-        self
-    }
-    pub fn f(mut self, v: f32) -> Self {
-        self.0.push(v.to_bits());
-        self
-    }
+/// Declares a kernel's parameter block: a `#[repr(C)]` `bytemuck::Pod` struct whose fields
+/// mirror the WGSL struct `$wgsl` one for one, in order, with the same names and types
+/// (`u32`, `i32`, `f32` only, so both layouts are packed 4-byte words). The layout is
+/// checked against naga's reflection of the WGSL by `tests/shaders.rs`.
+macro_rules! kernel_params {
+    (
+        $(#[$m:meta])*
+        struct $name:ident => $wgsl:literal {
+            $($(#[$fm:meta])* $field:ident : $ty:ty,)*
+        }
+    ) => {
+        $(#[$m])*
+        #[repr(C)]
+        #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+        pub(crate) struct $name {
+            $($(#[$fm])* pub(crate) $field: $ty,)*
+        }
+        impl $crate::gpu::Params for $name {
+            const WGSL: &'static str = $wgsl;
+            const FIELDS: &'static [(&'static str, usize, &'static str)] = &[
+                $((stringify!($field), ::std::mem::offset_of!($name, $field), stringify!($ty)),)*
+            ];
+        }
+    };
+}
+pub(crate) use kernel_params;
+
+/// A size or index as a kernel's `u32` parameter (tensors are far below 2³² elements: a
+/// storage binding is limited to less than 4 GiB).
+pub(crate) fn u(v: usize) -> u32 {
+    u32::try_from(v).expect("kernel parameter exceeds u32")
 }
 
 pub(crate) struct Recorder {
@@ -212,12 +235,31 @@ impl Gpu {
         Ok(k)
     }
 
-    /// Record one dispatch of `spec` into the pending encoder.
-    pub(crate) fn dispatch(
+    /// Record one dispatch of `spec` with the parameter block `params` into the pending
+    /// encoder.
+    pub(crate) fn dispatch<P: Params>(
         &self,
         spec: &KernelSpec,
         constants: &[(&str, f64)],
-        params: ParamBuilder,
+        params: &P,
+        bindings: &[Binding<'_>],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        const { assert!(size_of::<P>() <= PARAM_BYTES as usize) };
+        self.dispatch_bytes(
+            spec,
+            constants,
+            bytemuck::bytes_of(params),
+            bindings,
+            groups,
+        )
+    }
+
+    fn dispatch_bytes(
+        &self,
+        spec: &KernelSpec,
+        constants: &[(&str, f64)],
+        params: &[u8],
         bindings: &[Binding<'_>],
         groups: [u32; 3],
     ) -> Result<()> {
@@ -259,9 +301,7 @@ impl Gpu {
             rec.submit(device, &self.0.queue);
         }
         let offset = rec.params.len();
-        let words = &params.0;
-        debug_assert!(words.len() * 4 <= PARAM_BYTES as usize);
-        rec.params.extend_from_slice(bytemuck::cast_slice(words));
+        rec.params.extend_from_slice(params);
         rec.params.resize(offset + PARAM_STRIDE, 0);
 
         let mut entries = Vec::with_capacity(bindings.len() + 1);

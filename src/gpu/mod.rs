@@ -11,7 +11,7 @@ mod profile;
 mod readback;
 
 pub use kernel::KernelSpec;
-pub(crate) use kernel::{Binding, ParamBuilder, groups_1d as kernel_groups_1d};
+pub(crate) use kernel::{Binding, Params, groups_1d as kernel_groups_1d, kernel_params, u};
 pub use pool::MemoryStats;
 pub use profile::KernelTimes;
 pub use readback::PendingRead;

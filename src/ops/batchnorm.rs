@@ -3,7 +3,7 @@
 
 use super::kernel;
 use crate::error::{Error, Result};
-use crate::gpu::{KernelSpec, ParamBuilder};
+use crate::gpu::{KernelSpec, kernel_params, u};
 use crate::tensor::Tensor;
 
 const STATS: KernelSpec = kernel!("batchnorm", "bn_stats", 1, 3);
@@ -15,6 +15,16 @@ const STATS_VEC4: KernelSpec = kernel!("batchnorm", "bn_stats_vec4", 1, 3);
 const BACKWARD_REDUCE_VEC4: KernelSpec = kernel!("batchnorm", "bn_backward_reduce_vec4", 5, 2);
 const APPLY_VEC4: KernelSpec = kernel!("batchnorm", "bn_apply_vec4", 4, 1);
 const BACKWARD_APPLY_VEC4: KernelSpec = kernel!("batchnorm", "bn_backward_apply_vec4", 7, 1);
+const GPU_SUMS: KernelSpec = kernel!("batchnorm", "bn_gpu_sums", 2, 1);
+const GPU_SUMS_VEC4: KernelSpec = kernel!("batchnorm", "bn_gpu_sums_vec4", 2, 1);
+const GPU_STATS: KernelSpec = kernel!("batchnorm", "bn_gpu_stats", 1, 3);
+const GPU_DSUMS: KernelSpec = kernel!("batchnorm", "bn_gpu_dsums", 5, 1);
+const GPU_DSUMS_VEC4: KernelSpec = kernel!("batchnorm", "bn_gpu_dsums_vec4", 5, 1);
+const GPU_DFINISH: KernelSpec = kernel!("batchnorm", "bn_gpu_dfinish", 1, 2);
+
+/// Target number of workgroups for the real-GPU reductions: each channel's sums are split
+/// over samples until about this many run.
+const GPU_WORKGROUPS: usize = 1024;
 
 /// The elementwise kernels run over (position, channel, sample); with HW a multiple of 4,
 /// four positions per invocation as vec4s. Returns the variant to use and its grid.
@@ -69,16 +79,55 @@ impl BnGeom {
         self.hw.is_multiple_of(4)
     }
 
-    fn params(&self) -> ParamBuilder {
-        ParamBuilder::new()
-            .u(self.n)
-            .u(self.c)
-            .u(self.hw)
-            .f(self.eps)
-            .f(self.momentum)
-            .u(self.frozen as usize)
-            .u(self.c_stride)
-            .u(self.relu as usize)
+    fn params(&self) -> BnParams {
+        BnParams {
+            n: u(self.n),
+            c: u(self.c),
+            hw: u(self.hw),
+            eps: self.eps,
+            momentum: self.momentum,
+            frozen: self.frozen.into(),
+            c_stride: u(self.c_stride),
+            relu: self.relu.into(),
+            ..Default::default()
+        }
+    }
+
+    /// The real-GPU reductions' split of each channel's samples: `(splits, chunk)`, or
+    /// `None` to use one workgroup per channel (the CPU adapters' kernels).
+    fn gpu_split(&self, gpu: &crate::Gpu) -> Option<(usize, usize)> {
+        if super::tuning(gpu) != super::Tuning::Gpu {
+            return None;
+        }
+        let want = GPU_WORKGROUPS.div_ceil(self.c).clamp(1, self.n.max(1));
+        let chunk = self.n.div_ceil(want).max(1);
+        Some((self.n.div_ceil(chunk).max(1), chunk))
+    }
+
+    fn gpu_params(&self, (splits, chunk): (usize, usize), centred: bool) -> BnParams {
+        BnParams {
+            splits: u(splits),
+            chunk: u(chunk),
+            centred: centred.into(),
+            ..self.params()
+        }
+    }
+}
+
+kernel_params! {
+    /// `Params` of `shaders/batchnorm.wgsl`.
+    struct BnParams => "Params" {
+        n: u32,
+        c: u32,
+        hw: u32,
+        eps: f32,
+        momentum: f32,
+        frozen: u32,
+        c_stride: u32,
+        relu: u32,
+        splits: u32,
+        chunk: u32,
+        centred: u32,
     }
 }
 
@@ -140,11 +189,34 @@ pub(crate) fn bn_forward(
     };
     let gpu = x.gpu();
     let stats = Tensor::empty(gpu, &[2 * c])?;
-    if training {
+    if training && let Some(split) = g.gpu_split(gpu) {
+        let partial = Tensor::empty(gpu, &[c * split.0])?;
+        for centred in [false, true] {
+            gpu.dispatch(
+                if g.vec4() { &GPU_SUMS_VEC4 } else { &GPU_SUMS },
+                &[],
+                &g.gpu_params(split, centred),
+                &[x.binding(), stats.binding(), partial.binding()],
+                [c as u32, split.0 as u32, 1],
+            )?;
+            gpu.dispatch(
+                &GPU_STATS,
+                &[],
+                &g.gpu_params(split, centred),
+                &[
+                    partial.binding(),
+                    stats.binding(),
+                    st.running_mean.binding(),
+                    st.running_var.binding(),
+                ],
+                [c.div_ceil(64) as u32, 1, 1],
+            )?;
+        }
+    } else if training {
         gpu.dispatch(
             if g.vec4() { &STATS_VEC4 } else { &STATS },
             &[],
-            g.params(),
+            &g.params(),
             &[
                 x.binding(),
                 stats.binding(),
@@ -157,7 +229,7 @@ pub(crate) fn bn_forward(
         gpu.dispatch(
             &EVAL_STATS,
             &[],
-            g.params(),
+            &g.params(),
             &[
                 st.running_mean.binding(),
                 st.running_var.binding(),
@@ -187,7 +259,7 @@ pub(crate) fn bn_apply(
     x.gpu().dispatch(
         spec,
         &[],
-        g.params(),
+        &g.params(),
         &[
             x.binding(),
             stats.binding(),
@@ -212,25 +284,54 @@ pub(crate) fn bn_backward(
     let gpu = x.gpu();
     let dgamma = Tensor::empty(gpu, &[g.c])?;
     let dbeta = Tensor::empty(gpu, &[g.c])?;
-    gpu.dispatch(
-        if g.vec4() {
-            &BACKWARD_REDUCE_VEC4
-        } else {
-            &BACKWARD_REDUCE
-        },
-        &[],
-        g.params(),
-        &[
-            x.binding(),
-            dy.binding(),
-            stats.binding(),
-            gamma.binding(),
-            beta.binding(),
-            dgamma.binding(),
-            dbeta.binding(),
-        ],
-        [g.c as u32, 1, 1],
-    )?;
+    if let Some(split) = g.gpu_split(gpu) {
+        let partial = Tensor::empty(gpu, &[g.c * split.0 * 2])?;
+        gpu.dispatch(
+            if g.vec4() {
+                &GPU_DSUMS_VEC4
+            } else {
+                &GPU_DSUMS
+            },
+            &[],
+            &g.gpu_params(split, false),
+            &[
+                x.binding(),
+                dy.binding(),
+                stats.binding(),
+                gamma.binding(),
+                beta.binding(),
+                partial.binding(),
+            ],
+            [g.c as u32, split.0 as u32, 1],
+        )?;
+        gpu.dispatch(
+            &GPU_DFINISH,
+            &[],
+            &g.gpu_params(split, false),
+            &[partial.binding(), dgamma.binding(), dbeta.binding()],
+            [g.c.div_ceil(64) as u32, 1, 1],
+        )?;
+    } else {
+        gpu.dispatch(
+            if g.vec4() {
+                &BACKWARD_REDUCE_VEC4
+            } else {
+                &BACKWARD_REDUCE
+            },
+            &[],
+            &g.params(),
+            &[
+                x.binding(),
+                dy.binding(),
+                stats.binding(),
+                gamma.binding(),
+                beta.binding(),
+                dgamma.binding(),
+                dbeta.binding(),
+            ],
+            [g.c as u32, 1, 1],
+        )?;
+    }
     // A prefix's gradient lives in x's full layout, zero past the prefix.
     let dx = if g.c < g.c_stride {
         Tensor::zeros(gpu, x.shape())?
@@ -241,7 +342,7 @@ pub(crate) fn bn_backward(
     gpu.dispatch(
         spec,
         &[],
-        g.params(),
+        &g.params(),
         &[
             x.binding(),
             dy.binding(),

@@ -2,10 +2,23 @@
 
 use super::{groups_1d, kernel};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelSpec, ParamBuilder};
+use crate::gpu::{KernelSpec, kernel_params, u};
 use crate::tensor::Tensor;
 
 const COPY_CHANNELS: KernelSpec = kernel!("concat", "copy_channels", 1, 1);
+
+kernel_params! {
+    /// `Params` of `shaders/concat.wgsl`.
+    struct ConcatParams => "Params" {
+        n: u32,
+        hw: u32,
+        channels: u32,
+        src_c: u32,
+        src_off: u32,
+        dst_c: u32,
+        dst_off: u32,
+    }
+}
 
 /// `[N, C, rest...]` → (N, C, product of rest).
 fn nchw(t: &Tensor, op: &'static str) -> Result<(usize, usize, usize)> {
@@ -23,14 +36,15 @@ fn copy(src: &Tensor, src_off: usize, dst: &Tensor, dst_off: usize, channels: us
     src.gpu().dispatch(
         &COPY_CHANNELS,
         &[],
-        ParamBuilder::new()
-            .u(n)
-            .u(hw)
-            .u(channels)
-            .u(src_c)
-            .u(src_off)
-            .u(dst_c)
-            .u(dst_off),
+        &ConcatParams {
+            n: u(n),
+            hw: u(hw),
+            channels: u(channels),
+            src_c: u(src_c),
+            src_off: u(src_off),
+            dst_c: u(dst_c),
+            dst_off: u(dst_off),
+        },
         &[src.binding(), dst.binding()],
         groups_1d(n * channels * hw, 256),
     )

@@ -1,19 +1,18 @@
 //! 2-D convolution (NCHW) as implicit GEMMs: forward, backward data and backward weight,
 //! each register-tiled without workgroup memory (see `shaders/conv2d.wgsl`).
 
-use super::codegen::{each, leak};
+use super::Tuning;
+use super::codegen;
+use super::template::{Val, expand};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KernelSpec, ParamBuilder};
+use crate::gpu::{Gpu, KernelSpec, kernel_params, u};
 use crate::tensor::Tensor;
-use std::cell::RefCell;
-use std::collections::HashMap;
 
-const COMMON: &str = include_str!("../../shaders/conv2d.wgsl");
-const PACK_ROWS: KernelSpec = super::kernel!("conv2d", "pack_rows", 1, 1);
+const TEMPLATE: &str = include_str!("../../shaders/conv2d.wgsl");
 
 /// The three conv kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Kind {
+pub(crate) enum Kind {
     Forward,
     BackwardData,
     BackwardWeight,
@@ -28,23 +27,32 @@ enum Kind {
 /// and cols weight entries `(c, kh, kw)`.
 ///
 /// A subgroup tile ([`Tile::subgroup`]) runs one subgroup per workgroup and shares the row
-/// operand across lanes with `subgroupBroadcast`.
+/// operand across lanes with `subgroupBroadcast`. A workgroup-tiled tile ([`Tile::tiled`],
+/// for real GPUs) stages both operands in workgroup memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tile {
+    /// Accumulator rows per invocation (channels).
     pub rows: u32,
+    /// Accumulator columns per invocation (positions or weight entries).
     pub cols: u32,
     /// Lanes per workgroup (for a subgroup tile, the subgroup size once resolved).
     pub workgroup: u32,
+    /// A subgroup tile ([`Tile::subgroup`]).
     pub subgroup: bool,
+    /// Workgroup-tiled ([`Tile::tiled`]).
+    pub tiled: bool,
 }
 
 impl Tile {
+    /// A plain tile (runs everywhere): `rows` × `cols` accumulators per invocation,
+    /// `workgroup` lanes per workgroup; the sizes are checked when a kernel uses it.
     pub const fn new(rows: u32, cols: u32, workgroup: u32) -> Tile {
         Tile {
             rows,
             cols,
             workgroup,
             subgroup: false,
+            tiled: false,
         }
     }
 
@@ -55,17 +63,37 @@ impl Tile {
             cols,
             workgroup: 0,
             subgroup: true,
+            tiled: false,
+        }
+    }
+
+    /// A workgroup-tiled tile for real GPUs: 16 × 16 invocations compute a block of
+    /// `16·rows` rows × `16·cols` columns, staging 16-deep slices of both operands in
+    /// workgroup memory (the packed weight with vec4 loads); `rows`, `cols` in 1..=4. Runs
+    /// everywhere (slowly on llvmpipe, where barriers are expensive).
+    pub const fn tiled(rows: u32, cols: u32) -> Tile {
+        Tile {
+            rows,
+            cols,
+            workgroup: 256,
+            subgroup: false,
+            tiled: true,
         }
     }
 
     /// The tile as it runs on `gpu` (a subgroup tile gets the subgroup size), checked.
     fn resolve(self, gpu: &Gpu) -> Result<Tile> {
+        self.resolve_with(gpu.subgroup_size())
+    }
+
+    /// [`Tile::resolve`] on a device with subgroups of `subgroup` lanes (or none).
+    pub(crate) fn resolve_with(self, subgroup: Option<u32>) -> Result<Tile> {
         if !self.subgroup {
             self.check()?;
             return Ok(self);
         }
         let bad = |why: &str| Err(Error::Config(format!("conv2d: tile {self:?}: {why}")));
-        let Some(sg) = gpu.subgroup_size() else {
+        let Some(sg) = subgroup else {
             return bad("this device has no fixed-size subgroups");
         };
         if self.rows == 0
@@ -83,7 +111,7 @@ impl Tile {
 
     /// A resolved subgroup tile with no more rows than whole subgroups covering `rows`
     /// (rows past the channel count would be wasted work).
-    fn fit_rows(self, rows: usize) -> Tile {
+    pub(crate) fn fit_rows(self, rows: usize) -> Tile {
         if !self.subgroup {
             return self;
         }
@@ -95,6 +123,17 @@ impl Tile {
     }
 
     fn check(&self) -> Result<()> {
+        if self.tiled {
+            if !(1..=4).contains(&self.rows)
+                || !(1..=4).contains(&self.cols)
+                || self.workgroup != 256
+            {
+                return Err(Error::Config(format!(
+                    "conv2d: unsupported tile {self:?} (tiled: rows and cols 1..=4, workgroup 256)"
+                )));
+            }
+            return Ok(());
+        }
         if !(1..=16).contains(&self.rows)
             || !(1..=16).contains(&self.cols)
             || !(1..=256).contains(&self.workgroup)
@@ -108,7 +147,18 @@ impl Tile {
 
     /// Columns covered by one workgroup.
     fn span(&self) -> usize {
+        if self.tiled {
+            return (16 * self.cols) as usize;
+        }
         (self.cols * self.workgroup) as usize
+    }
+
+    /// Rows covered by one workgroup.
+    fn height(&self) -> usize {
+        if self.tiled {
+            return (16 * self.rows) as usize;
+        }
+        self.rows as usize
     }
 }
 
@@ -120,6 +170,7 @@ pub struct ConvConfig {
     pub forward: Tile,
     /// The backward-data kernel for strided convolutions.
     pub backward_data: Tile,
+    /// The backward-weight kernel (the gradient of the weight).
     pub backward_weight: Tile,
     /// Target number of invocations for backward weight: the position sum is split into
     /// partial sums (added in a fixed order afterwards) until about this many run.
@@ -135,11 +186,12 @@ impl ConvConfig {
         backward_weight: Tile::new(8, 8, 16),
         weight_parallelism: 0,
     };
-    /// A starting point for real GPUs (not tuned: no GPU on the development machine).
+    /// For real GPUs: the workgroup-tiled kernels, 64 × 64 blocks per 256-invocation
+    /// workgroup (not tuned: no GPU on the development machine).
     pub const GPU: ConvConfig = ConvConfig {
-        forward: Tile::new(4, 4, 64),
-        backward_data: Tile::new(4, 4, 64),
-        backward_weight: Tile::new(4, 4, 64),
+        forward: Tile::tiled(4, 4),
+        backward_data: Tile::tiled(4, 4),
+        backward_weight: Tile::tiled(4, 4),
         weight_parallelism: 65536,
     };
 
@@ -152,424 +204,135 @@ impl ConvConfig {
         weight_parallelism: 0,
     };
 
-    /// The default for `gpu`'s adapter.
+    /// Every configuration [`ConvConfig::for_gpu`] can pick, with the tuning that picks it.
+    pub const PRESETS: [(Tuning, ConvConfig); 3] = [
+        (Tuning::CpuSubgroup, Self::CPU_SUBGROUP),
+        (Tuning::Cpu, Self::CPU),
+        (Tuning::Gpu, Self::GPU),
+    ];
+
+    /// The default for `gpu`'s adapter (its [`Tuning`](super::tuning)).
     pub fn for_gpu(gpu: &Gpu) -> ConvConfig {
-        match super::tuning(gpu) {
-            super::Tuning::CpuSubgroup => Self::CPU_SUBGROUP,
-            super::Tuning::Cpu => Self::CPU,
-            super::Tuning::Gpu => Self::GPU,
-        }
+        let t = super::tuning(gpu);
+        Self::PRESETS
+            .iter()
+            .find(|p| p.0 == t)
+            .map_or(Self::GPU, |p| p.1)
     }
 }
 
-/// The generated entry point for `kind` with tile `rows × cols`, kept for the life of the
-/// process (the pipeline cache keys on the entry name, which encodes the tile).
-fn spec(kind: Kind, t: Tile) -> KernelSpec {
-    type Sources = HashMap<(Kind, Tile), (&'static str, &'static str)>;
-    thread_local! {
-        static SOURCES: RefCell<Sources> = RefCell::default();
+/// Template variables of the generated entry `kind` with tile `t`, named `entry`.
+fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 8] {
+    let sg = if t.subgroup { t.workgroup } else { 0 };
+    let kind_code = match kind {
+        Kind::Forward => 1u32,
+        Kind::BackwardData => 2,
+        Kind::BackwardWeight | Kind::BackwardWeightVec4 => 3,
+    };
+    [
+        ("ENTRY", entry.into()),
+        ("KIND", kind_code.into()),
+        ("TM", t.rows.into()),
+        ("TN", t.cols.into()),
+        ("SG", sg.into()),
+        (
+            "ROW_LOADS",
+            (if t.subgroup { t.rows / sg } else { t.rows }).into(),
+        ),
+        ("VEC4", (kind == Kind::BackwardWeightVec4).into()),
+        ("TILED", t.tiled.into()),
+    ]
+}
+
+/// The entry point name of `kind` with tile `t`: `forward_8x8`, `backward_weight_v4_sg8_32x4`.
+fn entry_name(kind: Kind, t: Tile) -> String {
+    let name = match kind {
+        Kind::Forward => "forward",
+        Kind::BackwardData => "backward_data",
+        Kind::BackwardWeight => "backward_weight",
+        Kind::BackwardWeightVec4 => "backward_weight_v4",
+    };
+    match (t.subgroup, t.tiled) {
+        (true, _) => format!("{name}_sg{}_{}x{}", t.workgroup, t.rows, t.cols),
+        (false, true) => format!("{name}_tiled_{}x{}", t.rows, t.cols),
+        (false, false) => format!("{name}_{}x{}", t.rows, t.cols),
     }
-    let (source, entry) = SOURCES.with(|s| {
-        *s.borrow_mut().entry((kind, t)).or_insert_with(|| {
-            let sg = t.subgroup.then_some(t.workgroup);
-            let (name, body) = match kind {
-                Kind::Forward => ("forward", gen_forward(t.rows, t.cols, sg)),
-                Kind::BackwardData => ("backward_data", gen_backward_data(t.rows, t.cols, sg)),
-                Kind::BackwardWeight => ("backward_weight", gen_backward_weight(t.rows, t.cols, false, sg)),
-                Kind::BackwardWeightVec4 => ("backward_weight_v4", gen_backward_weight(t.rows, t.cols, true, sg)),
-            };
-            let (entry, lane) = match sg {
-                None => (format!("{name}_{}x{}", t.rows, t.cols), ""),
-                Some(sg) => (
-                    format!("{name}_sg{sg}_{}x{}", t.rows, t.cols),
-                    "    @builtin(subgroup_invocation_id) sl: u32,\n",
-                ),
-            };
-            let source = format!("{COMMON}\n@compute @workgroup_size(WX)\nfn {entry}(\n    @builtin(workgroup_id) wid: vec3<u32>,\n    @builtin(local_invocation_id) lid: vec3<u32>,\n    @builtin(num_workgroups) nwg: vec3<u32>,\n{lane}) {{\n{body}}}\n");
-            (leak(source), leak(entry))
-        })
-    });
-    KernelSpec {
+}
+
+/// `shaders/conv2d.wgsl` expanded for `kind` with tile `t` (a resolved tile: a subgroup
+/// tile's `workgroup` is the subgroup width), and the entry point's name.
+pub(crate) fn variant_source(kind: Kind, t: Tile) -> Result<(String, String)> {
+    let entry = entry_name(kind, t);
+    let source = expand("conv2d", TEMPLATE, &vars(kind, t, &entry)).map_err(Error::Config)?;
+    Ok((source, entry))
+}
+
+/// The generated entry point for `kind` with tile `t`, kept for the life of the process.
+fn spec(kind: Kind, t: Tile) -> Result<KernelSpec> {
+    let (source, entry) =
+        codegen::cached(format!("conv2d {kind:?} {t:?}"), || variant_source(kind, t))?;
+    Ok(KernelSpec {
         family: "conv2d",
         source,
         entry,
         reads: 2,
         writes: 1,
+    })
+}
+
+/// The module of the fixed entry point `pack_rows`: the template with no generated one.
+pub(crate) fn base_source() -> Result<String> {
+    expand(
+        "conv2d",
+        TEMPLATE,
+        &[("KIND", Val::Int(0)), ("TILED", Val::Int(0))],
+    )
+    .map_err(Error::Config)
+}
+
+fn pack_rows_spec() -> Result<KernelSpec> {
+    let (source, entry) = codegen::cached("conv2d base".into(), || {
+        Ok((base_source()?, "pack_rows".into()))
+    })?;
+    Ok(KernelSpec {
+        family: "conv2d",
+        source,
+        entry,
+        reads: 1,
+        writes: 1,
+    })
+}
+
+kernel_params! {
+    /// `Params` of `shaders/conv2d.wgsl`: the convolution's sizes, then one field per
+    /// kernel.
+    struct ConvParams => "Params" {
+        n: u32,
+        c: u32,
+        h: u32,
+        w: u32,
+        oc: u32,
+        oh: u32,
+        ow: u32,
+        kh: u32,
+        kw: u32,
+        stride: u32,
+        pad: u32,
+        kq: u32,
+        c_tiles: u32,
+        chunk: u32,
     }
 }
 
-/// The FMAs of every accumulator row with the column values `x{j}_{t}` of each step `t`:
-/// row `i`'s operand is `{src}{i}{step}`, or with `sg` lane `i % sg` of `{src}{i / sg}{step}`
-/// broadcast over the subgroup. Row by row, so one row's accumulators stay in registers.
-fn row_fmas(w: &mut String, tm: u32, tn: u32, sg: Option<u32>, src: &str, steps: &[&str]) {
-    for i in 0..tm {
-        for (t, e) in steps.iter().enumerate() {
-            let v = match sg {
-                None => format!("{src}{i}{e}"),
-                Some(sg) => format!("subgroupBroadcast({src}{}{e}, {}u)", i / sg, i % sg),
-            };
-            each(w, 1, 0, &format!("let {src}v{i}_{t} = {v};"));
-            each(
-                w,
-                1,
-                tn,
-                &format!("acc{i}_{{j}} = fma({src}v{i}_{t}, x{{j}}_{t}, acc{i}_{{j}});"),
-            );
-        }
+kernel_params! {
+    /// `PackParams` of `shaders/conv2d.wgsl` (`pack_rows`).
+    struct PackParams => "PackParams" {
+        rows: u32,
+        k: u32,
+        kp: u32,
+        flip: u32,
+        taps: u32,
     }
-}
-
-/// Forward: rows = output channels, cols = output positions `(n, oh, ow)` flattened;
-/// `a` = x, `b` = weight as `[OC, K]`. With `sg` (the subgroup variant) lane `l` loads
-/// weight row `g·sg + l` and `subgroupBroadcast` shares it, instead of every lane loading
-/// every row.
-fn gen_forward(tm: u32, tn: u32, sg: Option<u32>) -> String {
-    let mut s = String::new();
-    let w = &mut s;
-    each(
-        w,
-        1,
-        0,
-        "let ohw = p.oh * p.ow; let npos = p.n * ohw; let hw = p.h * p.w;",
-    );
-    each(
-        w,
-        1,
-        0,
-        "let kk = p.c * p.kh * p.kw; let s = i32(p.stride); let pad = i32(p.pad);",
-    );
-    each(w, 1, 0, &format!("let m0 = wid.y * {tm}u;"));
-    each(
-        w,
-        1,
-        0,
-        &format!("let qb = (wid.x + wid.z * nwg.x) * WX * {tn}u + lid.x;"),
-    );
-    match sg {
-        None => each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.oc - 1u) * p.tiles;"),
-        Some(sg) => each(
-            w,
-            tm / sg,
-            0,
-            &format!("let r{{i}} = min(m0 + {{i}}u * {sg}u + sl, p.oc - 1u) * p.tiles;"),
-        ),
-    }
-    each(
-        w,
-        tn,
-        0,
-        "let q{i} = min(qb + {i}u * WX, npos - 1u); let n{i} = q{i} / ohw; let o{i} = q{i} % ohw;",
-    );
-    each(
-        w,
-        tn,
-        0,
-        "let ih{i} = i32(o{i} / p.ow) * s - pad; let iw{i} = i32(o{i} % p.ow) * s - pad;",
-    );
-    each(w, tn, 0, "let xb{i} = i32(n{i} * p.c * hw);");
-    each(w, tm, tn, "var acc{i}_{j} = 0.0;");
-    // k = (c, kh, kw) advances one step per k, branch-free (the wrap is a select).
-    each(w, 1, 0, "var kh = 0u; var kw = 0u; var xc = 0;");
-    each(w, 1, 0, "for (var kv = 0u; kv < p.tiles; kv++) {");
-    match sg {
-        None => each(w, tm, 0, "let w{i} = b4[r{i} + kv];"),
-        Some(sg) => each(w, tm / sg, 0, "let w{i} = b4[r{i} + kv];"),
-    }
-    // The inputs of all four k-steps first, then the FMAs row by row.
-    for t in 0..4 {
-        each(
-            w,
-            tn,
-            0,
-            &format!("let y{{i}}_{t} = ih{{i}} + i32(kh); let xw{{i}}_{t} = iw{{i}} + i32(kw);"),
-        );
-        each(
-            w,
-            tn,
-            0,
-            &format!(
-                "let ok{{i}}_{t} = u32(y{{i}}_{t}) < p.h && u32(xw{{i}}_{t}) < p.w && xc < i32(p.c * hw);"
-            ),
-        );
-        each(
-            w,
-            tn,
-            0,
-            &format!(
-                "let x{{i}}_{t} = select(0.0, a[select(0u, u32(xb{{i}} + xc + y{{i}}_{t} * i32(p.w) + xw{{i}}_{t}), ok{{i}}_{t})], ok{{i}}_{t});"
-            ),
-        );
-        each(
-            w,
-            1,
-            0,
-            &format!(
-                "kw += 1u; let wrap_w{t} = kw == p.kw; kw = select(kw, 0u, wrap_w{t}); kh += u32(wrap_w{t});"
-            ),
-        );
-        each(
-            w,
-            1,
-            0,
-            &format!(
-                "let wrap_h{t} = kh == p.kh; kh = select(kh, 0u, wrap_h{t}); xc += select(0, i32(hw), wrap_h{t});"
-            ),
-        );
-    }
-    row_fmas(w, tm, tn, sg, "w", &[".x", ".y", ".z", ".w"]);
-    each(w, 1, 0, "}");
-    each(
-        w,
-        tm,
-        tn,
-        "if (m0 + {i}u < p.oc && qb + {j}u * WX < npos) { out[(n{j} * p.oc + m0 + {i}u) * ohw + o{j}] = acc{i}_{j}; }",
-    );
-    s
-}
-
-/// Backward data: rows = input channels, cols = input positions of one residue class
-/// `(ih mod s, iw mod s)` (workgroup_id.y / tiles), so every tap loop is uniform and only
-/// visits the taps `kh ≡ ih + pad (mod s)` that reach the position; `a` = dY,
-/// `b` = weight `[OC, C, KH, KW]`.
-fn gen_backward_data(tm: u32, tn: u32, sg: Option<u32>) -> String {
-    let mut s = String::new();
-    let w = &mut s;
-    each(
-        w,
-        1,
-        0,
-        "let st = p.stride; let khw = p.kh * p.kw; let ohw = p.oh * p.ow;",
-    );
-    each(
-        w,
-        1,
-        0,
-        "let cls = wid.y / p.tiles; let rh = cls / st; let rw = cls % st;",
-    );
-    each(
-        w,
-        1,
-        0,
-        "let hm = (p.h + st - 1u) / st; let wm = (p.w + st - 1u) / st; let npos = p.n * hm * wm;",
-    );
-    each(w, 1, 0, &format!("let m0 = (wid.y % p.tiles) * {tm}u;"));
-    each(
-        w,
-        1,
-        0,
-        &format!("let qb = (wid.x + wid.z * nwg.x) * WX * {tn}u + lid.x;"),
-    );
-    each(
-        w,
-        1,
-        0,
-        "let kh0 = (rh + p.pad) % st; let kw0 = (rw + p.pad) % st;",
-    );
-    // Weight rows: one per accumulator row, or (subgroup variant) one per lane and group.
-    match sg {
-        None => each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.c - 1u) * khw;"),
-        Some(sg) => each(
-            w,
-            tm / sg,
-            0,
-            &format!("let r{{i}} = min(m0 + {{i}}u * {sg}u + sl, p.c - 1u) * khw;"),
-        ),
-    }
-    each(
-        w,
-        tn,
-        0,
-        "let q{i} = min(qb + {i}u * WX, npos - 1u); let n{i} = q{i} / (hm * wm);",
-    );
-    each(
-        w,
-        tn,
-        0,
-        "let ih{i} = rh + st * ((q{i} / wm) % hm); let iw{i} = rw + st * (q{i} % wm);",
-    );
-    each(
-        w,
-        tn,
-        0,
-        "let live{i} = qb + {i}u * WX < npos && ih{i} < p.h && iw{i} < p.w;",
-    );
-    // Output row / column reached by the first tap of the class; later taps step back by 1.
-    each(
-        w,
-        tn,
-        0,
-        "let oy{i} = i32((ih{i} + p.pad - kh0) / st); let ox{i} = i32((iw{i} + p.pad - kw0) / st);",
-    );
-    each(w, tn, 0, "var db{i} = i32(n{i} * p.oc * ohw);");
-    each(w, tm, tn, "var acc{i}_{j} = 0.0;");
-    each(w, 1, 0, "var wb = 0u;");
-    each(w, 1, 0, "for (var oc = 0u; oc < p.oc; oc++) {");
-    each(w, 1, 0, "var dh = 0;");
-    each(w, 1, 0, "for (var kh = kh0; kh < p.kh; kh += st) {");
-    each(
-        w,
-        tn,
-        0,
-        "let y{i} = oy{i} - dh; let hok{i} = u32(y{i}) < p.oh; let rb{i} = db{i} + y{i} * i32(p.ow);",
-    );
-    each(w, 1, 0, "var dw = 0;");
-    each(w, 1, 0, "for (var kw = kw0; kw < p.kw; kw += st) {");
-    each(
-        w,
-        tn,
-        0,
-        "let xw{i} = ox{i} - dw; let ok{i} = hok{i} && u32(xw{i}) < p.ow;",
-    );
-    each(
-        w,
-        tn,
-        0,
-        "let d{i} = select(0.0, a[select(0u, u32(rb{i} + xw{i}), ok{i})], ok{i});",
-    );
-    each(w, 1, 0, "let ko = wb + kh * p.kw + kw;");
-    match sg {
-        None => {
-            each(w, tm, 0, "let w{i} = b[r{i} + ko];");
-            each(w, tm, tn, "acc{i}_{j} = fma(w{i}, d{j}, acc{i}_{j});");
-        }
-        Some(sg) => {
-            each(w, tm / sg, 0, "let wl{i} = b[r{i} + ko];");
-            for i in 0..tm {
-                each(
-                    w,
-                    1,
-                    0,
-                    &format!("let w{i} = subgroupBroadcast(wl{}, {}u);", i / sg, i % sg),
-                );
-                each(
-                    w,
-                    1,
-                    tn,
-                    &format!("acc{i}_{{j}} = fma(w{i}, d{{j}}, acc{i}_{{j}});"),
-                );
-            }
-        }
-    }
-    each(w, 1, 0, "dw += 1;");
-    each(w, 1, 0, "}");
-    each(w, 1, 0, "dh += 1;");
-    each(w, 1, 0, "}");
-    each(w, tn, 0, "db{i} += i32(ohw);");
-    each(w, 1, 0, "wb += p.c * khw;");
-    each(w, 1, 0, "}");
-    each(
-        w,
-        tm,
-        tn,
-        "if (m0 + {i}u < p.c && live{j}) { out[((n{j} * p.c + m0 + {i}u) * p.h + ih{j}) * p.w + iw{j}] = acc{i}_{j}; }",
-    );
-    s
-}
-
-/// Backward weight: rows = output channels, cols = weight entries `k = (c, kh, kw)`; the
-/// invocation sums over the `(n, oh)` rows of its split (workgroup_id.z) and every `ow`;
-/// `a` = dY, `b` = x, `out` = `[splits, OC, K]`.
-fn gen_backward_weight(tm: u32, tn: u32, vec4: bool, sg: Option<u32>) -> String {
-    let mut s = String::new();
-    let w = &mut s;
-    each(
-        w,
-        1,
-        0,
-        "let khw = p.kh * p.kw; let kk = p.c * khw; let hw = p.h * p.w; let ohw = p.oh * p.ow;",
-    );
-    each(w, 1, 0, "let s = i32(p.stride); let pad = i32(p.pad);");
-    each(w, 1, 0, &format!("let m0 = wid.y * {tm}u;"));
-    each(w, 1, 0, &format!("let kb = wid.x * WX * {tn}u + lid.x;"));
-    // dY rows: one per accumulator row, or (subgroup variant) one per lane and group.
-    let loads = match sg {
-        None => {
-            each(w, tm, 0, "let r{i} = min(m0 + {i}u, p.oc - 1u) * ohw;");
-            tm
-        }
-        Some(sg) => {
-            each(
-                w,
-                tm / sg,
-                0,
-                &format!("let r{{i}} = min(m0 + {{i}}u * {sg}u + sl, p.oc - 1u) * ohw;"),
-            );
-            tm / sg
-        }
-    };
-    each(
-        w,
-        tn,
-        0,
-        "let kq{i} = min(kb + {i}u * WX, kk - 1u); let rem{i} = kq{i} % khw;",
-    );
-    each(
-        w,
-        tn,
-        0,
-        "let cx{i} = i32((kq{i} / khw) * hw); let kh{i} = i32(rem{i} / p.kw) - pad; let kw{i} = i32(rem{i} % p.kw) - pad;",
-    );
-    each(w, tm, tn, "var acc{i}_{j} = 0.0;");
-    each(
-        w,
-        1,
-        0,
-        "let rbeg = wid.z * p.chunk; let rend = min(rbeg + p.chunk, p.n * p.oh);",
-    );
-    each(w, 1, 0, "var n = rbeg / p.oh; var oh = rbeg % p.oh;");
-    each(w, 1, 0, "for (var row = rbeg; row < rend; row++) {");
-    each(
-        w,
-        1,
-        0,
-        "let xn = i32(n * p.c * hw); let dyb = n * p.oc * ohw + oh * p.ow;",
-    );
-    each(
-        w,
-        tn,
-        0,
-        "let y{i} = i32(oh) * s + kh{i}; let hok{i} = u32(y{i}) < p.h; let rb{i} = xn + cx{i} + y{i} * i32(p.w);",
-    );
-    each(w, tn, 0, "var xw{i} = kw{i};");
-    let steps: &[&str] = if vec4 {
-        each(w, 1, 0, "for (var ow = 0u; ow < p.ow; ow += 4u) {");
-        each(w, loads, 0, "let d{i} = a4[(dyb + r{i} + ow) / 4u];");
-        &[".x", ".y", ".z", ".w"]
-    } else {
-        each(w, 1, 0, "for (var ow = 0u; ow < p.ow; ow++) {");
-        each(w, loads, 0, "let d{i} = a[dyb + r{i} + ow];");
-        &[""]
-    };
-    // The inputs of every step first, then the FMAs row by row.
-    for t in 0..steps.len() {
-        each(
-            w,
-            tn,
-            0,
-            &format!("let ok{{i}}_{t} = hok{{i}} && u32(xw{{i}}) < p.w;"),
-        );
-        each(
-            w,
-            tn,
-            0,
-            &format!(
-                "let x{{i}}_{t} = select(0.0, b[select(0u, u32(rb{{i}} + xw{{i}}), ok{{i}}_{t})], ok{{i}}_{t});"
-            ),
-        );
-        each(w, tn, 0, "xw{i} += s;");
-    }
-    row_fmas(w, tm, tn, sg, "d", steps);
-    each(w, 1, 0, "}");
-    each(w, 1, 0, "oh += 1u; if (oh == p.oh) { oh = 0u; n += 1u; }");
-    each(w, 1, 0, "}");
-    each(w, 1, 0, "let ob = wid.z * p.oc * kk;");
-    each(
-        w,
-        tm,
-        tn,
-        "if (m0 + {i}u < p.oc && kb + {j}u * WX < kk) { out[ob + (m0 + {i}u) * kk + kb + {j}u * WX] = acc{i}_{j}; }",
-    );
-    s
 }
 
 /// Sizes of one convolution.
@@ -635,21 +398,22 @@ impl Geom {
         })
     }
 
-    fn params(&self, tiles: usize, chunk: usize) -> ParamBuilder {
-        ParamBuilder::new()
-            .u(self.n)
-            .u(self.c)
-            .u(self.h)
-            .u(self.w)
-            .u(self.oc)
-            .u(self.oh)
-            .u(self.ow)
-            .u(self.kh)
-            .u(self.kw)
-            .u(self.stride)
-            .u(self.pad)
-            .u(tiles)
-            .u(chunk)
+    /// The kernels' parameters; `kq`, `c_tiles` and `chunk` are set per kernel.
+    fn params(&self) -> ConvParams {
+        ConvParams {
+            n: u(self.n),
+            c: u(self.c),
+            h: u(self.h),
+            w: u(self.w),
+            oc: u(self.oc),
+            oh: u(self.oh),
+            ow: u(self.ow),
+            kh: u(self.kh),
+            kw: u(self.kw),
+            stride: u(self.stride),
+            pad: u(self.pad),
+            ..Default::default()
+        }
     }
 
     fn k(&self) -> usize {
@@ -673,15 +437,15 @@ fn pack(gpu: &Gpu, w: &Tensor, rows: usize, k: usize, taps: usize, flip: bool) -
     let kp = k.next_multiple_of(4);
     let wp = Tensor::empty(gpu, &[rows, kp])?;
     gpu.dispatch(
-        &PACK_ROWS,
+        &pack_rows_spec()?,
         &[],
-        ParamBuilder::new()
-            .u(rows)
-            .u(k)
-            .u(kp)
-            .u(flip as usize)
-            .u(0)
-            .u(taps),
+        &PackParams {
+            rows: u(rows),
+            k: u(k),
+            kp: u(kp),
+            flip: flip.into(),
+            taps: u(taps),
+        },
         &[w.binding(), wp.binding()],
         super::groups_1d(rows * kp, 256),
     )?;
@@ -700,11 +464,14 @@ fn forward_packed(gpu: &Gpu, x: &Tensor, wp: &Tensor, g: Geom, mut t: Tile) -> R
     let out = Tensor::empty(gpu, &[g.n, g.oc, g.oh, g.ow])?;
     let [gx, gz] = col_groups(g.n * g.oh * g.ow, t);
     gpu.dispatch(
-        &spec(Kind::Forward, t),
+        &spec(Kind::Forward, t)?,
         &wx(t),
-        g.params(wp.shape()[1] / 4, 0),
+        &ConvParams {
+            kq: u(wp.shape()[1] / 4),
+            ..g.params()
+        },
         &[x.binding(), wp.binding(), out.binding()],
-        [gx, g.oc.div_ceil(t.rows as usize) as u32, gz],
+        [gx, g.oc.div_ceil(t.height()) as u32, gz],
     )?;
     Ok(out)
 }
@@ -725,6 +492,22 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
     }
     let t = cfg.backward_data.resolve(gpu)?.fit_rows(g.c);
     let dx = Tensor::empty(gpu, &[g.n, g.c, g.h, g.w])?;
+    if t.tiled {
+        // An implicit GEMM over (oc, tap) with the weight packed transposed, taps reversed.
+        let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true)?;
+        let [gx, gz] = col_groups(g.n * g.h * g.w, t);
+        gpu.dispatch(
+            &spec(Kind::BackwardData, t)?,
+            &wx(t),
+            &ConvParams {
+                kq: u(wp.shape()[1] / 4),
+                ..g.params()
+            },
+            &[dy.binding(), wp.binding(), dx.binding()],
+            [gx, g.c.div_ceil(t.height()) as u32, gz],
+        )?;
+        return Ok(dx);
+    }
     let s = g.stride;
     let tiles = g.c.div_ceil(t.rows as usize);
     let [gx, gz] = col_groups(g.n * g.h.div_ceil(s) * g.w.div_ceil(s), t);
@@ -739,9 +522,12 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
         });
     }
     gpu.dispatch(
-        &spec(Kind::BackwardData, t),
+        &spec(Kind::BackwardData, t)?,
         &wx(t),
-        g.params(tiles, 0),
+        &ConvParams {
+            c_tiles: u(tiles),
+            ..g.params()
+        },
         &[dy.binding(), w.binding(), dx.binding()],
         [gx, gy as u32, gz],
     )?;
@@ -758,7 +544,7 @@ fn backward_weight(
 ) -> Result<Tensor> {
     let t = t.resolve(gpu)?.fit_rows(g.oc);
     let x_groups = g.k().div_ceil(t.span());
-    let row_groups = g.oc.div_ceil(t.rows as usize);
+    let row_groups = g.oc.div_ceil(t.height());
     let rows = g.n * g.oh;
     let invocations = x_groups * t.workgroup as usize * row_groups;
     let splits = if parallelism == 0 {
@@ -780,15 +566,18 @@ fn backward_weight(
     let out = Tensor::empty(gpu, &shape)?;
     gpu.dispatch(
         &spec(
-            if g.ow.is_multiple_of(4) {
+            if g.ow.is_multiple_of(4) && !t.tiled {
                 Kind::BackwardWeightVec4
             } else {
                 Kind::BackwardWeight
             },
             t,
-        ),
+        )?,
         &wx(t),
-        g.params(0, chunk),
+        &ConvParams {
+            chunk: u(chunk),
+            ..g.params()
+        },
         &[dy.binding(), x.binding(), out.binding()],
         [x_groups as u32, row_groups as u32, splits as u32],
     )?;

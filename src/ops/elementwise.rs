@@ -2,14 +2,14 @@
 
 use super::{groups_1d, kernel};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelSpec, ParamBuilder};
+use crate::gpu::{KernelSpec, kernel_params, u};
 use crate::tensor::Tensor;
 
 const ADD_BROADCAST: KernelSpec = kernel!("elementwise", "add_broadcast", 2, 1);
 const MUL_BROADCAST: KernelSpec = kernel!("elementwise", "mul_broadcast", 2, 1);
 
 /// A flat op `out[i] = op(a[i], b[i])`: the shader's `NAME_op` function on vec4s, with a
-/// scalar and a vec4 entry point generated from it.
+/// scalar and a vec4 entry point.
 #[derive(Clone, Copy)]
 struct Flat {
     name: &'static str,
@@ -24,7 +24,6 @@ const AFFINE: Flat = Flat::unary("affine", "affine_vec4");
 const RELU_BACKWARD: Flat = Flat::binary("relu_backward", "relu_backward_vec4");
 const SQRT: Flat = Flat::unary("sqrt_fwd", "sqrt_fwd_vec4");
 const SQRT_BACKWARD: Flat = Flat::binary("sqrt_backward", "sqrt_backward_vec4");
-const FLAT_OPS: [Flat; 7] = [AXPBY, MUL, RELU, AFFINE, RELU_BACKWARD, SQRT, SQRT_BACKWARD];
 
 impl Flat {
     const fn binary(name: &'static str, vec4_name: &'static str) -> Flat {
@@ -47,7 +46,7 @@ impl Flat {
         let vec4 = n.is_multiple_of(4);
         let spec = KernelSpec {
             family: "elementwise",
-            source: flat_source(),
+            source: include_str!("../../shaders/elementwise.wgsl"),
             entry: if vec4 { self.vec4_name } else { self.name },
             reads: if self.unary { 1 } else { 2 },
             writes: 1,
@@ -56,37 +55,25 @@ impl Flat {
     }
 }
 
-/// `shaders/elementwise.wgsl` plus the generated entry points of every flat op.
-fn flat_source() -> &'static str {
-    static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SOURCE.get_or_init(|| {
-        let mut s = String::from(include_str!("../../shaders/elementwise.wgsl"));
-        for op in FLAT_OPS {
-            let (out, out4, b, b4) = if op.unary {
-                ("out1", "out1_4", "0.0", "0.0")
-            } else {
-                ("out", "out4", "b[i]", "b4[i]")
-            };
-            let head = "@compute @workgroup_size(256)\nfn";
-            let args = "(@builtin(global_invocation_id) gid: vec3<u32>, \
-                        @builtin(num_workgroups) nwg: vec3<u32>) {\n    let i = index(gid, nwg);\n";
-            s += &format!(
-                "\n{head} {}{args}    if (i >= p.n) {{ return; }}\n    \
-                 {out}[i] = {}_op(vec4<f32>(a[i]), vec4<f32>({b})).x;\n}}\n",
-                op.name, op.name
-            );
-            s += &format!(
-                "\n{head} {}{args}    if (i >= p.n / 4u) {{ return; }}\n    \
-                 {out4}[i] = {}_op(a4[i], vec4<f32>({b4}));\n}}\n",
-                op.vec4_name, op.name
-            );
-        }
-        s
-    })
+kernel_params! {
+    /// `Params` of `shaders/elementwise.wgsl`.
+    struct ElementwiseParams => "Params" {
+        n: u32,
+        inner: u32,
+        c: u32,
+        alpha: f32,
+        beta: f32,
+    }
 }
 
-fn params(n: usize, inner: usize, c: usize, alpha: f32, beta: f32) -> ParamBuilder {
-    ParamBuilder::new().u(n).u(inner).u(c).f(alpha).f(beta)
+fn params(n: usize, inner: usize, c: usize, alpha: f32, beta: f32) -> ElementwiseParams {
+    ElementwiseParams {
+        n: u(n),
+        inner: u(inner),
+        c: u(c),
+        alpha,
+        beta,
+    }
 }
 
 /// Where a per-axis vector broadcasts over a tensor: `index / inner % c`.
@@ -113,7 +100,7 @@ impl Tensor {
         self.gpu().dispatch(
             &spec,
             &[],
-            params(n, 1, 1, alpha, beta),
+            &params(n, 1, 1, alpha, beta),
             &[self.binding(), other.binding(), out.binding()],
             groups,
         )?;
@@ -127,7 +114,7 @@ impl Tensor {
         self.gpu().dispatch(
             &spec,
             &[],
-            params(n, 1, 1, alpha, beta),
+            &params(n, 1, 1, alpha, beta),
             &[self.binding(), out.binding()],
             groups,
         )?;
@@ -215,7 +202,7 @@ impl Tensor {
         self.gpu().dispatch(
             spec,
             &[],
-            params(n, inner, c, 1.0, 0.0),
+            &params(n, inner, c, 1.0, 0.0),
             &[self.binding(), v.binding(), out.binding()],
             groups_1d(n, 256),
         )?;

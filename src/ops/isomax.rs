@@ -11,7 +11,7 @@
 
 use super::{groups_1d, kernel};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, Gpu, KernelSpec, ParamBuilder};
+use crate::gpu::{Binding, Gpu, KernelSpec, kernel_params, u};
 use crate::tensor::Tensor;
 
 const DIST_FWD: KernelSpec = kernel!("isomax", "dist_fwd", 2, 1);
@@ -34,27 +34,41 @@ pub const SCORES_PER_ROW: usize = 8;
 
 /// Column of each score in [`HeadOutput::scores`] (same order as `RowScores`).
 pub mod score {
+    /// Maximum probability, max softmax(z).
     pub const MPS: usize = 0;
+    /// Entropic score Σ p log p (= −H(p)).
     pub const ES: usize = 1;
+    /// Minimum distance score, max z.
     pub const MDS: usize = 2;
+    /// Energy, logsumexp z.
     pub const ENERGY: usize = 3;
+    /// Maximum logit, max z.
     pub const MAX_LOGIT: usize = 4;
+    /// DisMax max-mean logit score, max z + mean z.
     pub const MMLS: usize = 5;
+    /// DisMax default score, max z + mean z + Σ p log p.
     pub const MMLES: usize = 6;
+    /// argmax z as f32 (the first one on ties).
     pub const PREDICTION: usize = 7;
 }
 
 /// Invocations per workgroup. Small on CPU adapters: llvmpipe runs one workgroup per
 /// thread, so with 64-wide groups a 64-row batch would occupy a single core.
 fn wg(gpu: &Gpu) -> u32 {
-    if gpu.is_cpu() { 16 } else { 64 }
+    match super::tuning(gpu) {
+        super::Tuning::Gpu => WORKGROUPS[1],
+        super::Tuning::Cpu | super::Tuning::CpuSubgroup => WORKGROUPS[0],
+    }
 }
+
+/// The workgroup sizes [`wg`] picks from (the `WG` pipeline constant).
+pub(crate) const WORKGROUPS: [u32; 2] = [16, 64];
 
 /// Dispatch `spec` over `n` invocations with the per-adapter workgroup size.
 fn launch(
     gpu: &Gpu,
     spec: &KernelSpec,
-    params: ParamBuilder,
+    params: IsomaxParams,
     bindings: &[Binding<'_>],
     n: usize,
 ) -> Result<()> {
@@ -62,14 +76,33 @@ fn launch(
     gpu.dispatch(
         spec,
         &[("WG", f64::from(w))],
-        params,
+        &params,
         bindings,
         groups_1d(n, w),
     )
 }
 
-fn params(b: usize, c: usize, d: usize, n: usize, alpha: f32, beta: f32) -> ParamBuilder {
-    ParamBuilder::new().u(b).u(c).u(d).u(n).f(alpha).f(beta)
+kernel_params! {
+    /// `Params` of `shaders/isomax.wgsl`.
+    struct IsomaxParams => "Params" {
+        b: u32,
+        c: u32,
+        d: u32,
+        n: u32,
+        scale: f32,
+        inv_b: f32,
+    }
+}
+
+fn params(b: usize, c: usize, d: usize, n: usize, scale: f32, inv_b: f32) -> IsomaxParams {
+    IsomaxParams {
+        b: u(b),
+        c: u(c),
+        d: u(d),
+        n: u(n),
+        scale,
+        inv_b,
+    }
 }
 
 /// `(B, C, D)` of features `[B, D]` and prototypes `[C, D]`, every size at least 1.
@@ -238,7 +271,7 @@ fn abs_scale(r: &Tensor, s: &Tensor, alpha: f32) -> Result<Tensor> {
             gpu.dispatch(
                 &ABS_SCALE_FINAL,
                 &[],
-                params(b, c, 0, 0, alpha, 0.0),
+                &params(b, c, 0, 0, alpha, 0.0),
                 &[partial.binding(), s.binding(), gs.binding()],
                 [1, 1, 1],
             )?;

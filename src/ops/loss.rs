@@ -3,7 +3,7 @@
 
 use super::{groups_1d, kernel};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelSpec, ParamBuilder};
+use crate::gpu::{KernelSpec, kernel_params, u};
 use crate::tensor::Tensor;
 
 const LOG_SOFTMAX: KernelSpec = kernel!("loss", "log_softmax", 1, 1);
@@ -21,8 +21,23 @@ fn rows(t: &Tensor, op: &'static str) -> Result<(usize, usize)> {
     }
 }
 
-fn params(b: usize, c: usize, scale: f32) -> ParamBuilder {
-    ParamBuilder::new().u(b).u(c).f(scale).f(1.0 / b as f32)
+kernel_params! {
+    /// `Params` of `shaders/loss.wgsl`.
+    struct LossParams => "Params" {
+        b: u32,
+        c: u32,
+        scale: f32,
+        inv_b: f32,
+    }
+}
+
+fn params(b: usize, c: usize, scale: f32) -> LossParams {
+    LossParams {
+        b: u(b),
+        c: u(c),
+        scale,
+        inv_b: 1.0 / b as f32,
+    }
 }
 
 impl Tensor {
@@ -34,7 +49,7 @@ impl Tensor {
         gpu.dispatch(
             &LOG_SOFTMAX,
             &[],
-            params(b, c, 1.0),
+            &params(b, c, 1.0),
             &[self.binding(), y.binding()],
             [b.div_ceil(64) as u32, 1, 1],
         )?;
@@ -44,7 +59,7 @@ impl Tensor {
             gpu.dispatch(
                 &LOG_SOFTMAX_BACKWARD,
                 &[],
-                params(b, c, 1.0),
+                &params(b, c, 1.0),
                 &[yd.binding(), dy.binding(), dz.binding()],
                 [b.div_ceil(64) as u32, 1, 1],
             )?;
@@ -70,7 +85,7 @@ impl Tensor {
         gpu.dispatch(
             &CROSS_ENTROPY,
             &[],
-            params(b, c, scale),
+            &params(b, c, scale),
             &[
                 self.binding(),
                 labels.binding(),
@@ -86,7 +101,7 @@ impl Tensor {
             gpu.dispatch(
                 &CROSS_ENTROPY_BACKWARD,
                 &[],
-                params(b, c, scale),
+                &params(b, c, scale),
                 &[probs.binding(), labels.binding(), g.binding(), dz.binding()],
                 groups_1d(b * c, 256),
             )?;

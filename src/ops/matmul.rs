@@ -1,15 +1,13 @@
 //! Matrix products (with optional transposes) and the linear layer's forward.
 
-use super::codegen::{each, leak};
+use super::Tuning;
+use super::codegen;
+use super::template::{Val, expand};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KernelSpec, ParamBuilder};
+use crate::gpu::{Gpu, KernelSpec, kernel_params, u};
 use crate::tensor::Tensor;
 
-const MATMUL_COMMON: &str = include_str!("../../shaders/matmul.wgsl");
-const PACK_A: KernelSpec = super::kernel!("matmul", "pack_a", 1, 1);
-const PACK_B: KernelSpec = super::kernel!("matmul", "pack_b", 1, 1);
-const PACK_A_VEC4: KernelSpec = super::kernel!("matmul", "pack_a_vec4", 1, 1);
-const PACK_B_VEC4: KernelSpec = super::kernel!("matmul", "pack_b_vec4", 1, 1);
+const TEMPLATE: &str = include_str!("../../shaders/matmul.wgsl");
 
 /// How the matmul kernel is tiled. [`MatmulConfig::for_gpu`] picks one per adapter; the
 /// others exist for tuning (`examples/kernel_speed.rs`) and for the tests.
@@ -18,15 +16,33 @@ pub enum MatmulConfig {
     /// Each invocation computes `rows` rows × `cols` vec4 columns of C, `workgroup` lanes
     /// per workgroup. Runs everywhere.
     Plain {
+        /// Rows of C per invocation.
         rows: u32,
+        /// vec4 columns of C per invocation.
         cols: u32,
+        /// Invocations per workgroup.
         workgroup: u32,
     },
     /// Like `Plain` with one subgroup per workgroup, but each lane loads a different row
     /// of A and `subgroupBroadcast` shares it, so A costs one load per subgroup instead of
     /// one per lane. `rows` must be a multiple of the subgroup size. Needs subgroups
     /// ([`Gpu::subgroup_size`]).
-    Subgroup { rows: u32, cols: u32 },
+    Subgroup {
+        /// Rows of C per invocation, a multiple of the subgroup size.
+        rows: u32,
+        /// vec4 columns of C per invocation.
+        cols: u32,
+    },
+    /// Workgroup-tiled, for real GPUs: a 16 × 16 workgroup computes `16·rows` rows ×
+    /// `16·cols` vec4 columns of C, staging 16-deep slices of both operands in workgroup
+    /// memory with vec4 loads; each invocation keeps `rows` × `cols` vec4 accumulators.
+    /// Runs everywhere (slowly on llvmpipe, where barriers are expensive).
+    Tiled {
+        /// Rows of C per invocation (1..=8).
+        rows: u32,
+        /// vec4 columns of C per invocation (1..=2).
+        cols: u32,
+    },
 }
 
 impl MatmulConfig {
@@ -39,25 +55,34 @@ impl MatmulConfig {
         cols: 4,
         workgroup: 8,
     };
-    /// A starting point for real GPUs (not tuned: no GPU on the development machine).
-    pub const GPU: MatmulConfig = MatmulConfig::Plain {
-        rows: 4,
-        cols: 1,
-        workgroup: 64,
-    };
+    /// For real GPUs: 64 × 64 blocks of C per 256-invocation workgroup, 4 × 4 per
+    /// invocation (not tuned: no GPU on the development machine).
+    pub const GPU: MatmulConfig = MatmulConfig::Tiled { rows: 4, cols: 1 };
 
-    /// The default for `gpu`'s adapter.
+    /// Every configuration [`MatmulConfig::for_gpu`] can pick, with the tuning that picks it.
+    pub const PRESETS: [(Tuning, MatmulConfig); 3] = [
+        (Tuning::CpuSubgroup, Self::CPU_SUBGROUP),
+        (Tuning::Cpu, Self::CPU),
+        (Tuning::Gpu, Self::GPU),
+    ];
+
+    /// The default for `gpu`'s adapter (its [`Tuning`](super::tuning)).
     pub fn for_gpu(gpu: &Gpu) -> MatmulConfig {
-        match super::tuning(gpu) {
-            super::Tuning::CpuSubgroup => Self::CPU_SUBGROUP,
-            super::Tuning::Cpu => Self::CPU,
-            super::Tuning::Gpu => Self::GPU,
-        }
+        let t = super::tuning(gpu);
+        Self::PRESETS
+            .iter()
+            .find(|p| p.0 == t)
+            .map_or(Self::GPU, |p| p.1)
     }
 
     /// Check the tile against the device; returns (rows per invocation, vec4 columns per
     /// invocation, lanes per workgroup).
     fn shape(&self, gpu: &Gpu) -> Result<(u32, u32, u32)> {
+        self.shape_with(gpu.subgroup_size())
+    }
+
+    /// [`MatmulConfig::shape`] on a device with subgroups of `subgroup` lanes (or none).
+    pub(crate) fn shape_with(&self, subgroup: Option<u32>) -> Result<(u32, u32, u32)> {
         let bad = |why: String| Err(Error::Config(format!("matmul: {self:?}: {why}")));
         match *self {
             MatmulConfig::Plain {
@@ -73,8 +98,15 @@ impl MatmulConfig {
                 }
                 Ok((rows, cols, workgroup))
             }
+            MatmulConfig::Tiled { rows, cols } => {
+                // Workgroup memory: 16·16·rows floats + 16·16·cols vec4s ≤ 16 KiB.
+                if !(1..=8).contains(&rows) || !(1..=2).contains(&cols) || rows + 4 * cols > 16 {
+                    return bad("rows 1..=8, cols 1..=2, rows + 4·cols ≤ 16".into());
+                }
+                Ok((rows, cols, 256))
+            }
             MatmulConfig::Subgroup { rows, cols } => {
-                let Some(sg) = gpu.subgroup_size() else {
+                let Some(sg) = subgroup else {
                     return bad("this device has no fixed-size subgroups".into());
                 };
                 if rows == 0 || !rows.is_multiple_of(sg) || rows > 64 || !(1..=8).contains(&cols) {
@@ -88,142 +120,89 @@ impl MatmulConfig {
     }
 }
 
+kernel_params! {
+    /// `Params` of `shaders/matmul.wgsl`.
+    struct MatmulParams => "Params" {
+        m: u32,
+        n: u32,
+        k: u32,
+        tiles: u32,
+        trans_a: u32,
+        trans_b: u32,
+        nq: u32,
+        blocks: u32,
+    }
+}
+
+/// The entry point name of a tile: `matmul_8x4`, `matmul_sg8_32x1`.
+fn entry_name(cfg: MatmulConfig, tm: u32, tn: u32, sg: u32) -> String {
+    match cfg {
+        MatmulConfig::Plain { .. } => format!("matmul_{tm}x{tn}"),
+        MatmulConfig::Tiled { .. } => format!("matmul_tiled_{tm}x{tn}"),
+        MatmulConfig::Subgroup { .. } => format!("matmul_sg{sg}_{tm}x{tn}"),
+    }
+}
+
+/// `shaders/matmul.wgsl` expanded for `cfg` with tile `tm × tn` (subgroup width `sg`), and
+/// the entry point's name.
+pub(crate) fn variant_source(
+    cfg: MatmulConfig,
+    tm: u32,
+    tn: u32,
+    sg: u32,
+) -> Result<(String, String)> {
+    let entry = entry_name(cfg, tm, tn, sg);
+    let sg = match cfg {
+        MatmulConfig::Plain { .. } | MatmulConfig::Tiled { .. } => 0,
+        MatmulConfig::Subgroup { .. } => sg,
+    };
+    let vars = [
+        ("ENTRY", Val::Text(&entry)),
+        ("TM", tm.into()),
+        ("TN", tn.into()),
+        ("SG", sg.into()),
+        ("TILED", matches!(cfg, MatmulConfig::Tiled { .. }).into()),
+    ];
+    let source = expand("matmul", TEMPLATE, &vars).map_err(Error::Config)?;
+    Ok((source, entry))
+}
+
+/// The module of the pack kernels: the template with no main kernel (TM = 0).
+pub(crate) fn base_source() -> Result<String> {
+    expand(
+        "matmul",
+        TEMPLATE,
+        &[("TM", Val::Int(0)), ("TILED", Val::Int(0))],
+    )
+    .map_err(Error::Config)
+}
+
+/// One of the pack kernels.
+fn pack_spec(entry: &'static str) -> Result<KernelSpec> {
+    let (source, _) =
+        codegen::cached("matmul base".into(), || Ok((base_source()?, String::new())))?;
+    Ok(KernelSpec {
+        family: "matmul",
+        source,
+        entry,
+        reads: 1,
+        writes: 1,
+    })
+}
+
 /// The generated entry point for `cfg` (subgroup width `sg`), kept for the life of the
 /// process.
-fn matmul_spec(cfg: MatmulConfig, tm: u32, tn: u32, sg: u32) -> KernelSpec {
-    type Sources = std::collections::HashMap<(MatmulConfig, u32), (&'static str, &'static str)>;
-    thread_local! {
-        static SOURCES: std::cell::RefCell<Sources> = Default::default();
-    }
-    let (source, entry) = SOURCES.with(|s| {
-        *s.borrow_mut().entry((cfg, sg)).or_insert_with(|| {
-            let (entry, body) = match cfg {
-                MatmulConfig::Plain { .. } => (format!("matmul_{tm}x{tn}"), plain_entry(tm, tn)),
-                MatmulConfig::Subgroup { .. } => (
-                    format!("matmul_sg{sg}_{tm}x{tn}"),
-                    subgroup_entry(tm, tn, sg),
-                ),
-            };
-            let source = format!("{MATMUL_COMMON}\n{}", body.replace("ENTRY", &entry));
-            (leak(source), leak(entry))
-        })
-    });
-    KernelSpec {
+fn matmul_spec(cfg: MatmulConfig, tm: u32, tn: u32, sg: u32) -> Result<KernelSpec> {
+    let (source, entry) = codegen::cached(format!("matmul {cfg:?} {tm}x{tn} sg{sg}"), || {
+        variant_source(cfg, tm, tn, sg)
+    })?;
+    Ok(KernelSpec {
         family: "matmul",
         source,
         entry,
         reads: 2,
         writes: 1,
-    }
-}
-
-/// Loads of one k-quad of B (`tn` vec4 columns per lane, WX apart) and the FMAs of row
-/// `{i}` with value `a{i}_{t}` for k-step `t`, shared by both variants.
-fn k_quad(w: &mut String, tm: u32, tn: u32, row_value: impl Fn(u32, u32, &str) -> String) {
-    let steps = ["x", "y", "z", "w"];
-    for t in 0..4 {
-        each(
-            w,
-            tn,
-            0,
-            &format!("let b{{i}}_{t} = b4[bb + (kv * 4u + {t}u) * (WX * {tn}u) + {{i}}u * WX];"),
-        );
-    }
-    // Row by row, so one row's accumulators stay in registers for the four k-steps.
-    for i in 0..tm {
-        for (t, e) in steps.iter().enumerate() {
-            each(w, 1, 0, &row_value(i, t as u32, e));
-            each(
-                w,
-                1,
-                tn,
-                &format!("acc{i}_{{j}} = fma(vec4<f32>(a{i}_{t}), b{{j}}_{t}, acc{i}_{{j}});"),
-            );
-        }
-    }
-}
-
-/// The part before and after the k loop, shared by both variants.
-fn prologue(w: &mut String, tm: u32, tn: u32) {
-    each(w, 1, 0, "let panel = wid.x + wid.z * nwg.x;");
-    each(
-        w,
-        1,
-        0,
-        &format!("let bb = panel * p.tiles * 4u * (WX * {tn}u) + lid.x;"),
-    );
-    each(w, tm, tn, "var acc{i}_{j} = vec4<f32>(0.0);");
-}
-
-fn epilogue(w: &mut String, tm: u32, tn: u32) {
-    each(
-        w,
-        tm,
-        tn,
-        &format!(
-            "store4(wid.y * {tm}u + {{i}}u, panel * WX * {tn}u + lid.x + {{j}}u * WX, acc{{i}}_{{j}});"
-        ),
-    );
-}
-
-/// Plain variant: every lane loads the `tm` A vec4s of its workgroup's row block.
-fn plain_entry(tm: u32, tn: u32) -> String {
-    let mut s = String::from(
-        "@compute @workgroup_size(WX)\nfn ENTRY(@builtin(workgroup_id) wid: vec3<u32>, \
-         @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {\n",
-    );
-    let w = &mut s;
-    prologue(w, tm, tn);
-    each(w, 1, 0, &format!("let ab = wid.y * p.tiles * {tm}u;"));
-    each(w, 1, 0, "for (var kv = 0u; kv < p.tiles; kv++) {");
-    each(
-        w,
-        tm,
-        0,
-        &format!("let av{{i}} = a4[ab + kv * {tm}u + {{i}}u];"),
-    );
-    k_quad(w, tm, tn, |i, t, e| format!("let a{i}_{t} = av{i}.{e};"));
-    each(w, 1, 0, "}");
-    epilogue(w, tm, tn);
-    s.push_str("}\n");
-    s
-}
-
-/// Subgroup variant (one subgroup of `sg` lanes per workgroup): lane l loads row
-/// `g·sg + l` of the block and `subgroupBroadcast` hands each row to every lane.
-fn subgroup_entry(tm: u32, tn: u32, sg: u32) -> String {
-    let groups = tm / sg;
-    let mut s = String::from(
-        "@compute @workgroup_size(WX)\nfn ENTRY(@builtin(workgroup_id) wid: vec3<u32>, \
-         @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, \
-         @builtin(subgroup_invocation_id) sl: u32) {\n",
-    );
-    let w = &mut s;
-    prologue(w, tm, tn);
-    each(
-        w,
-        groups,
-        0,
-        &format!("let ab{{i}} = (wid.y * {groups}u + {{i}}u) * p.tiles * {sg}u + sl;"),
-    );
-    each(w, 1, 0, "for (var kv = 0u; kv < p.tiles; kv++) {");
-    each(
-        w,
-        groups,
-        0,
-        &format!("let ag{{i}} = a4[ab{{i}} + kv * {sg}u];"),
-    );
-    k_quad(w, tm, tn, |i, t, e| {
-        format!(
-            "let a{i}_{t} = subgroupBroadcast(ag{}.{e}, {}u);",
-            i / sg,
-            i % sg
-        )
-    });
-    each(w, 1, 0, "}");
-    epilogue(w, tm, tn);
-    s.push_str("}\n");
-    s
+    })
 }
 
 /// Workgroups of 64 for the pack kernels: `x` invocations within a block, `blocks` blocks
@@ -256,47 +235,48 @@ pub(crate) fn matmul_into(
     };
     let n = c.shape()[1];
     let (tiles, nq) = (k.div_ceil(4), n.div_ceil(4));
-    let (rb, pw) = match cfg {
-        MatmulConfig::Plain { .. } => (tm, wx * tn),
-        MatmulConfig::Subgroup { .. } => (wx, wx * tn),
+    // Rows of C per workgroup; rows per packed A block, vec4 columns per packed B panel.
+    let (rows, rb, pw) = match cfg {
+        MatmulConfig::Plain { .. } => (tm, tm, wx * tn),
+        MatmulConfig::Subgroup { .. } => (tm, wx, wx * tn),
+        MatmulConfig::Tiled { .. } => (16 * tm, 16 * tm, 16 * tn),
     };
-    let (row_blocks, panels) = (m.div_ceil(tm as usize), nq.div_ceil(pw as usize));
-    let params = |blocks: usize| {
-        ParamBuilder::new()
-            .u(m)
-            .u(n)
-            .u(k)
-            .u(tiles)
-            .u(trans_a as usize)
-            .u(trans_b as usize)
-            .u(nq)
-            .u(blocks)
+    let (row_blocks, panels) = (m.div_ceil(rows as usize), nq.div_ceil(pw as usize));
+    let params = |blocks: usize| MatmulParams {
+        m: u(m),
+        n: u(n),
+        k: u(k),
+        tiles: u(tiles),
+        trans_a: trans_a.into(),
+        trans_b: trans_b.into(),
+        nq: u(nq),
+        blocks: u(blocks),
     };
     let layout = [("RB", rb as f64), ("PW", pw as f64)];
     // Zero-padded to whole row blocks and panels, so the main kernel never clips a load.
-    let blocks = row_blocks * (tm / rb) as usize;
+    let blocks = row_blocks * (rows / rb) as usize;
     let pa = Tensor::empty(gpu, &[blocks * rb as usize * tiles * 4])?;
     let aligned = |trans: bool, row: usize| !trans && row.is_multiple_of(4);
     gpu.dispatch(
-        if aligned(trans_a, k) {
-            &PACK_A_VEC4
+        &pack_spec(if aligned(trans_a, k) {
+            "pack_a_vec4"
         } else {
-            &PACK_A
-        },
+            "pack_a"
+        })?,
         &layout,
-        params(blocks),
+        &params(blocks),
         &[a.binding(), pa.binding()],
         groups_2d(rb as usize * tiles, blocks),
     )?;
     let pb = Tensor::empty(gpu, &[panels * pw as usize * tiles * 16])?;
     gpu.dispatch(
-        if aligned(trans_b, n) {
-            &PACK_B_VEC4
+        &pack_spec(if aligned(trans_b, n) {
+            "pack_b_vec4"
         } else {
-            &PACK_B
-        },
+            "pack_b"
+        })?,
         &layout,
-        params(panels),
+        &params(panels),
         &[b.binding(), pb.binding()],
         groups_2d(pw as usize * tiles * 4, panels),
     )?;
@@ -307,9 +287,9 @@ pub(crate) fn matmul_into(
         (65535, panels.div_ceil(65535))
     };
     gpu.dispatch(
-        &matmul_spec(cfg, tm, tn, wx),
+        &matmul_spec(cfg, tm, tn, wx)?,
         &[("WX", wx as f64)],
-        params(0),
+        &params(0),
         &[pa.binding(), pb.binding(), c.binding()],
         [gx as u32, row_blocks as u32, gz as u32],
     )

@@ -2,13 +2,28 @@
 
 use super::{groups_1d, kernel};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelSpec, ParamBuilder};
+use crate::gpu::{KernelSpec, kernel_params, u};
 use crate::tensor::Tensor;
 
 const MAX_FORWARD: KernelSpec = kernel!("pool", "max_forward", 1, 2);
 const MAX_BACKWARD: KernelSpec = kernel!("pool", "max_backward", 2, 1);
 const AVG_FORWARD: KernelSpec = kernel!("pool", "avg_forward", 1, 1);
 const AVG_BACKWARD: KernelSpec = kernel!("pool", "avg_backward", 1, 1);
+
+kernel_params! {
+    /// `Params` of `shaders/pool.wgsl`.
+    struct PoolParams => "Params" {
+        planes: u32,
+        h: u32,
+        w: u32,
+        oh: u32,
+        ow: u32,
+        k: u32,
+        stride: u32,
+        pad: u32,
+        scale: f32,
+    }
+}
 
 /// Sizes of one pooling.
 #[derive(Debug, Clone, Copy)]
@@ -64,17 +79,18 @@ impl Geom {
         })
     }
 
-    fn params(&self) -> ParamBuilder {
-        ParamBuilder::new()
-            .u(self.n * self.c)
-            .u(self.h)
-            .u(self.w)
-            .u(self.oh)
-            .u(self.ow)
-            .u(self.k)
-            .u(self.stride)
-            .u(self.pad)
-            .f(1.0 / (self.k * self.k) as f32)
+    fn params(&self) -> PoolParams {
+        PoolParams {
+            planes: u(self.n * self.c),
+            h: u(self.h),
+            w: u(self.w),
+            oh: u(self.oh),
+            ow: u(self.ow),
+            k: u(self.k),
+            stride: u(self.stride),
+            pad: u(self.pad),
+            scale: 1.0 / (self.k * self.k) as f32,
+        }
     }
 
     fn out_shape(&self) -> [usize; 4] {
@@ -98,7 +114,7 @@ impl Tensor {
         gpu.dispatch(
             &MAX_FORWARD,
             &[],
-            g.params(),
+            &g.params(),
             &[self.binding(), out.binding(), arg.binding()],
             groups_1d(out.numel(), 256),
         )?;
@@ -107,7 +123,7 @@ impl Tensor {
             gpu.dispatch(
                 &MAX_BACKWARD,
                 &[],
-                g.params(),
+                &g.params(),
                 &[dy.binding(), arg.binding(), dx.binding()],
                 groups_1d(dx.numel(), 256),
             )?;
@@ -124,7 +140,7 @@ impl Tensor {
         gpu.dispatch(
             &AVG_FORWARD,
             &[],
-            g.params(),
+            &g.params(),
             &[self.binding(), out.binding()],
             groups_1d(out.numel(), 256),
         )?;
@@ -133,7 +149,7 @@ impl Tensor {
             gpu.dispatch(
                 &AVG_BACKWARD,
                 &[],
-                g.params(),
+                &g.params(),
                 &[dy.binding(), dx.binding()],
                 groups_1d(dx.numel(), 256),
             )?;

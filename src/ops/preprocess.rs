@@ -7,7 +7,7 @@
 
 use super::{groups_1d, kernel};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, Gpu, KernelSpec, ParamBuilder};
+use crate::gpu::{Binding, Gpu, KernelSpec, kernel_params, u};
 use crate::ops::isomax::SCORES_PER_ROW;
 use crate::tensor::Tensor;
 
@@ -88,14 +88,31 @@ impl ChannelNorm {
     }
 }
 
-fn params(n: usize, c: usize, out_hw: (usize, usize), in_hw: (usize, usize)) -> ParamBuilder {
-    ParamBuilder::new()
-        .u(n)
-        .u(c)
-        .u(out_hw.0)
-        .u(out_hw.1)
-        .u(in_hw.0)
-        .u(in_hw.1)
+kernel_params! {
+    /// `Params` of `shaders/preprocess.wgsl`.
+    struct PreprocessParams => "Params" {
+        n: u32,
+        channels: u32,
+        out_h: u32,
+        out_w: u32,
+        in_h: u32,
+        in_w: u32,
+        rows: u32,
+        threshold: f32,
+        has_threshold: u32,
+    }
+}
+
+fn params(n: usize, c: usize, out_hw: (usize, usize), in_hw: (usize, usize)) -> PreprocessParams {
+    PreprocessParams {
+        n: u(n),
+        channels: u(c),
+        out_h: u(out_hw.0),
+        out_w: u(out_hw.1),
+        in_h: u(in_hw.0),
+        in_w: u(in_hw.1),
+        ..Default::default()
+    }
 }
 
 /// Normalise NCHW f32 pixels in [0, 1]: `(x − mean[c]) / std[c]`, same shape.
@@ -116,7 +133,7 @@ pub fn normalize_nchw(x: &Tensor, norm: &ChannelNorm) -> Result<Tensor> {
     gpu.dispatch(
         &NORMALIZE_NCHW,
         &[],
-        params(n, c, (h, w), (h, w)),
+        &params(n, c, (h, w), (h, w)),
         &[x.binding(), norm.table.binding(), out.binding()],
         groups_1d(n, 256),
     )?;
@@ -212,7 +229,7 @@ pub fn rgba8_to_nchw(
     gpu.dispatch(
         &RGBA8_TO_NCHW,
         &[],
-        params(total, c, out_hw, (height, width)),
+        &params(total, c, out_hw, (height, width)),
         &[texels, norm.table.binding(), out.binding()],
         groups_1d(total, 256),
     )?;
@@ -240,9 +257,12 @@ pub fn decide(scores: &Tensor, threshold: Option<f32>) -> Result<Tensor> {
     gpu.dispatch(
         &DECIDE,
         &[],
-        params(b, 0, (0, 0), (0, 0))
-            .f(threshold.unwrap_or(0.0))
-            .u(threshold.is_some() as usize),
+        &PreprocessParams {
+            rows: u(b),
+            threshold: threshold.unwrap_or(0.0),
+            has_threshold: threshold.is_some().into(),
+            ..Default::default()
+        },
         &[scores.binding(), out.binding()],
         groups_1d(b, 64),
     )?;

@@ -2,7 +2,7 @@
 
 use super::{groups_1d, kernel};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelSpec, ParamBuilder};
+use crate::gpu::{KernelSpec, kernel_params, u};
 use crate::tensor::Tensor;
 
 const SUM_MID: KernelSpec = kernel!("reduce", "sum_mid", 1, 1);
@@ -10,8 +10,23 @@ const SUM_KEEP_MID: KernelSpec = kernel!("reduce", "sum_keep_mid", 1, 1);
 const EXPAND_MID: KernelSpec = kernel!("reduce", "expand_mid", 1, 1);
 const EXPAND_KEEP_MID: KernelSpec = kernel!("reduce", "expand_keep_mid", 1, 1);
 
-fn params(outer: usize, r: usize, inner: usize, alpha: f32) -> ParamBuilder {
-    ParamBuilder::new().u(outer).u(r).u(inner).f(alpha)
+kernel_params! {
+    /// `Params` of `shaders/reduce.wgsl`.
+    struct ReduceParams => "Params" {
+        outer: u32,
+        r: u32,
+        inner: u32,
+        alpha: f32,
+    }
+}
+
+fn params(outer: usize, r: usize, inner: usize, alpha: f32) -> ReduceParams {
+    ReduceParams {
+        outer: u(outer),
+        r: u(r),
+        inner: u(inner),
+        alpha,
+    }
 }
 
 /// `(outer, r, inner)` for reducing the contiguous axes `axes` of `shape`.
@@ -46,7 +61,7 @@ impl Tensor {
         self.gpu().dispatch(
             &SUM_MID,
             &[],
-            params(outer, r, inner, alpha),
+            &params(outer, r, inner, alpha),
             &[self.binding(), out.binding()],
             groups_1d(outer * inner, 256),
         )?;
@@ -57,7 +72,7 @@ impl Tensor {
             gpu.dispatch(
                 &EXPAND_MID,
                 &[],
-                params(outer, r, inner, alpha),
+                &params(outer, r, inner, alpha),
                 &[g.binding(), dx.binding()],
                 groups_1d(outer * r * inner, 256),
             )?;
@@ -106,7 +121,7 @@ impl Tensor {
         self.gpu().dispatch(
             &EXPAND_MID,
             &[],
-            params(outer, n, inner, 1.0),
+            &params(outer, n, inner, 1.0),
             &[self.binding(), out.binding()],
             groups_1d(outer * n * inner, 256),
         )?;
@@ -138,7 +153,7 @@ impl Tensor {
         self.gpu().dispatch(
             &SUM_KEEP_MID,
             &[],
-            params(outer, c, inner, 1.0),
+            &params(outer, c, inner, 1.0),
             &[self.binding(), out.binding()],
             [c as u32, 1, 1],
         )?;
@@ -149,7 +164,7 @@ impl Tensor {
             gpu.dispatch(
                 &EXPAND_KEEP_MID,
                 &[],
-                params(outer, c, inner, 1.0),
+                &params(outer, c, inner, 1.0),
                 &[g.binding(), dx.binding()],
                 groups_1d(outer * c * inner, 256),
             )?;

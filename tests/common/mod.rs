@@ -15,6 +15,17 @@ pub fn gpu() -> Gpu {
     Gpu::portable().expect("no adapter: install mesa-vulkan-drivers or set WGPU_BACKEND=gl")
 }
 
+/// The kernel tunings this device can run (`isomax::ops::with_tuning`): the real-GPU and
+/// the portable CPU ones everywhere, the subgroup one where subgroups divide 32.
+pub fn tunings(gpu: &Gpu) -> Vec<isomax::ops::Tuning> {
+    use isomax::ops::Tuning;
+    let mut t = vec![Tuning::Gpu, Tuning::Cpu];
+    if gpu.subgroup_size().is_some_and(|s| 32 % s == 0) {
+        t.push(Tuning::CpuSubgroup);
+    }
+    t
+}
+
 /// Seeded uniform values in [-1, 1).
 pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);
