@@ -99,9 +99,7 @@ pub fn histograms(path: &Path, panels: &[Panel]) -> Result<(), String> {
         }
         root.present().map_err(|e| e.to_string())?;
     }
-    let img = image::RgbImage::from_raw(w, h, buf).ok_or("plot buffer has the wrong size")?;
-    img.save(path)
-        .map_err(|e| format!("{}: {e}", path.display()))
+    save_png(path, w, h, buf)
 }
 
 /// One line chart: for each x, each named series' mean and standard deviation (drawn as a
@@ -203,6 +201,11 @@ pub fn lines(path: &Path, panels: &[LinePanel]) -> Result<(), String> {
         }
         root.present().map_err(|e| e.to_string())?;
     }
+    save_png(path, w, h, buf)
+}
+
+/// Encode a drawn RGB buffer as PNG at `path`.
+fn save_png(path: &Path, w: u32, h: u32, buf: Vec<u8>) -> Result<(), String> {
     let img = image::RgbImage::from_raw(w, h, buf).ok_or("plot buffer has the wrong size")?;
     img.save(path)
         .map_err(|e| format!("{}: {e}", path.display()))
