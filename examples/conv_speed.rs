@@ -46,7 +46,10 @@ fn main() -> Result<()> {
                     };
                     if let Some(sg) = a.strip_prefix("sg") {
                         let (r, c) = sg.split_once('x').expect("subgroup tile as sgRxC");
-                        return Some((direct, Tile::subgroup(r.parse().unwrap(), c.parse().unwrap())));
+                        return Some((
+                            direct,
+                            Tile::subgroup(r.parse().unwrap(), c.parse().unwrap()),
+                        ));
                     }
                     let (r, c) = a.split_once('x').expect("tile as RxC, RxC@WG or sgRxC");
                     let (c, wg) = c.split_once('@').unwrap_or((c, "64"));

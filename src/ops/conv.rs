@@ -20,9 +20,15 @@ pub(crate) enum Kind {
     BackwardWeightVec4,
     /// The direct forward kernel for stride-1 `k` × `k` convolutions with padding `pad`
     /// that keep the input's size (see [`direct_kernel`]).
-    Direct { k: u32, pad: u32 },
+    Direct {
+        k: u32,
+        pad: u32,
+    },
     /// The direct backward-weight kernel for the same shapes.
-    DirectWeight { k: u32, pad: u32 },
+    DirectWeight {
+        k: u32,
+        pad: u32,
+    },
 }
 
 /// The register tile of one conv kernel: `rows` × `cols` accumulators per invocation
@@ -122,7 +128,9 @@ impl Tile {
             return self;
         }
         let groups = (rows as u32).div_ceil(self.rows).max(1);
-        let even = (rows as u32).div_ceil(groups).next_multiple_of(self.workgroup);
+        let even = (rows as u32)
+            .div_ceil(groups)
+            .next_multiple_of(self.workgroup);
         Tile {
             rows: self.rows.min(even),
             ..self
@@ -250,7 +258,7 @@ impl ConvConfig {
         direct: Some(DirectTiles {
             forward: Tile::subgroup(32, 2),
             pointwise: Tile::subgroup(64, 1),
-            weight: Tile::subgroup(16, 1),
+            weight: Tile::subgroup(32, 1),
             pointwise_weight: Tile::subgroup(32, 4),
         }),
     };
@@ -677,7 +685,9 @@ fn backward_weight_direct(
     let quads = g.n * g.h * g.w / 4;
     let groups = g.c.div_ceil(t.span()) * g.oc.div_ceil(t.height());
     // Enough workgroups to keep a CPU's cores busy (partial sums added in a fixed order).
-    let splits = DIRECT_WEIGHT_WORKGROUPS.div_ceil(groups).clamp(1, quads.max(1));
+    let splits = DIRECT_WEIGHT_WORKGROUPS
+        .div_ceil(groups)
+        .clamp(1, quads.max(1));
     let chunk = quads.div_ceil(splits).max(1);
     let splits = quads.div_ceil(chunk).max(1);
     let shape = [splits, g.oc, g.c, g.kh, g.kw];
@@ -706,13 +716,7 @@ fn backward_weight_direct(
 /// Workgroups the direct backward-weight kernel aims for.
 const DIRECT_WEIGHT_WORKGROUPS: usize = 16;
 
-fn backward_weight(
-    gpu: &Gpu,
-    dy: &Tensor,
-    x: &Tensor,
-    g: Geom,
-    cfg: ConvConfig,
-) -> Result<Tensor> {
+fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
     if let (Some(d), Some(kp)) = (cfg.direct, direct_kernel(&g)) {
         let t = if kp.0 == 1 {
             d.pointwise_weight
