@@ -508,11 +508,9 @@ fn pack(
     flip: bool,
     group: usize,
 ) -> Result<Tensor> {
-    let kp = if group > 0 {
-        k / group * 4
-    } else {
-        k.next_multiple_of(4)
-    };
+    let kp = k
+        .checked_div(group)
+        .map_or(k.next_multiple_of(4), |groups| groups * 4);
     let wp = Tensor::empty(gpu, &[rows, kp])?;
     gpu.dispatch(
         &pack_rows_spec()?,
