@@ -83,6 +83,28 @@ fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     packed[i] = select(0.0, a[select(0u, src, ok)], ok);
 }
 
+// resize_rows' parameters.
+struct ResizeParams {
+    rows: u32,
+    w_in: u32,    // source row length
+    w_out: u32,   // destination row length
+};
+
+@group(0) @binding(0) var<uniform> rz: ResizeParams;
+
+// out[r, x] = a[r, x] for x < w_in, 0 past it: rows copied into rows of another length,
+// zero-padded or cropped. The direct kernels run widths that are not a multiple of 4 on a
+// copy padded with zero columns (exactly the convolution's own zero padding on the right).
+@compute @workgroup_size(256)
+fn resize_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= rz.rows * rz.w_out) { return; }
+    let r = i / rz.w_out;
+    let x = i % rz.w_out;
+    let ok = x < rz.w_in;
+    packed[i] = select(0.0, a[select(0u, r * rz.w_in + x, ok)], ok);
+}
+
 // ---- The generated kernels: one template, expanded per register tile (src/ops/template.rs
 // documents the substitution). Variables: ENTRY (the entry point's name), KIND (1 forward,
 // 2 backward data, 3 backward weight, 4 direct forward, 5 direct backward weight; 0

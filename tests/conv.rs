@@ -50,6 +50,12 @@ const CASES: &[Case] = &[
     case([1, 33, 4, 4], [5, 33, 3, 3], 1, 1, false),
     case([1, 7, 3, 4], [10, 7, 1, 1], 1, 0, false),
     case([2, 6, 4, 12], [37, 6, 1, 1], 1, 0, true),
+    // ... and on zero-padded copies: widths 7, 14, 5 and 1 (3×3), H·W = 21 (1×1).
+    case([2, 4, 7, 7], [6, 4, 3, 3], 1, 1, false),
+    case([1, 3, 3, 14], [9, 3, 3, 3], 1, 1, true),
+    case([3, 2, 1, 5], [3, 2, 3, 3], 1, 1, false),
+    case([2, 3, 6, 1], [4, 3, 3, 3], 1, 1, false),
+    case([2, 5, 3, 7], [7, 5, 1, 1], 1, 0, false),
 ];
 
 /// Runs one case with `cfg`; checks forward, dX, dW and the bias gradient against the CPU.
@@ -189,6 +195,7 @@ fn every_tile_variant_and_split_weight_gradient_match_cpu() {
                 0,
                 ConvConfig {
                     forward: Tile::new(17, 4, 64),
+                    direct: None,
                     ..ConvConfig::CPU
                 }
             )

@@ -19,7 +19,7 @@ pub(crate) enum Kind {
     /// Backward weight reading dY as vec4s (OW a multiple of 4).
     BackwardWeightVec4,
     /// The direct forward kernel for stride-1 `k` × `k` convolutions with padding `pad`
-    /// that keep the input's size (see [`direct_kernel`]).
+    /// that keep the input's size (see `Direct`).
     Direct {
         k: u32,
         pad: u32,
@@ -191,15 +191,15 @@ pub struct ConvConfig {
     /// partial sums (added in a fixed order afterwards) until about this many run.
     /// 0 means never split (CPU adapters have few cores and want long loops).
     pub weight_parallelism: usize,
-    /// The direct kernels, for the stride-1 convolutions that keep the input's size and
-    /// whose rows of positions split into vec4 quads; `None`: always the gather kernels.
+    /// The direct kernels, for stride-1 3 × 3 (padding 1) and 1 × 1 convolutions;
+    /// `None`: always the gather kernels.
     pub direct: Option<DirectTiles>,
 }
 
 /// Tiles of the direct conv kernels, which read and write positions as vec4 quads (4
 /// inputs per load instead of 1). They run stride-1 3 × 3 convolutions with padding 1 and
-/// W a multiple of 4, and 1 × 1 ones with H·W a multiple of 4 (the pointwise tiles: 9 times
-/// fewer FMAs per input loaded, so they want taller tiles).
+/// 1 × 1 ones (the pointwise tiles: 9 times fewer FMAs per input loaded, so they want
+/// taller tiles); a width that does not split into quads runs on a zero-padded copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirectTiles {
     /// Forward and stride-1 backward data, 3 × 3: `cols` counts quads of positions.
@@ -401,6 +401,47 @@ kernel_params! {
     }
 }
 
+kernel_params! {
+    /// `ResizeParams` of `shaders/conv2d.wgsl` (`resize_rows`).
+    struct ResizeParams => "ResizeParams" {
+        rows: u32,
+        w_in: u32,
+        w_out: u32,
+    }
+}
+
+/// `t` `[N, C, H, W]` with its rows resized to `width`: zero columns added, or cropped.
+fn resize_width(gpu: &Gpu, t: &Tensor, width: usize) -> Result<Tensor> {
+    let s = t.shape();
+    let rows = s[0] * s[1] * s[2];
+    let out = Tensor::empty(gpu, &[s[0], s[1], s[2], width])?;
+    gpu.dispatch(
+        &resize_rows_spec()?,
+        &[],
+        &ResizeParams {
+            rows: u(rows),
+            w_in: u(s[3]),
+            w_out: u(width),
+        },
+        &[t.binding(), out.binding()],
+        super::groups_1d(rows * width, 256),
+    )?;
+    Ok(out)
+}
+
+fn resize_rows_spec() -> Result<KernelSpec> {
+    let (source, entry) = codegen::cached("conv2d resize".into(), || {
+        Ok((base_source()?, "resize_rows".into()))
+    })?;
+    Ok(KernelSpec {
+        family: "conv2d",
+        source,
+        entry,
+        reads: 1,
+        writes: 1,
+    })
+}
+
 /// Sizes of one convolution.
 #[derive(Debug, Clone, Copy)]
 struct Geom {
@@ -529,21 +570,66 @@ fn pack(
     Ok(wp)
 }
 
-/// The direct kernel's `(k, pad)` if it can run `g`: stride 1, a square 1 × 1 (padding 0,
-/// H·W a multiple of 4) or 3 × 3 kernel (padding 1, W a multiple of 4).
-fn direct_kernel(g: &Geom) -> Option<(u32, u32)> {
-    let fits = g.stride == 1
-        && g.kh == g.kw
-        && match g.kh {
-            1 => g.pad == 0 && (g.h * g.w).is_multiple_of(4),
-            3 => g.pad == 1 && g.w.is_multiple_of(4),
-            _ => false,
-        };
-    fits.then_some((g.kh as u32, g.pad as u32))
+/// How the direct kernels run `g`, if they can: stride 1 and a square 1 × 1 (padding 0)
+/// or 3 × 3 kernel (padding 1). Widths whose quads do not line up (3 × 3: W % 4 ≠ 0;
+/// 1 × 1: H·W % 4 ≠ 0) run on a copy padded with zero columns to a multiple of 4.
+#[derive(Debug, Clone, Copy)]
+struct Direct {
+    k: u32,
+    pad: u32,
+    /// The width the kernel runs at: W, or W rounded up to a multiple of 4.
+    width: usize,
 }
 
-/// The direct kernel (`direct_kernel(&g)` is `Some((k, pad))`) with the weight `w` read as
-/// `rows` × `k_len` entries (`flip`: transposed with taps reversed, for backward data).
+impl Direct {
+    fn plan(g: &Geom) -> Option<Direct> {
+        if g.stride != 1 || g.kh != g.kw || g.pad * 2 + 1 != g.kh || g.kh > 3 {
+            return None;
+        }
+        let aligned = match g.kh {
+            1 => (g.h * g.w).is_multiple_of(4),
+            _ => g.w.is_multiple_of(4),
+        };
+        Some(Direct {
+            k: g.kh as u32,
+            pad: g.pad as u32,
+            width: if aligned { g.w } else { g.w.next_multiple_of(4) },
+        })
+    }
+
+    fn kind(self) -> (u32, u32) {
+        (self.k, self.pad)
+    }
+
+    /// `g` at the width the kernel runs at.
+    fn geom(self, g: &Geom) -> Geom {
+        Geom {
+            w: self.width,
+            ow: self.width,
+            ..*g
+        }
+    }
+
+    /// `t` padded to the kernel's width (as is when it already has it).
+    fn widen(self, gpu: &Gpu, t: &Tensor) -> Result<Tensor> {
+        if t.shape()[3] == self.width {
+            return Ok(t.clone());
+        }
+        resize_width(gpu, t, self.width)
+    }
+
+    /// A result back at width `w`.
+    fn narrow(self, gpu: &Gpu, t: Tensor, w: usize) -> Result<Tensor> {
+        if w == self.width {
+            return Ok(t);
+        }
+        resize_width(gpu, &t, w)
+    }
+}
+
+/// The direct forward kernel for `g` (which [`Direct::geom`] has made aligned) with the
+/// weight `w` read as `g.oc` rows of `g.k()` entries (`flip`: transposed with taps
+/// reversed, for backward data).
 fn forward_direct(
     gpu: &Gpu,
     x: &Tensor,
@@ -572,16 +658,18 @@ fn forward_direct(
     Ok(out)
 }
 
-/// The direct kernel's tile for `g` from `cfg`, with its `(k, pad)`, if it applies.
-fn direct_tile(g: &Geom, cfg: &ConvConfig) -> Option<(Tile, (u32, u32))> {
-    let kp = direct_kernel(g)?;
+/// The direct kernels' plan and tile for `g` from `cfg`, if they apply.
+fn direct_tile(g: &Geom, cfg: &ConvConfig) -> Option<(Tile, Direct)> {
+    let plan = Direct::plan(g)?;
     let d = cfg.direct?;
-    Some((if kp.0 == 1 { d.pointwise } else { d.forward }, kp))
+    Some((if plan.k == 1 { d.pointwise } else { d.forward }, plan))
 }
 
 fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
-    if let Some((t, kp)) = direct_tile(&g, &cfg) {
-        return forward_direct(gpu, x, w, g, kp, false, t);
+    if let Some((t, plan)) = direct_tile(&g, &cfg) {
+        let xw = plan.widen(gpu, x)?;
+        let y = forward_direct(gpu, &xw, w, plan.geom(&g), plan.kind(), false, t)?;
+        return plan.narrow(gpu, y, g.ow);
     }
     let t = cfg.forward.resolve(gpu)?;
     let wp = pack(gpu, w, g.oc, g.k(), g.kh * g.kw, false, 0)?;
@@ -616,10 +704,10 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
             1,
             g.kh - 1 - g.pad,
         )?;
-        if let Some((t, kp)) = direct_tile(&gt, &cfg)
-            && (gt.oh, gt.ow) == (g.h, g.w)
-        {
-            return forward_direct(gpu, dy, w, gt, kp, true, t);
+        if let Some((t, plan)) = direct_tile(&gt, &cfg) {
+            let dyw = plan.widen(gpu, dy)?;
+            let dx = forward_direct(gpu, &dyw, w, plan.geom(&gt), plan.kind(), true, t)?;
+            return plan.narrow(gpu, dx, g.w);
         }
         let t = cfg.forward.resolve(gpu)?;
         let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true, 0)?;
@@ -669,8 +757,8 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
     Ok(dx)
 }
 
-/// Backward weight with the direct kernel (`kp` = `direct_kernel(&g)`): workgroups over
-/// (input channels, output channels, splits of the positions).
+/// Backward weight with the direct kernel (`g` aligned by [`Direct::geom`]): workgroups
+/// over (input channels, output channels, splits of the positions).
 fn backward_weight_direct(
     gpu: &Gpu,
     dy: &Tensor,
@@ -715,13 +803,14 @@ fn backward_weight_direct(
 const DIRECT_WEIGHT_WORKGROUPS: usize = 16;
 
 fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
-    if let (Some(d), Some(kp)) = (cfg.direct, direct_kernel(&g)) {
-        let t = if kp.0 == 1 {
+    if let (Some(d), Some(plan)) = (cfg.direct, Direct::plan(&g)) {
+        let t = if plan.k == 1 {
             d.pointwise_weight
         } else {
             d.weight
         };
-        return backward_weight_direct(gpu, dy, x, g, kp, t);
+        let (dyw, xw) = (plan.widen(gpu, dy)?, plan.widen(gpu, x)?);
+        return backward_weight_direct(gpu, &dyw, &xw, plan.geom(&g), plan.kind(), t);
     }
     let (t, parallelism) = (cfg.backward_weight, cfg.weight_parallelism);
     let t = t.resolve(gpu)?.fit_rows(g.oc);

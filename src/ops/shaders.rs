@@ -68,6 +68,7 @@ pub fn params_layouts() -> Vec<ParamsLayout> {
         layout::<super::concat::ConcatParams>("concat"),
         layout::<conv::ConvParams>("conv2d"),
         layout::<conv::PackParams>("conv2d"),
+        layout::<conv::ResizeParams>("conv2d"),
         layout::<super::elementwise::ElementwiseParams>("elementwise"),
         layout::<super::isomax::IsomaxParams>("isomax.wg16"),
         layout::<super::loss::LossParams>("loss"),
