@@ -83,26 +83,31 @@ fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     packed[i] = select(0.0, a[select(0u, src, ok)], ok);
 }
 
-// resize_rows' parameters.
-struct ResizeParams {
+// widen_rows' parameters.
+struct WidenParams {
     rows: u32,
     w_in: u32,    // source row length
-    w_out: u32,   // destination row length
+    w_out: u32,   // destination row length: a multiple of 4, at least w_in
 };
 
-@group(0) @binding(0) var<uniform> rz: ResizeParams;
+@group(0) @binding(0) var<uniform> wd: WidenParams;
+@group(0) @binding(2) var<storage, read_write> packed4: array<vec4<f32>>;
 
-// out[r, x] = a[r, x] for x < w_in, 0 past it: rows copied into rows of another length,
-// zero-padded or cropped. The direct kernels run widths that are not a multiple of 4 on a
-// copy padded with zero columns (exactly the convolution's own zero padding on the right).
+// packed4 = rows of `a` padded with zero columns to w_out, one vec4 per invocation. The
+// direct kernels run widths that are not a multiple of 4 on such a copy (the added columns
+// are exactly the convolution's own zero padding on the right).
 @compute @workgroup_size(256)
-fn resize_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn widen_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= rz.rows * rz.w_out) { return; }
-    let r = i / rz.w_out;
-    let x = i % rz.w_out;
-    let ok = x < rz.w_in;
-    packed[i] = select(0.0, a[select(0u, r * rz.w_in + x, ok)], ok);
+    let q = wd.w_out / 4u;
+    if (i >= wd.rows * q) { return; }
+    let r = i / q;
+    let x = (i % q) * 4u;
+    var v = vec4<f32>(0.0);
+    for (var t = 0u; t < 4u; t++) {
+        if (x + t < wd.w_in) { v[t] = a[r * wd.w_in + x + t]; }
+    }
+    packed4[i] = v;
 }
 
 // ---- The generated kernels: one template, expanded per register tile (src/ops/template.rs
@@ -112,7 +117,7 @@ fn resize_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 // `acc{row}_{col}`; for KIND 4 a column is a vec4 quad of positions, for KIND 5 an input
 // channel with its K × K taps), SG (the subgroup width of a subgroup variant, 0 for the
 // plain one), VEC4 (backward weight: dY read as vec4s), K and PAD (KIND 4 and 5: the
-// square kernel's size and padding).
+// square kernel's size and padding), CROP (KIND 4: the output is narrower than x).
 // Row operands (weights, or dY for backward weight): the plain variant loads row i as
 // `r$i`; in the subgroup variant lane `sl` loads row `i·SG + sl` and row i's value is
 // broadcast from lane i % SG of load i / SG.
@@ -483,9 +488,21 @@ fn ${ENTRY}(
 //# end
     }
 //# end
+    // CROP: p.w is the width the kernel runs at, p.ow the output's (smaller: x was widened
+    // with zero columns, and the outputs past p.ow are dropped).
 //# for i in 0..TM
 //# for j in 0..TN
+//# if CROP
+    if (m0 + ${i}u < p.oc && qb + ${j}u * WX < nq) {
+        let sx = (o${j} % w4) * 4u;
+        let ob = (n${j} * p.oc + m0 + ${i}u) * p.oh * p.ow + (o${j} / w4) * p.ow + sx;
+//# for t in 0..4
+        if (sx + ${t}u < p.ow) { out[ob + ${t}u] = acc${i}_${j}.${t:xyzw}; }
+//# end
+    }
+//# else
     if (m0 + ${i}u < p.oc && qb + ${j}u * WX < nq) { out4[(n${j} * p.oc + m0 + ${i}u) * hw4 + o${j}] = acc${i}_${j}; }
+//# end
 //# end
 //# end
 //# end

@@ -23,6 +23,7 @@ pub(crate) enum Kind {
     Direct {
         k: u32,
         pad: u32,
+        crop: bool,
     },
     /// The direct backward-weight kernel for the same shapes.
     DirectWeight {
@@ -281,13 +282,13 @@ impl ConvConfig {
 }
 
 /// Template variables of the generated entry `kind` with tile `t`, named `entry`.
-fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 10] {
+fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 11] {
     let sg = if t.subgroup { t.workgroup } else { 0 };
     let (kind_code, k, pad) = match kind {
         Kind::Forward => (1u32, 0, 0),
         Kind::BackwardData => (2, 0, 0),
         Kind::BackwardWeight | Kind::BackwardWeightVec4 => (3, 0, 0),
-        Kind::Direct { k, pad } => (4, k, pad),
+        Kind::Direct { k, pad, .. } => (4, k, pad),
         Kind::DirectWeight { k, pad } => (5, k, pad),
     };
     [
@@ -304,6 +305,10 @@ fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 10
         ("TILED", t.tiled.into()),
         ("K", k.into()),
         ("PAD", pad.into()),
+        (
+            "CROP",
+            matches!(kind, Kind::Direct { crop: true, .. }).into(),
+        ),
     ]
 }
 
@@ -314,7 +319,9 @@ fn entry_name(kind: Kind, t: Tile) -> String {
         Kind::BackwardData => "backward_data",
         Kind::BackwardWeight => "backward_weight",
         Kind::BackwardWeightVec4 => "backward_weight_v4",
-        Kind::Direct { k, pad } => &format!("forward_direct{k}p{pad}"),
+        Kind::Direct { k, pad, crop } => {
+            &format!("forward_direct{k}p{pad}{}", if crop { "_crop" } else { "" })
+        }
         Kind::DirectWeight { k, pad } => &format!("backward_weight_direct{k}p{pad}"),
     };
     match (t.subgroup, t.tiled) {
@@ -402,44 +409,41 @@ kernel_params! {
 }
 
 kernel_params! {
-    /// `ResizeParams` of `shaders/conv2d.wgsl` (`resize_rows`).
-    struct ResizeParams => "ResizeParams" {
+    /// `WidenParams` of `shaders/conv2d.wgsl` (`widen_rows`).
+    struct WidenParams => "WidenParams" {
         rows: u32,
         w_in: u32,
         w_out: u32,
     }
 }
 
-/// `t` `[N, C, H, W]` with its rows resized to `width`: zero columns added, or cropped.
-fn resize_width(gpu: &Gpu, t: &Tensor, width: usize) -> Result<Tensor> {
+/// `t` `[N, C, H, W]` with its rows padded with zero columns to `width` (a multiple of 4).
+fn widen(gpu: &Gpu, t: &Tensor, width: usize) -> Result<Tensor> {
     let s = t.shape();
     let rows = s[0] * s[1] * s[2];
     let out = Tensor::empty(gpu, &[s[0], s[1], s[2], width])?;
-    gpu.dispatch(
-        &resize_rows_spec()?,
-        &[],
-        &ResizeParams {
-            rows: u(rows),
-            w_in: u(s[3]),
-            w_out: u(width),
-        },
-        &[t.binding(), out.binding()],
-        super::groups_1d(rows * width, 256),
-    )?;
-    Ok(out)
-}
-
-fn resize_rows_spec() -> Result<KernelSpec> {
-    let (source, entry) = codegen::cached("conv2d resize".into(), || {
-        Ok((base_source()?, "resize_rows".into()))
+    let (source, entry) = codegen::cached("conv2d widen".into(), || {
+        Ok((base_source()?, "widen_rows".into()))
     })?;
-    Ok(KernelSpec {
+    let spec = KernelSpec {
         family: "conv2d",
         source,
         entry,
         reads: 1,
         writes: 1,
-    })
+    };
+    gpu.dispatch(
+        &spec,
+        &[],
+        &WidenParams {
+            rows: u(rows),
+            w_in: u(s[3]),
+            w_out: u(width),
+        },
+        &[t.binding(), out.binding()],
+        super::groups_1d(rows * width / 4, 256),
+    )?;
+    Ok(out)
 }
 
 /// Sizes of one convolution.
@@ -593,7 +597,11 @@ impl Direct {
         Some(Direct {
             k: g.kh as u32,
             pad: g.pad as u32,
-            width: if aligned { g.w } else { g.w.next_multiple_of(4) },
+            width: if aligned {
+                g.w
+            } else {
+                g.w.next_multiple_of(4)
+            },
         })
     }
 
@@ -601,11 +609,11 @@ impl Direct {
         (self.k, self.pad)
     }
 
-    /// `g` at the width the kernel runs at.
+    /// `g` at the width the kernel runs at (the output keeps its width: the kernel drops
+    /// the columns past it).
     fn geom(self, g: &Geom) -> Geom {
         Geom {
             w: self.width,
-            ow: self.width,
             ..*g
         }
     }
@@ -615,15 +623,7 @@ impl Direct {
         if t.shape()[3] == self.width {
             return Ok(t.clone());
         }
-        resize_width(gpu, t, self.width)
-    }
-
-    /// A result back at width `w`.
-    fn narrow(self, gpu: &Gpu, t: Tensor, w: usize) -> Result<Tensor> {
-        if w == self.width {
-            return Ok(t);
-        }
-        resize_width(gpu, &t, w)
+        widen(gpu, t, self.width)
     }
 }
 
@@ -646,7 +646,14 @@ fn forward_direct(
     let out = Tensor::empty(gpu, &[g.n, g.oc, g.oh, g.ow])?;
     let [gx, gz] = col_groups(g.n * g.h * g.w / 4, t);
     gpu.dispatch(
-        &spec(Kind::Direct { k, pad }, t)?,
+        &spec(
+            Kind::Direct {
+                k,
+                pad,
+                crop: g.ow != g.w,
+            },
+            t,
+        )?,
         &wx(t),
         &ConvParams {
             kq: u(wp.shape()[1] / 4),
@@ -668,8 +675,7 @@ fn direct_tile(g: &Geom, cfg: &ConvConfig) -> Option<(Tile, Direct)> {
 fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
     if let Some((t, plan)) = direct_tile(&g, &cfg) {
         let xw = plan.widen(gpu, x)?;
-        let y = forward_direct(gpu, &xw, w, plan.geom(&g), plan.kind(), false, t)?;
-        return plan.narrow(gpu, y, g.ow);
+        return forward_direct(gpu, &xw, w, plan.geom(&g), plan.kind(), false, t);
     }
     let t = cfg.forward.resolve(gpu)?;
     let wp = pack(gpu, w, g.oc, g.k(), g.kh * g.kw, false, 0)?;
@@ -706,8 +712,7 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
         )?;
         if let Some((t, plan)) = direct_tile(&gt, &cfg) {
             let dyw = plan.widen(gpu, dy)?;
-            let dx = forward_direct(gpu, &dyw, w, plan.geom(&gt), plan.kind(), true, t)?;
-            return plan.narrow(gpu, dx, g.w);
+            return forward_direct(gpu, &dyw, w, plan.geom(&gt), plan.kind(), true, t);
         }
         let t = cfg.forward.resolve(gpu)?;
         let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true, 0)?;
@@ -810,7 +815,11 @@ fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, g: Geom, cfg: ConvConfig)
             d.weight
         };
         let (dyw, xw) = (plan.widen(gpu, dy)?, plan.widen(gpu, x)?);
-        return backward_weight_direct(gpu, &dyw, &xw, plan.geom(&g), plan.kind(), t);
+        let gw = Geom {
+            ow: plan.width,
+            ..plan.geom(&g)
+        };
+        return backward_weight_direct(gpu, &dyw, &xw, gw, plan.kind(), t);
     }
     let (t, parallelism) = (cfg.backward_weight, cfg.weight_parallelism);
     let t = t.resolve(gpu)?.fit_rows(g.oc);

@@ -68,7 +68,7 @@ pub fn params_layouts() -> Vec<ParamsLayout> {
         layout::<super::concat::ConcatParams>("concat"),
         layout::<conv::ConvParams>("conv2d"),
         layout::<conv::PackParams>("conv2d"),
-        layout::<conv::ResizeParams>("conv2d"),
+        layout::<conv::WidenParams>("conv2d"),
         layout::<super::elementwise::ElementwiseParams>("elementwise"),
         layout::<super::isomax::IsomaxParams>("isomax.wg16"),
         layout::<super::loss::LossParams>("loss"),
@@ -150,8 +150,38 @@ pub fn variants() -> Result<Vec<ShaderVariant>> {
         ];
         if let Some(d) = cfg.direct {
             kinds.extend([
-                (Kind::Direct { k: 3, pad: 1 }, d.forward),
-                (Kind::Direct { k: 1, pad: 0 }, d.pointwise),
+                (
+                    Kind::Direct {
+                        k: 3,
+                        pad: 1,
+                        crop: false,
+                    },
+                    d.forward,
+                ),
+                (
+                    Kind::Direct {
+                        k: 3,
+                        pad: 1,
+                        crop: true,
+                    },
+                    d.forward,
+                ),
+                (
+                    Kind::Direct {
+                        k: 1,
+                        pad: 0,
+                        crop: false,
+                    },
+                    d.pointwise,
+                ),
+                (
+                    Kind::Direct {
+                        k: 1,
+                        pad: 0,
+                        crop: true,
+                    },
+                    d.pointwise,
+                ),
                 (Kind::DirectWeight { k: 3, pad: 1 }, d.weight),
                 (Kind::DirectWeight { k: 1, pad: 0 }, d.pointwise_weight),
             ]);
