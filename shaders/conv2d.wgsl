@@ -28,6 +28,7 @@ struct Params {
     kq: u32,      // forward, tiled backward data: vec4s per packed weight row (4·kq ≥ its k)
     c_tiles: u32, // backward data: channel tiles (workgroup_id.y = class · c_tiles + tile)
     chunk: u32,   // backward weight: (n, oh) rows per split (workgroup_id.z = split)
+    xc: u32,      // direct kernels: channels per image of x's buffer (x may be a prefix)
 };
 
 // pack_rows' parameters.
@@ -54,6 +55,28 @@ override WX: u32 = 64u;
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 // The direct forward kernel writes vec4s.
 @group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
+// The direct kernels with AFFINE read x through relu(batch norm): (x − mean)·(γ/σ) + β with
+// bn_stats = [mean; 1/σ] of x's first C channels; the output then moves to binding 6.
+@group(0) @binding(3) var<storage, read> bn_stats: array<f32>;
+@group(0) @binding(4) var<storage, read> bn_gamma: array<f32>;
+@group(0) @binding(5) var<storage, read> bn_beta: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dst4: array<vec4<f32>>;
+
+// v, or 0 where `ok` is false (padding): the direct kernels' loads without AFFINE.
+fn keep4(v: vec4<f32>, c: u32, ok: bool, lim: i32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), v, ok);
+}
+
+// relu(bn(v)) of channel c, 0 where `ok` is false (padding, channels past C) and in lanes
+// from `lim` on (columns a widened copy added: zero there, but relu(bn(0)) is not).
+fn bn_relu4(v: vec4<f32>, c: u32, ok: bool, lim: i32) -> vec4<f32> {
+    let cc = min(c, p.c - 1u);
+    let scale = bn_stats[p.c + cc] * bn_gamma[cc];
+    let y = max((v - vec4<f32>(bn_stats[cc])) * vec4<f32>(scale) + vec4<f32>(bn_beta[cc]), vec4<f32>(0.0));
+    let keep = vec4<bool>(ok && lim > 0, ok && lim > 1, ok && lim > 2, ok && lim > 3);
+    return select(vec4<f32>(0.0), y, keep);
+}
 @group(0) @binding(2) var<storage, read_write> packed: array<f32>;
 
 // packed[r, k] = a[r, k] for k < K, zero up to kp; `rows` rows. With flip = 1 the source is
@@ -117,7 +140,9 @@ fn widen_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 // `acc{row}_{col}`; for KIND 4 a column is a vec4 quad of positions, for KIND 5 an input
 // channel with its K × K taps), SG (the subgroup width of a subgroup variant, 0 for the
 // plain one), VEC4 (backward weight: dY read as vec4s), K and PAD (KIND 4 and 5: the
-// square kernel's size and padding), CROP (KIND 4: the output is narrower than x).
+// square kernel's size and padding), CROP (KIND 4: the output is narrower than x), AFFINE
+// (KIND 4 and 5: x read through relu(batch norm), `ACT` = bn_relu4, else keep4; the output
+// `OUT` is then `dst` at binding 6, else `out`).
 // Row operands (weights, or dY for backward weight): the plain variant loads row i as
 // `r$i`; in the subgroup variant lane `sl` loads row `i·SG + sl` and row i's value is
 // broadcast from lane i % SG of load i / SG.
@@ -407,7 +432,10 @@ fn ${ENTRY}(
 //# end
 //# for j in 0..TN
     let q${j} = min(qb + ${j}u * WX, nq - 1u); let n${j} = q${j} / hw4; let o${j} = q${j} % hw4;
-    let xb${j} = n${j} * p.c * hw4;
+    let xb${j} = n${j} * p.xc * hw4;
+    // Lanes of the quad inside x's real width p.ow (p.w > p.ow: x was widened); along a
+    // row (K > 1) the lanes of the next quad are those less 4.
+    let lim${j} = select(4, i32(p.ow) - i32((o${j} % w4) * 4u), ${K} > 1 || p.w != p.ow);
 //# if K > 1
     let oy${j} = i32(o${j} / w4); let ox${j} = o${j} % w4;
 //# end
@@ -425,7 +453,11 @@ fn ${ENTRY}(
 //# for t in 0..4
         let cok${t} = kv * 4u + ${t}u < p.c; let xc${t} = (kv * 4u + ${t}u) * hw4;
 //# for j in 0..TN
+//# if AFFINE
+        let x${j}_${t} = bn_relu4(a4[select(0u, xb${j} + xc${t} + o${j}, cok${t})], kv * 4u + ${t}u, cok${t}, lim${j});
+//# else
         let x${j}_${t} = select(vec4<f32>(0.0), a4[select(0u, xb${j} + xc${t} + o${j}, cok${t})], cok${t});
+//# end
 //# end
 //# end
 //# for i in 0..TM
@@ -453,14 +485,14 @@ fn ${ENTRY}(
 //# for j in 0..TN
         let y${j}_${kh} = oy${j} + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h;
         let rb${j}_${kh} = select(0u, xb${j} + xc + u32(y${j}_${kh}) * w4 + ox${j}, yok${j}_${kh});
-        let m${j}_${kh} = select(vec4<f32>(0.0), a4[rb${j}_${kh}], yok${j}_${kh});
+        let m${j}_${kh} = ${ACT}(a4[rb${j}_${kh}], c, yok${j}_${kh}, lim${j});
 //# if PAD > 0
         let lok${j}_${kh} = yok${j}_${kh} && ox${j} > 0u;
-        let l${j}_${kh} = select(vec4<f32>(0.0), a4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], lok${j}_${kh});
+        let l${j}_${kh} = ${ACT}(a4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], c, lok${j}_${kh}, 4);
 //# end
 //# if K - 1 - PAD > 0
         let rok${j}_${kh} = yok${j}_${kh} && ox${j} + 1u < w4;
-        let r${j}_${kh} = select(vec4<f32>(0.0), a4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], rok${j}_${kh});
+        let r${j}_${kh} = ${ACT}(a4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], c, rok${j}_${kh}, lim${j} - 4);
 //# end
 //# end
 //# end
@@ -497,11 +529,11 @@ fn ${ENTRY}(
         let sx = (o${j} % w4) * 4u;
         let ob = (n${j} * p.oc + m0 + ${i}u) * p.oh * p.ow + (o${j} / w4) * p.ow + sx;
 //# for t in 0..4
-        if (sx + ${t}u < p.ow) { out[ob + ${t}u] = acc${i}_${j}.${t:xyzw}; }
+        if (sx + ${t}u < p.ow) { ${OUT}[ob + ${t}u] = acc${i}_${j}.${t:xyzw}; }
 //# end
     }
 //# else
-    if (m0 + ${i}u < p.oc && qb + ${j}u * WX < nq) { out4[(n${j} * p.oc + m0 + ${i}u) * hw4 + o${j}] = acc${i}_${j}; }
+    if (m0 + ${i}u < p.oc && qb + ${j}u * WX < nq) { ${OUT}4[(n${j} * p.oc + m0 + ${i}u) * hw4 + o${j}] = acc${i}_${j}; }
 //# end
 //# end
 //# end
@@ -524,7 +556,7 @@ fn ${ENTRY}(
 //# end
 //# end
 //# for j in 0..TN
-    let xo${j} = min(cb + ${j}u * WX, p.c - 1u) * hw4;
+    let c${j} = min(cb + ${j}u * WX, p.c - 1u); let xo${j} = c${j} * hw4;
 //# end
 //# for i in 0..TM
 //# for j in 0..TN
@@ -538,13 +570,15 @@ fn ${ENTRY}(
     let qbeg = wid.z * p.chunk; let qend = min(qbeg + p.chunk, p.n * hw4);
     for (var q = qbeg; q < qend; q++) {
         let n = q / hw4; let o = q % hw4;
-        let db = n * p.oc * hw4 + o; let xn = n * p.c * hw4;
+        let db = n * p.oc * hw4 + o; let xn = n * p.xc * hw4;
+        // Lanes of the quad inside x's real width (as in the forward kernel).
+        let lim = select(4, i32(p.ow) - i32((o % w4) * 4u), ${K} > 1 || p.w != p.ow);
 //# for i in 0..ROW_LOADS
         let d${i} = a4[db + r${i}];
 //# end
 //# if K == 1
 //# for j in 0..TN
-        let x${j}_0_0 = b4[xn + xo${j} + o];
+        let x${j}_0_0 = ${ACT}(b4[xn + xo${j} + o], c${j}, true, lim);
 //# end
 //# else
         let oy = i32(o / w4); let ox = o % w4;
@@ -552,14 +586,14 @@ fn ${ENTRY}(
 //# for j in 0..TN
         let y${j}_${kh} = oy + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h;
         let rb${j}_${kh} = select(0u, xn + xo${j} + u32(y${j}_${kh}) * w4 + ox, yok${j}_${kh});
-        let m${j}_${kh} = select(vec4<f32>(0.0), b4[rb${j}_${kh}], yok${j}_${kh});
+        let m${j}_${kh} = ${ACT}(b4[rb${j}_${kh}], c${j}, yok${j}_${kh}, lim);
 //# if PAD > 0
         let lok${j}_${kh} = yok${j}_${kh} && ox > 0u;
-        let l${j}_${kh} = select(vec4<f32>(0.0), b4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], lok${j}_${kh});
+        let l${j}_${kh} = ${ACT}(b4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], c${j}, lok${j}_${kh}, 4);
 //# end
 //# if K - 1 - PAD > 0
         let rok${j}_${kh} = yok${j}_${kh} && ox + 1u < w4;
-        let r${j}_${kh} = select(vec4<f32>(0.0), b4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], rok${j}_${kh});
+        let r${j}_${kh} = ${ACT}(b4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], c${j}, rok${j}_${kh}, lim - 4);
 //# end
 //# end
 //# end
@@ -594,7 +628,7 @@ fn ${ENTRY}(
         let ob${i}_${j} = ((wid.z * p.oc + m0 + ${i}u) * p.c + cb + ${j}u * WX) * ${K * K}u;
 //# for kh in 0..K
 //# for kw in 0..K
-        out[ob${i}_${j} + ${kh * K + kw}u] = acc${i}_${j}_${kh}_${kw};
+        ${OUT}[ob${i}_${j} + ${kh * K + kw}u] = acc${i}_${j}_${kh}_${kw};
 //# end
 //# end
     }

@@ -368,3 +368,84 @@ fn every_preset_matches_cpu() {
         "{ran:?}"
     );
 }
+
+#[test]
+fn conv_through_batch_norm_relu_matches_cpu() {
+    // conv2d(relu(bn(x[:, ..c]))) with the normalisation inside the direct kernels' loads,
+    // forward and weight gradient, against the CPU on explicitly normalised inputs: channel
+    // prefixes, widened widths, 1×1 and 3×3, batch 1; every tuning (None where a tuning
+    // has no direct kernel).
+    let gpu = gpu();
+    let cases: [([usize; 4], usize, [usize; 4], usize); 5] = [
+        ([2, 7, 6, 8], 5, [9, 5, 3, 3], 1),
+        ([1, 4, 5, 7], 4, [6, 4, 3, 3], 1),
+        ([3, 9, 3, 4], 6, [10, 6, 1, 1], 0),
+        ([2, 5, 3, 5], 3, [4, 3, 1, 1], 0),
+        ([1, 3, 2, 4], 3, [37, 3, 3, 3], 1),
+    ];
+    for tuning in tunings(&gpu) {
+        for (i, &(xs, c, ws, pad)) in cases.iter().enumerate() {
+            let seed = 9000 + 10 * i as u64;
+            let [n, xc, h, w] = xs;
+            let xv = rand_vec(xs.iter().product(), seed);
+            let wv = rand_vec(ws.iter().product(), seed + 1);
+            let mean = rand_vec(c, seed + 2);
+            let inv: Vec<f32> = rand_vec(c, seed + 3).iter().map(|v| 1.5 + v).collect();
+            let gamma = rand_vec(c, seed + 4);
+            let beta = rand_vec(c, seed + 5);
+            // relu(bn(x)) of the prefix, [n, c, h, w].
+            let hw = h * w;
+            let mut y = vec![0f32; n * c * hw];
+            for b in 0..n {
+                for ch in 0..c {
+                    for p in 0..hw {
+                        let v = xv[(b * xc + ch) * hw + p];
+                        y[(b * c + ch) * hw + p] =
+                            ((v - mean[ch]) * (inv[ch] * gamma[ch]) + beta[ch]).max(0.0);
+                    }
+                }
+            }
+            let ys = [n, c, h, w];
+            let want = cpu::conv2d(&y, ys, &wv, ws, 1, pad);
+            let dyv = rand_vec(want.len(), seed + 6);
+            let want_dw = cpu::backward_weight(&dyv, &y, ys, ws, 1, pad);
+            let stats: Vec<f32> = mean.iter().chain(&inv).copied().collect();
+            let t = |v: &[f32], s: &[usize]| Tensor::from_slice(&gpu, v, s).unwrap();
+            let (x, wt) = (t(&xv, &xs), t(&wv, &ws));
+            let (st, g, be) = (t(&stats, &[2 * c]), t(&gamma, &[c]), t(&beta, &[c]));
+            let dy = t(&dyv, &[n, ws[0], h, w]);
+            let (out, dw) = isomax::ops::with_tuning(tuning, || {
+                let out = x.conv2d_bn_relu(c, &st, &g, &be, &wt, 1, pad).unwrap();
+                let dw = dy
+                    .conv2d_bn_relu_backward_weight(&x, c, &st, &g, &be, &ws, 1, pad)
+                    .unwrap();
+                (out, dw)
+            });
+            let has_direct = isomax::ops::with_tuning(tuning, || {
+                ConvConfig::for_gpu(&gpu).direct.is_some()
+            });
+            assert_eq!(out.is_some(), has_direct, "{tuning:?} case {i}");
+            assert_eq!(dw.is_some(), has_direct, "{tuning:?} case {i}");
+            if let (Some(out), Some(dw)) = (out, dw) {
+                let tol = (c * ws[2] * ws[3]) as f32 * 4e-7;
+                assert_close(&out.to_vec().unwrap(), &want, tol, tol);
+                let tol = (n * h * w) as f32 * 4e-7;
+                assert_close(&dw.to_vec().unwrap(), &want_dw, tol, tol);
+            }
+        }
+    }
+    // Bad statistics or a prefix past the input are errors naming the shapes.
+    let x = Tensor::zeros(&gpu, &[1, 3, 4, 4]).unwrap();
+    let w = Tensor::zeros(&gpu, &[2, 3, 1, 1]).unwrap();
+    let v = |n| Tensor::zeros(&gpu, &[n]).unwrap();
+    let e = x
+        .conv2d_bn_relu(3, &v(5), &v(3), &v(3), &w, 1, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[6]") && e.contains("[5]"), "{e}");
+    let e = x
+        .conv2d_bn_relu(4, &v(8), &v(4), &v(4), &w, 1, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("4 channels") && e.contains("[1, 3, 4, 4]"), "{e}");
+}

@@ -20,15 +20,19 @@ pub(crate) enum Kind {
     BackwardWeightVec4,
     /// The direct forward kernel for stride-1 `k` × `k` convolutions with padding `pad`
     /// that keep the input's size (see `Direct`).
+    /// `crop`: the output is narrower than x (x was widened); `affine`: x is read through
+    /// relu(batch norm).
     Direct {
         k: u32,
         pad: u32,
         crop: bool,
+        affine: bool,
     },
     /// The direct backward-weight kernel for the same shapes.
     DirectWeight {
         k: u32,
         pad: u32,
+        affine: bool,
     },
 }
 
@@ -282,15 +286,16 @@ impl ConvConfig {
 }
 
 /// Template variables of the generated entry `kind` with tile `t`, named `entry`.
-fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 11] {
+fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 14] {
     let sg = if t.subgroup { t.workgroup } else { 0 };
     let (kind_code, k, pad) = match kind {
         Kind::Forward => (1u32, 0, 0),
         Kind::BackwardData => (2, 0, 0),
         Kind::BackwardWeight | Kind::BackwardWeightVec4 => (3, 0, 0),
         Kind::Direct { k, pad, .. } => (4, k, pad),
-        Kind::DirectWeight { k, pad } => (5, k, pad),
+        Kind::DirectWeight { k, pad, .. } => (5, k, pad),
     };
+    let affine = kind.affine();
     [
         ("ENTRY", entry.into()),
         ("KIND", kind_code.into()),
@@ -309,7 +314,20 @@ fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 11
             "CROP",
             matches!(kind, Kind::Direct { crop: true, .. }).into(),
         ),
+        ("AFFINE", affine.into()),
+        ("ACT", (if affine { "bn_relu4" } else { "keep4" }).into()),
+        ("OUT", (if affine { "dst" } else { "out" }).into()),
     ]
+}
+
+impl Kind {
+    /// Reads x through relu(batch norm) (3 more inputs: the statistics, γ and β).
+    fn affine(self) -> bool {
+        matches!(
+            self,
+            Kind::Direct { affine: true, .. } | Kind::DirectWeight { affine: true, .. }
+        )
+    }
 }
 
 /// The entry point name of `kind` with tile `t`: `forward_8x8`, `backward_weight_v4_sg8_32x4`.
@@ -319,10 +337,20 @@ fn entry_name(kind: Kind, t: Tile) -> String {
         Kind::BackwardData => "backward_data",
         Kind::BackwardWeight => "backward_weight",
         Kind::BackwardWeightVec4 => "backward_weight_v4",
-        Kind::Direct { k, pad, crop } => {
-            &format!("forward_direct{k}p{pad}{}", if crop { "_crop" } else { "" })
-        }
-        Kind::DirectWeight { k, pad } => &format!("backward_weight_direct{k}p{pad}"),
+        Kind::Direct {
+            k,
+            pad,
+            crop,
+            affine,
+        } => &format!(
+            "forward_direct{k}p{pad}{}{}",
+            if affine { "_bn" } else { "" },
+            if crop { "_crop" } else { "" }
+        ),
+        Kind::DirectWeight { k, pad, affine } => &format!(
+            "backward_weight_direct{k}p{pad}{}",
+            if affine { "_bn" } else { "" }
+        ),
     };
     match (t.subgroup, t.tiled) {
         (true, _) => format!("{name}_sg{}_{}x{}", t.workgroup, t.rows, t.cols),
@@ -347,7 +375,7 @@ fn spec(kind: Kind, t: Tile) -> Result<KernelSpec> {
         family: "conv2d",
         source,
         entry,
-        reads: 2,
+        reads: if kind.affine() { 5 } else { 2 },
         writes: 1,
     })
 }
@@ -393,6 +421,7 @@ kernel_params! {
         kq: u32,
         c_tiles: u32,
         chunk: u32,
+        xc: u32,
     }
 }
 
@@ -460,6 +489,8 @@ struct Geom {
     ow: usize,
     stride: usize,
     pad: usize,
+    /// Channels per image of x's buffer (the direct kernels read a prefix of `xc`).
+    xc: usize,
 }
 
 impl Geom {
@@ -506,6 +537,7 @@ impl Geom {
             ow: (x[3] + 2 * pad - wt[3]) / stride + 1,
             stride,
             pad,
+            xc: x[1],
         })
     }
 
@@ -523,6 +555,7 @@ impl Geom {
             kw: u(self.kw),
             stride: u(self.stride),
             pad: u(self.pad),
+            xc: u(self.xc),
             ..Default::default()
         }
     }
@@ -630,6 +663,7 @@ impl Direct {
 /// The direct forward kernel for `g` (which [`Direct::geom`] has made aligned) with the
 /// weight `w` read as `g.oc` rows of `g.k()` entries (`flip`: transposed with taps
 /// reversed, for backward data).
+#[allow(clippy::too_many_arguments)]
 fn forward_direct(
     gpu: &Gpu,
     x: &Tensor,
@@ -638,6 +672,7 @@ fn forward_direct(
     (k, pad): (u32, u32),
     flip: bool,
     t: Tile,
+    bn: Option<BnInput>,
 ) -> Result<Tensor> {
     let t = t.resolve(gpu)?.fit_rows(g.oc);
     let taps = g.kh * g.kw;
@@ -651,6 +686,7 @@ fn forward_direct(
                 k,
                 pad,
                 crop: g.ow != g.w,
+                affine: bn.is_some(),
             },
             t,
         )?,
@@ -659,10 +695,34 @@ fn forward_direct(
             kq: u(wp.shape()[1] / 4),
             ..g.params()
         },
-        &[x.binding(), wp.binding(), out.binding()],
+        &bindings(x, &wp, bn, &out),
         [gx, g.oc.div_ceil(t.height()) as u32, gz],
     )?;
     Ok(out)
+}
+
+/// The batch norm a direct kernel applies (then ReLU) to x as it reads it:
+/// `stats` = [mean; 1/σ] of x's first C channels, γ and β.
+#[derive(Clone, Copy)]
+struct BnInput<'a> {
+    stats: &'a Tensor,
+    gamma: &'a Tensor,
+    beta: &'a Tensor,
+}
+
+/// A direct kernel's bindings: its two inputs, the batch norm's three if any, the output.
+fn bindings<'a>(
+    a: &'a Tensor,
+    b: &'a Tensor,
+    bn: Option<BnInput<'a>>,
+    out: &'a Tensor,
+) -> Vec<crate::gpu::Binding<'a>> {
+    let mut v = vec![a.binding(), b.binding()];
+    if let Some(bn) = bn {
+        v.extend([bn.stats.binding(), bn.gamma.binding(), bn.beta.binding()]);
+    }
+    v.push(out.binding());
+    v
 }
 
 /// The direct kernels' plan and tile for `g` from `cfg`, if they apply.
@@ -675,7 +735,7 @@ fn direct_tile(g: &Geom, cfg: &ConvConfig) -> Option<(Tile, Direct)> {
 fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
     if let Some((t, plan)) = direct_tile(&g, &cfg) {
         let xw = plan.widen(gpu, x)?;
-        return forward_direct(gpu, &xw, w, plan.geom(&g), plan.kind(), false, t);
+        return forward_direct(gpu, &xw, w, plan.geom(&g), plan.kind(), false, t, None);
     }
     let t = cfg.forward.resolve(gpu)?;
     let wp = pack(gpu, w, g.oc, g.k(), g.kh * g.kw, false, 0)?;
@@ -712,7 +772,7 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
         )?;
         if let Some((t, plan)) = direct_tile(&gt, &cfg) {
             let dyw = plan.widen(gpu, dy)?;
-            return forward_direct(gpu, &dyw, w, plan.geom(&gt), plan.kind(), true, t);
+            return forward_direct(gpu, &dyw, w, plan.geom(&gt), plan.kind(), true, t, None);
         }
         let t = cfg.forward.resolve(gpu)?;
         let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true, 0)?;
@@ -771,6 +831,7 @@ fn backward_weight_direct(
     g: Geom,
     (k, pad): (u32, u32),
     t: Tile,
+    bn: Option<BnInput>,
 ) -> Result<Tensor> {
     let t = t.resolve(gpu)?.fit_rows(g.oc);
     let quads = g.n * g.h * g.w / 4;
@@ -784,13 +845,20 @@ fn backward_weight_direct(
     let shape = [splits, g.oc, g.c, g.kh, g.kw];
     let out = Tensor::empty(gpu, &shape)?;
     gpu.dispatch(
-        &spec(Kind::DirectWeight { k, pad }, t)?,
+        &spec(
+            Kind::DirectWeight {
+                k,
+                pad,
+                affine: bn.is_some(),
+            },
+            t,
+        )?,
         &wx(t),
         &ConvParams {
             chunk: u(chunk),
             ..g.params()
         },
-        &[dy.binding(), x.binding(), out.binding()],
+        &bindings(dy, x, bn, &out),
         [
             g.c.div_ceil(t.span()) as u32,
             g.oc.div_ceil(t.height()) as u32,
@@ -815,11 +883,7 @@ fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, g: Geom, cfg: ConvConfig)
             d.weight
         };
         let (dyw, xw) = (plan.widen(gpu, dy)?, plan.widen(gpu, x)?);
-        let gw = Geom {
-            ow: plan.width,
-            ..plan.geom(&g)
-        };
-        return backward_weight_direct(gpu, &dyw, &xw, gw, plan.kind(), t);
+        return backward_weight_direct(gpu, &dyw, &xw, plan.geom(&g), plan.kind(), t, None);
     }
     let (t, parallelism) = (cfg.backward_weight, cfg.weight_parallelism);
     let t = t.resolve(gpu)?.fit_rows(g.oc);
@@ -961,6 +1025,102 @@ impl Tensor {
         let g = Geom::new(input.shape(), weight_shape, stride, padding)?;
         check_dy(self, &g)?;
         backward_weight(self.gpu(), self, input, g, cfg)
+    }
+}
+
+/// The batch norm the fused kernels read x through, checked against the conv's `c`.
+fn bn_input<'a>(
+    c: usize,
+    stats: &'a Tensor,
+    gamma: &'a Tensor,
+    beta: &'a Tensor,
+) -> Result<BnInput<'a>> {
+    if stats.shape() != [2 * c] || gamma.shape() != [c] || beta.shape() != [c] {
+        return Err(Error::shape(
+            "conv2d_bn_relu",
+            format!(
+                "{c} channels need stats [{}], gamma and beta [{c}]; got {:?}, {:?}, {:?}",
+                2 * c,
+                stats.shape(),
+                gamma.shape(),
+                beta.shape()
+            ),
+        ));
+    }
+    Ok(BnInput { stats, gamma, beta })
+}
+
+/// The geometry of a conv over the first `c` channels of `x` (`[N, XC, H, W]`, XC ≥ c).
+fn prefix_geom(x: &Tensor, c: usize, w: &[usize], stride: usize, pad: usize) -> Result<Geom> {
+    let s = x.shape();
+    if s.len() != 4 || c == 0 || c > s[1] {
+        return Err(Error::shape(
+            "conv2d_bn_relu",
+            format!("{c} channels of input {s:?}"),
+        ));
+    }
+    let mut g = Geom::new(&[s[0], c, s[2], s[3]], w, stride, pad)?;
+    g.xc = s[1];
+    Ok(g)
+}
+
+impl Tensor {
+    /// `conv2d(relu(y), weight)` with `y` the batch norm of the first `channels` channels of
+    /// `self` (`[N, C ≥ channels, H, W]`): `y = (x − mean)·(γ/σ) + β`, `stats` = `[mean;
+    /// 1/σ]` (`[2·channels]`). The normalisation runs inside the direct conv kernels'
+    /// loads, so `relu(y)` is never stored (pre-activation networks: DenseNet). Not taped.
+    /// `None` when the adapter's [`ConvConfig`] has no direct kernel for this convolution
+    /// (stride 1, 3 × 3 with padding 1 or 1 × 1): normalise explicitly then.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d_bn_relu(
+        &self,
+        channels: usize,
+        stats: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        weight: &Tensor,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Option<Tensor>> {
+        let g = prefix_geom(self, channels, weight.shape(), stride, padding)?;
+        let bn = bn_input(channels, stats, gamma, beta)?;
+        let gpu = self.gpu();
+        let Some((t, plan)) = direct_tile(&g, &ConvConfig::for_gpu(gpu)) else {
+            return Ok(None);
+        };
+        let xw = plan.widen(gpu, self)?;
+        let gw = plan.geom(&g);
+        forward_direct(gpu, &xw, weight, gw, plan.kind(), false, t, Some(bn)).map(Some)
+    }
+
+    /// The weight gradient of [`Tensor::conv2d_bn_relu`] from `self` = dY, recomputing
+    /// relu(bn(x)) as it reads `input`. Not taped; `None` where that has no direct kernel.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d_bn_relu_backward_weight(
+        &self,
+        input: &Tensor,
+        channels: usize,
+        stats: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        weight_shape: &[usize],
+        stride: usize,
+        padding: usize,
+    ) -> Result<Option<Tensor>> {
+        let g = prefix_geom(input, channels, weight_shape, stride, padding)?;
+        check_dy(self, &g)?;
+        let bn = bn_input(channels, stats, gamma, beta)?;
+        let gpu = self.gpu();
+        let (Some(d), Some(plan)) = (ConvConfig::for_gpu(gpu).direct, Direct::plan(&g)) else {
+            return Ok(None);
+        };
+        let t = if plan.k == 1 {
+            d.pointwise_weight
+        } else {
+            d.weight
+        };
+        let (dyw, xw) = (plan.widen(gpu, self)?, plan.widen(gpu, input)?);
+        backward_weight_direct(gpu, &dyw, &xw, plan.geom(&g), plan.kind(), t, Some(bn)).map(Some)
     }
 }
 

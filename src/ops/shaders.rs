@@ -149,42 +149,25 @@ pub fn variants() -> Result<Vec<ShaderVariant>> {
             (Kind::BackwardWeightVec4, cfg.backward_weight),
         ];
         if let Some(d) = cfg.direct {
-            kinds.extend([
-                (
-                    Kind::Direct {
-                        k: 3,
-                        pad: 1,
-                        crop: false,
-                    },
-                    d.forward,
-                ),
-                (
-                    Kind::Direct {
-                        k: 3,
-                        pad: 1,
-                        crop: true,
-                    },
-                    d.forward,
-                ),
-                (
-                    Kind::Direct {
-                        k: 1,
-                        pad: 0,
-                        crop: false,
-                    },
-                    d.pointwise,
-                ),
-                (
-                    Kind::Direct {
-                        k: 1,
-                        pad: 0,
-                        crop: true,
-                    },
-                    d.pointwise,
-                ),
-                (Kind::DirectWeight { k: 3, pad: 1 }, d.weight),
-                (Kind::DirectWeight { k: 1, pad: 0 }, d.pointwise_weight),
-            ]);
+            for affine in [false, true] {
+                for (k, pad, t, wt) in [
+                    (3, 1, d.forward, d.weight),
+                    (1, 0, d.pointwise, d.pointwise_weight),
+                ] {
+                    for crop in [false, true] {
+                        kinds.push((
+                            Kind::Direct {
+                                k,
+                                pad,
+                                crop,
+                                affine,
+                            },
+                            t,
+                        ));
+                    }
+                    kinds.push((Kind::DirectWeight { k, pad, affine }, wt));
+                }
+            }
         }
         for sg in widths() {
             for &(kind, tile) in &kinds {
