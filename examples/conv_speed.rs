@@ -2,9 +2,11 @@
 //!
 //! `cargo run --release --example conv_speed [RxC ...]` — with tile arguments (e.g. `4x4 8x4`)
 //! every kernel is timed with each of those tiles (`sg32x4`: a subgroup tile, for all but
-//! the strided backward-data kernel); without, the adapter's default config.
+//! the strided backward-data kernel) and the direct kernel off; a `d` prefix (`dsg32x1`,
+//! `d8x1@16`) times the direct kernel with that tile instead (forward and backward data,
+//! where the shape allows). Without arguments, the adapter's default config.
 
-use isomax::ops::conv::{ConvConfig, Tile};
+use isomax::ops::conv::{ConvConfig, DirectTiles, Tile};
 use isomax::{Gpu, Result, Tensor};
 use std::time::Instant;
 
@@ -31,23 +33,29 @@ fn time(gpu: &Gpu, mut f: impl FnMut() -> Result<Tensor>) -> Result<(f64, f64)> 
 fn main() -> Result<()> {
     let gpu = Gpu::new()?;
     println!("{}\n", gpu.report());
-    let tiles: Vec<Option<Tile>> = {
+    let tiles: Vec<Option<(bool, Tile)>> = {
         let args: Vec<String> = std::env::args().skip(1).collect();
         if args.is_empty() {
             vec![None]
         } else {
             args.iter()
                 .map(|a| {
+                    let (direct, a) = match a.strip_prefix('d') {
+                        Some(rest) => (true, rest),
+                        None => (false, a.as_str()),
+                    };
                     if let Some(sg) = a.strip_prefix("sg") {
                         let (r, c) = sg.split_once('x').expect("subgroup tile as sgRxC");
-                        return Some(Tile::subgroup(r.parse().unwrap(), c.parse().unwrap()));
+                        return Some((
+                            direct,
+                            Tile::subgroup(r.parse().unwrap(), c.parse().unwrap()),
+                        ));
                     }
                     let (r, c) = a.split_once('x').expect("tile as RxC, RxC@WG or sgRxC");
                     let (c, wg) = c.split_once('@').unwrap_or((c, "64"));
-                    Some(Tile::new(
-                        r.parse().unwrap(),
-                        c.parse().unwrap(),
-                        wg.parse().unwrap(),
+                    Some((
+                        direct,
+                        Tile::new(r.parse().unwrap(), c.parse().unwrap(), wg.parse().unwrap()),
                     ))
                 })
                 .collect()
@@ -58,18 +66,21 @@ fn main() -> Result<()> {
         "{:<34} {:<10} {:>14} {:>14} {:>14}",
         "shape", "tile", "forward", "backward-data", "backward-wt"
     );
+    // resnet-tiny's 16-channel stage, a wide 3×3, DenseNet-BC's bottleneck 1×1 and 3×3.
     let shapes = [
-        ([64, 64, 32, 32], [64, 64, 3, 3]),
-        ([64, 16, 28, 28], [16, 16, 3, 3]),
+        ([64, 64, 32, 32], [64, 64, 3, 3], 1),
+        ([64, 16, 28, 28], [16, 16, 3, 3], 1),
+        ([64, 120, 32, 32], [48, 120, 1, 1], 0),
+        ([64, 48, 32, 32], [12, 48, 3, 3], 1),
     ];
     let only: Option<usize> = std::env::var("CONV_SHAPE")
         .ok()
         .and_then(|v| v.parse().ok());
-    for (si, (xs, ws)) in shapes.into_iter().enumerate() {
+    for (si, (xs, ws, pad)) in shapes.into_iter().enumerate() {
         if only.is_some_and(|o| o != si) {
             continue;
         }
-        let (stride, pad) = (1, 1);
+        let stride = 1;
         let x = Tensor::uniform(&gpu, &xs, -1.0, 1.0, 1)?;
         let w = Tensor::uniform(&gpu, &ws, -1.0, 1.0, 2)?;
         let (oh, ow) = (
@@ -79,17 +90,23 @@ fn main() -> Result<()> {
         let dy = Tensor::uniform(&gpu, &[xs[0], ws[0], oh, ow], -1.0, 1.0, 3)?;
         let flops = 2.0 * (xs[0] * ws[0] * oh * ow * ws[1] * ws[2] * ws[3]) as f64;
         for tile in &tiles {
-            let cfg = match tile {
-                // The strided backward-data kernel has no subgroup variant.
-                Some(t) if t.subgroup => ConvConfig {
-                    forward: *t,
-                    backward_weight: *t,
+            let cfg = match *tile {
+                Some((true, t)) => ConvConfig {
+                    direct: Some(DirectTiles::all(t)),
                     ..ConvConfig::for_gpu(&gpu)
                 },
-                Some(t) => ConvConfig {
-                    forward: *t,
-                    backward_data: *t,
-                    backward_weight: *t,
+                // The strided backward-data kernel has no subgroup variant.
+                Some((false, t)) if t.subgroup => ConvConfig {
+                    forward: t,
+                    backward_weight: t,
+                    direct: None,
+                    ..ConvConfig::for_gpu(&gpu)
+                },
+                Some((false, t)) => ConvConfig {
+                    forward: t,
+                    backward_data: t,
+                    backward_weight: t,
+                    direct: None,
                     ..ConvConfig::for_gpu(&gpu)
                 },
                 None => ConvConfig::for_gpu(&gpu),
@@ -107,7 +124,13 @@ fn main() -> Result<()> {
                 dy.conv2d_backward_weight(&x, &ws, stride, pad, cfg)
             })?;
             let name = match tile {
-                Some(t) => format!("{}x{}@{}", t.rows, t.cols, t.workgroup),
+                Some((d, t)) => format!(
+                    "{}{}x{}@{}",
+                    if *d { "d" } else { "" },
+                    t.rows,
+                    t.cols,
+                    t.workgroup
+                ),
                 None => "default".into(),
             };
             println!(

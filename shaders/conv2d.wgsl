@@ -37,6 +37,7 @@ struct PackParams {
     kp: u32,      // packed row length: k rounded up to a multiple of 4, zero-filled
     flip: u32,    // 1: read a weight [k / taps, rows, taps] transposed, taps reversed
     taps: u32,    // KH·KW (flip only)
+    group: u32,   // > 0: the k entries come in groups of `group` (≤ 4), each padded to 4
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -51,12 +52,16 @@ override WX: u32 = 64u;
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
 // Backward weight reads dY as vec4s along ow when OW is a multiple of 4.
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+// The direct forward kernel writes vec4s.
+@group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> packed: array<f32>;
 
 // packed[r, k] = a[r, k] for k < K, zero up to kp; `rows` rows. With flip = 1 the source is
 // a weight [R', rows, T] (T = taps, R' = K / T) read transposed with its taps reversed:
 // packed[r, (o, t)] = a[o, r, T - 1 - t] (the weight of the transposed convolution that
-// gives backward data at stride 1).
+// gives backward data at stride 1). With group = G > 0 the row is read in groups of G
+// entries (a kernel row of G taps), each padded with zeros to a vec4: packed[r, 4·g + j] =
+// the entry g·G + j for j < G (the direct kernels' layout).
 @group(0) @binding(0) var<uniform> pk: PackParams;
 
 @compute @workgroup_size(256)
@@ -64,8 +69,12 @@ fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     let i = gid.x + gid.y * nwg.x * 256u;
     if (i >= pk.rows * pk.kp) { return; }
     let r = i / pk.kp;
-    let k = i % pk.kp;
-    let ok = k < pk.k;
+    var k = i % pk.kp;
+    var ok = k < pk.k;
+    if (pk.group > 0u) {
+        ok = k % 4u < pk.group;
+        k = (k / 4u) * pk.group + k % 4u;
+    }
     var src = r * pk.k + k;
     if (pk.flip == 1u) {
         let t = k % pk.taps;
@@ -76,9 +85,12 @@ fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 
 // ---- The generated kernels: one template, expanded per register tile (src/ops/template.rs
 // documents the substitution). Variables: ENTRY (the entry point's name), KIND (1 forward,
-// 2 backward data, 3 backward weight; 0 expands only the code above, for pack_rows),
-// TM × TN (accumulators per invocation, `acc{row}_{col}`), SG (the subgroup width of a
-// subgroup variant, 0 for the plain one), VEC4 (backward weight: dY read as vec4s).
+// 2 backward data, 3 backward weight, 4 direct forward, 5 direct backward weight; 0
+// expands only the code above, for pack_rows), TM × TN (accumulators per invocation,
+// `acc{row}_{col}`; for KIND 4 a column is a vec4 quad of positions, for KIND 5 an input
+// channel with its K × K taps), SG (the subgroup width of a subgroup variant, 0 for the
+// plain one), VEC4 (backward weight: dY read as vec4s), K and PAD (KIND 4 and 5: the
+// square kernel's size and padding).
 // Row operands (weights, or dY for backward weight): the plain variant loads row i as
 // `r$i`; in the subgroup variant lane `sl` loads row `i·SG + sl` and row i's value is
 // broadcast from lane i % SG of load i / SG.
@@ -342,6 +354,211 @@ fn ${ENTRY}(
 //# for i in 0..TM
 //# for j in 0..TN
     if (m0 + ${i}u < p.oc && kb + ${j}u * WX < kk) { out[ob + (m0 + ${i}u) * kk + kb + ${j}u * WX] = acc${i}_${j}; }
+//# end
+//# end
+//# end
+//# if KIND == 4
+    // Forward, direct (stride 1, K × K taps, padding PAD, output as large as the input):
+    // each column is a quad of 4 neighbouring output positions, read and written as vec4s,
+    // so a lane fetches 4 inputs per load instead of 1 (on llvmpipe a load whose address
+    // differs per lane is a loop over the lanes: the costliest step of the gather kernel).
+    // K == 1: quads run along the flattened (h, w) plane (H·W % 4 == 0); the packed weight
+    // is [OC, 4·kq] (4 channels per vec4). K > 1: quads run along a row (W % 4 == 0); the
+    // taps of a row come from the quad and its neighbours (`l`, `m`, `r`) by swizzles; the
+    // packed weight is [OC, C, K, 4] (one vec4 per kernel row, the last lanes 0).
+    let hw4 = p.h * p.w / 4u; let w4 = p.w / 4u; let nq = p.n * hw4;
+    let m0 = wid.y * ${TM}u;
+    let qb = (wid.x + wid.z * nwg.x) * WX * ${TN}u + lid.x;
+//# if SG
+//# for i in 0..TM / SG
+    let r${i} = min(m0 + ${i}u * ${SG}u + sl, p.oc - 1u) * p.kq;
+//# end
+//# else
+//# for i in 0..TM
+    let r${i} = min(m0 + ${i}u, p.oc - 1u) * p.kq;
+//# end
+//# end
+//# for j in 0..TN
+    let q${j} = min(qb + ${j}u * WX, nq - 1u); let n${j} = q${j} / hw4; let o${j} = q${j} % hw4;
+    let xb${j} = n${j} * p.c * hw4;
+//# if K > 1
+    let oy${j} = i32(o${j} / w4); let ox${j} = o${j} % w4;
+//# end
+//# end
+//# for i in 0..TM
+//# for j in 0..TN
+    var acc${i}_${j} = vec4<f32>(0.0);
+//# end
+//# end
+//# if K == 1
+    for (var kv = 0u; kv < p.kq; kv++) {
+//# for i in 0..ROW_LOADS
+        let w${i} = b4[r${i} + kv];
+//# end
+//# for t in 0..4
+        let cok${t} = kv * 4u + ${t}u < p.c; let xc${t} = (kv * 4u + ${t}u) * hw4;
+//# for j in 0..TN
+        let x${j}_${t} = select(vec4<f32>(0.0), a4[select(0u, xb${j} + xc${t} + o${j}, cok${t})], cok${t});
+//# end
+//# end
+//# for i in 0..TM
+//# for t in 0..4
+//# if SG
+        let wv${i}_${t} = vec4<f32>(subgroupBroadcast(w${i / SG}.${t:xyzw}, ${i % SG}u));
+//# else
+        let wv${i}_${t} = vec4<f32>(w${i}.${t:xyzw});
+//# end
+//# for j in 0..TN
+        acc${i}_${j} = fma(wv${i}_${t}, x${j}_${t}, acc${i}_${j});
+//# end
+//# end
+//# end
+    }
+//# else
+    for (var c = 0u; c < p.c; c++) {
+        let wq = c * ${K}u; let xc = c * hw4;
+//# for kh in 0..K
+//# for i in 0..ROW_LOADS
+        let w${i}_${kh} = b4[r${i} + wq + ${kh}u];
+//# end
+//# end
+//# for kh in 0..K
+//# for j in 0..TN
+        let y${j}_${kh} = oy${j} + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h;
+        let rb${j}_${kh} = select(0u, xb${j} + xc + u32(y${j}_${kh}) * w4 + ox${j}, yok${j}_${kh});
+        let m${j}_${kh} = select(vec4<f32>(0.0), a4[rb${j}_${kh}], yok${j}_${kh});
+//# if PAD > 0
+        let lok${j}_${kh} = yok${j}_${kh} && ox${j} > 0u;
+        let l${j}_${kh} = select(vec4<f32>(0.0), a4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], lok${j}_${kh});
+//# end
+//# if K - 1 - PAD > 0
+        let rok${j}_${kh} = yok${j}_${kh} && ox${j} + 1u < w4;
+        let r${j}_${kh} = select(vec4<f32>(0.0), a4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], rok${j}_${kh});
+//# end
+//# end
+//# end
+        // Tap kw of the quad: inputs ow + kw − PAD + (0..4), from the 12 values l, m, r.
+//# for kh in 0..K
+//# for kw in 0..K
+//# for j in 0..TN
+        let x${j}_${kh}_${kw} = vec4<f32>(${(4 + kw - PAD) / 4:lmr}${j}_${kh}.${(4 + kw - PAD) % 4:xyzw}, ${(5 + kw - PAD) / 4:lmr}${j}_${kh}.${(5 + kw - PAD) % 4:xyzw}, ${(6 + kw - PAD) / 4:lmr}${j}_${kh}.${(6 + kw - PAD) % 4:xyzw}, ${(7 + kw - PAD) / 4:lmr}${j}_${kh}.${(7 + kw - PAD) % 4:xyzw});
+//# end
+//# end
+//# end
+//# for i in 0..TM
+//# for kh in 0..K
+//# for kw in 0..K
+//# if SG
+        let wv${i}_${kh}_${kw} = vec4<f32>(subgroupBroadcast(w${i / SG}_${kh}.${kw:xyzw}, ${i % SG}u));
+//# else
+        let wv${i}_${kh}_${kw} = vec4<f32>(w${i}_${kh}.${kw:xyzw});
+//# end
+//# for j in 0..TN
+        acc${i}_${j} = fma(wv${i}_${kh}_${kw}, x${j}_${kh}_${kw}, acc${i}_${j});
+//# end
+//# end
+//# end
+//# end
+    }
+//# end
+//# for i in 0..TM
+//# for j in 0..TN
+    if (m0 + ${i}u < p.oc && qb + ${j}u * WX < nq) { out4[(n${j} * p.oc + m0 + ${i}u) * hw4 + o${j}] = acc${i}_${j}; }
+//# end
+//# end
+//# end
+//# if KIND == 5
+    // Backward weight, direct (the direct forward kernel's shapes): rows = output channels,
+    // cols = input channels (spread over lanes), each with its K × K taps; the invocation
+    // sums over the output quads of its split (workgroup_id.z, `chunk` quads each), with
+    // dY (`a4`) and x (`b4`) read as vec4s; out = [splits, OC, C, K, K].
+    let hw4 = p.h * p.w / 4u; let w4 = p.w / 4u;
+    let m0 = wid.y * ${TM}u;
+    let cb = wid.x * WX * ${TN}u + lid.x;
+//# if SG
+//# for i in 0..TM / SG
+    let r${i} = min(m0 + ${i}u * ${SG}u + sl, p.oc - 1u) * hw4;
+//# end
+//# else
+//# for i in 0..TM
+    let r${i} = min(m0 + ${i}u, p.oc - 1u) * hw4;
+//# end
+//# end
+//# for j in 0..TN
+    let xo${j} = min(cb + ${j}u * WX, p.c - 1u) * hw4;
+//# end
+//# for i in 0..TM
+//# for j in 0..TN
+//# for kh in 0..K
+//# for kw in 0..K
+    var acc${i}_${j}_${kh}_${kw} = 0.0;
+//# end
+//# end
+//# end
+//# end
+    let qbeg = wid.z * p.chunk; let qend = min(qbeg + p.chunk, p.n * hw4);
+    for (var q = qbeg; q < qend; q++) {
+        let n = q / hw4; let o = q % hw4;
+        let db = n * p.oc * hw4 + o; let xn = n * p.c * hw4;
+//# for i in 0..ROW_LOADS
+        let d${i} = a4[db + r${i}];
+//# end
+//# if K == 1
+//# for j in 0..TN
+        let x${j}_0_0 = b4[xn + xo${j} + o];
+//# end
+//# else
+        let oy = i32(o / w4); let ox = o % w4;
+//# for kh in 0..K
+//# for j in 0..TN
+        let y${j}_${kh} = oy + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h;
+        let rb${j}_${kh} = select(0u, xn + xo${j} + u32(y${j}_${kh}) * w4 + ox, yok${j}_${kh});
+        let m${j}_${kh} = select(vec4<f32>(0.0), b4[rb${j}_${kh}], yok${j}_${kh});
+//# if PAD > 0
+        let lok${j}_${kh} = yok${j}_${kh} && ox > 0u;
+        let l${j}_${kh} = select(vec4<f32>(0.0), b4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], lok${j}_${kh});
+//# end
+//# if K - 1 - PAD > 0
+        let rok${j}_${kh} = yok${j}_${kh} && ox + 1u < w4;
+        let r${j}_${kh} = select(vec4<f32>(0.0), b4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], rok${j}_${kh});
+//# end
+//# end
+//# end
+//# for kh in 0..K
+//# for kw in 0..K
+//# for j in 0..TN
+        let x${j}_${kh}_${kw} = vec4<f32>(${(4 + kw - PAD) / 4:lmr}${j}_${kh}.${(4 + kw - PAD) % 4:xyzw}, ${(5 + kw - PAD) / 4:lmr}${j}_${kh}.${(5 + kw - PAD) % 4:xyzw}, ${(6 + kw - PAD) / 4:lmr}${j}_${kh}.${(6 + kw - PAD) % 4:xyzw}, ${(7 + kw - PAD) / 4:lmr}${j}_${kh}.${(7 + kw - PAD) % 4:xyzw});
+//# end
+//# end
+//# end
+//# end
+//# for i in 0..TM
+//# for t in 0..4
+//# if SG
+        let dv${i}_${t} = subgroupBroadcast(d${i / SG}.${t:xyzw}, ${i % SG}u);
+//# else
+        let dv${i}_${t} = d${i}.${t:xyzw};
+//# end
+//# for j in 0..TN
+//# for kh in 0..K
+//# for kw in 0..K
+        acc${i}_${j}_${kh}_${kw} = fma(dv${i}_${t}, x${j}_${kh}_${kw}.${t:xyzw}, acc${i}_${j}_${kh}_${kw});
+//# end
+//# end
+//# end
+//# end
+//# end
+    }
+//# for i in 0..TM
+//# for j in 0..TN
+    if (m0 + ${i}u < p.oc && cb + ${j}u * WX < p.c) {
+        let ob${i}_${j} = ((wid.z * p.oc + m0 + ${i}u) * p.c + cb + ${j}u * WX) * ${K * K}u;
+//# for kh in 0..K
+//# for kw in 0..K
+        out[ob${i}_${j} + ${kh * K + kw}u] = acc${i}_${j}_${kh}_${kw};
+//# end
+//# end
+    }
 //# end
 //# end
 //# end

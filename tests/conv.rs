@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use isomax::ops::Tuning;
-use isomax::ops::conv::{ConvConfig, Tile, cpu};
+use isomax::ops::conv::{ConvConfig, DirectTiles, Tile, cpu};
 use isomax::{Gpu, Tensor};
 
 struct Case {
@@ -43,6 +43,13 @@ const CASES: &[Case] = &[
     case([4, 1, 6, 6], [16, 1, 3, 3], 1, 1, false),
     // More output channels than one 32-row subgroup tile, the last block partial.
     case([2, 3, 5, 5], [37, 3, 3, 3], 1, 1, true),
+    // The direct kernel's shapes (stride 1, 3×3 padding 1 with W % 4 == 0, 1×1 with
+    // H·W % 4 == 0): one quad per row, odd heights and channels, rows past a tile.
+    case([2, 5, 6, 8], [9, 5, 3, 3], 1, 1, true),
+    case([3, 3, 5, 4], [4, 3, 3, 3], 1, 1, false),
+    case([1, 33, 4, 4], [5, 33, 3, 3], 1, 1, false),
+    case([1, 7, 3, 4], [10, 7, 1, 1], 1, 0, false),
+    case([2, 6, 4, 12], [37, 6, 1, 1], 1, 0, true),
 ];
 
 /// Runs one case with `cfg`; checks forward, dX, dW and the bias gradient against the CPU.
@@ -128,6 +135,7 @@ fn every_tile_variant_and_split_weight_gradient_match_cpu() {
             backward_data: t,
             backward_weight: t,
             weight_parallelism: if i % 2 == 0 { 0 } else { 4096 },
+            direct: None,
         };
         for (j, c) in [&CASES[0], &CASES[1], &CASES[3], &CASES[8]]
             .into_iter()
@@ -151,6 +159,7 @@ fn every_tile_variant_and_split_weight_gradient_match_cpu() {
                 backward_data: t,
                 backward_weight: t,
                 weight_parallelism: if i == 1 { 4096 } else { 0 },
+                direct: None,
             };
             for (j, c) in CASES.iter().enumerate() {
                 check(&gpu, c, cfg, 500 + 10 * (i * CASES.len() + j) as u64);
@@ -303,6 +312,26 @@ fn bad_shapes_are_errors_naming_both_shapes() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("[3, 5, 5]"), "{e}");
+}
+
+#[test]
+fn every_direct_tile_matches_cpu() {
+    // The direct kernel (forward and stride-1 backward data) with plain tiles, and subgroup
+    // tiles where there are subgroups, on every case (the ineligible ones fall back).
+    let gpu = gpu();
+    let mut tiles = vec![Tile::new(8, 1, 16), Tile::new(3, 2, 5), Tile::new(1, 3, 64)];
+    if let Some(sg) = gpu.subgroup_size() {
+        tiles.extend([Tile::subgroup(sg, 1), Tile::subgroup(2 * sg, 2)]);
+    }
+    for (i, t) in tiles.into_iter().enumerate() {
+        let cfg = ConvConfig {
+            direct: Some(DirectTiles::all(t)),
+            ..ConvConfig::for_gpu(&gpu)
+        };
+        for (j, c) in CASES.iter().enumerate() {
+            check(&gpu, c, cfg, 7000 + 10 * (i * CASES.len() + j) as u64);
+        }
+    }
 }
 
 #[test]

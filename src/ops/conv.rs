@@ -18,6 +18,17 @@ pub(crate) enum Kind {
     BackwardWeight,
     /// Backward weight reading dY as vec4s (OW a multiple of 4).
     BackwardWeightVec4,
+    /// The direct forward kernel for stride-1 `k` × `k` convolutions with padding `pad`
+    /// that keep the input's size (see [`direct_kernel`]).
+    Direct {
+        k: u32,
+        pad: u32,
+    },
+    /// The direct backward-weight kernel for the same shapes.
+    DirectWeight {
+        k: u32,
+        pad: u32,
+    },
 }
 
 /// The register tile of one conv kernel: `rows` × `cols` accumulators per invocation
@@ -109,15 +120,19 @@ impl Tile {
         })
     }
 
-    /// A resolved subgroup tile with no more rows than whole subgroups covering `rows`
-    /// (rows past the channel count would be wasted work).
+    /// A resolved subgroup tile cut to whole subgroups so that `rows` rows split evenly
+    /// over the fewest workgroups (48 rows with a 32-row tile: two 24-row workgroups, not
+    /// 32 + 16 rows computed as 32 + 32).
     pub(crate) fn fit_rows(self, rows: usize) -> Tile {
         if !self.subgroup {
             return self;
         }
-        let cover = (rows as u32).next_multiple_of(self.workgroup);
+        let groups = (rows as u32).div_ceil(self.rows).max(1);
+        let even = (rows as u32)
+            .div_ceil(groups)
+            .next_multiple_of(self.workgroup);
         Tile {
-            rows: self.rows.min(cover),
+            rows: self.rows.min(even),
             ..self
         }
     }
@@ -176,6 +191,37 @@ pub struct ConvConfig {
     /// partial sums (added in a fixed order afterwards) until about this many run.
     /// 0 means never split (CPU adapters have few cores and want long loops).
     pub weight_parallelism: usize,
+    /// The direct kernels, for the stride-1 convolutions that keep the input's size and
+    /// whose rows of positions split into vec4 quads; `None`: always the gather kernels.
+    pub direct: Option<DirectTiles>,
+}
+
+/// Tiles of the direct conv kernels, which read and write positions as vec4 quads (4
+/// inputs per load instead of 1). They run stride-1 3 × 3 convolutions with padding 1 and
+/// W a multiple of 4, and 1 × 1 ones with H·W a multiple of 4 (the pointwise tiles: 9 times
+/// fewer FMAs per input loaded, so they want taller tiles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectTiles {
+    /// Forward and stride-1 backward data, 3 × 3: `cols` counts quads of positions.
+    pub forward: Tile,
+    /// Forward and backward data, 1 × 1.
+    pub pointwise: Tile,
+    /// Backward weight, 3 × 3: rows are output channels, `cols` input channels.
+    pub weight: Tile,
+    /// Backward weight, 1 × 1.
+    pub pointwise_weight: Tile,
+}
+
+impl DirectTiles {
+    /// Every tile the same (for tests).
+    pub const fn all(t: Tile) -> DirectTiles {
+        DirectTiles {
+            forward: t,
+            pointwise: t,
+            weight: t,
+            pointwise_weight: t,
+        }
+    }
 }
 
 impl ConvConfig {
@@ -185,6 +231,12 @@ impl ConvConfig {
         backward_data: Tile::new(8, 8, 16),
         backward_weight: Tile::new(8, 8, 16),
         weight_parallelism: 0,
+        direct: Some(DirectTiles {
+            forward: Tile::new(16, 2, 8),
+            pointwise: Tile::new(16, 1, 8),
+            weight: Tile::new(8, 1, 8),
+            pointwise_weight: Tile::new(16, 2, 8),
+        }),
     };
     /// For real GPUs: the workgroup-tiled kernels, 64 × 64 blocks per 256-invocation
     /// workgroup (not tuned: no GPU on the development machine).
@@ -193,6 +245,7 @@ impl ConvConfig {
         backward_data: Tile::tiled(4, 4),
         backward_weight: Tile::tiled(4, 4),
         weight_parallelism: 65536,
+        direct: None,
     };
 
     /// The subgroup kernels, for llvmpipe with subgroups (lavapipe): each lane loads a
@@ -202,6 +255,12 @@ impl ConvConfig {
         backward_data: Tile::subgroup(32, 4),
         backward_weight: Tile::subgroup(32, 4),
         weight_parallelism: 0,
+        direct: Some(DirectTiles {
+            forward: Tile::subgroup(32, 2),
+            pointwise: Tile::subgroup(64, 1),
+            weight: Tile::subgroup(32, 1),
+            pointwise_weight: Tile::subgroup(32, 4),
+        }),
     };
 
     /// Every configuration [`ConvConfig::for_gpu`] can pick, with the tuning that picks it.
@@ -222,12 +281,14 @@ impl ConvConfig {
 }
 
 /// Template variables of the generated entry `kind` with tile `t`, named `entry`.
-fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 8] {
+fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 10] {
     let sg = if t.subgroup { t.workgroup } else { 0 };
-    let kind_code = match kind {
-        Kind::Forward => 1u32,
-        Kind::BackwardData => 2,
-        Kind::BackwardWeight | Kind::BackwardWeightVec4 => 3,
+    let (kind_code, k, pad) = match kind {
+        Kind::Forward => (1u32, 0, 0),
+        Kind::BackwardData => (2, 0, 0),
+        Kind::BackwardWeight | Kind::BackwardWeightVec4 => (3, 0, 0),
+        Kind::Direct { k, pad } => (4, k, pad),
+        Kind::DirectWeight { k, pad } => (5, k, pad),
     };
     [
         ("ENTRY", entry.into()),
@@ -241,6 +302,8 @@ fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 8]
         ),
         ("VEC4", (kind == Kind::BackwardWeightVec4).into()),
         ("TILED", t.tiled.into()),
+        ("K", k.into()),
+        ("PAD", pad.into()),
     ]
 }
 
@@ -251,6 +314,8 @@ fn entry_name(kind: Kind, t: Tile) -> String {
         Kind::BackwardData => "backward_data",
         Kind::BackwardWeight => "backward_weight",
         Kind::BackwardWeightVec4 => "backward_weight_v4",
+        Kind::Direct { k, pad } => &format!("forward_direct{k}p{pad}"),
+        Kind::DirectWeight { k, pad } => &format!("backward_weight_direct{k}p{pad}"),
     };
     match (t.subgroup, t.tiled) {
         (true, _) => format!("{name}_sg{}_{}x{}", t.workgroup, t.rows, t.cols),
@@ -332,6 +397,7 @@ kernel_params! {
         kp: u32,
         flip: u32,
         taps: u32,
+        group: u32,
     }
 }
 
@@ -432,9 +498,19 @@ fn wx(t: Tile) -> [(&'static str, f64); 1] {
 }
 
 /// Pack `w` as `[rows, K]` rows padded to a multiple of 4 (`flip`: transposed with taps
-/// reversed, see `pack_rows` in the shader).
-fn pack(gpu: &Gpu, w: &Tensor, rows: usize, k: usize, taps: usize, flip: bool) -> Result<Tensor> {
-    let kp = k.next_multiple_of(4);
+/// reversed; `group` > 0: every `group` entries padded to 4; see `pack_rows` in the shader).
+fn pack(
+    gpu: &Gpu,
+    w: &Tensor,
+    rows: usize,
+    k: usize,
+    taps: usize,
+    flip: bool,
+    group: usize,
+) -> Result<Tensor> {
+    let kp = k
+        .checked_div(group)
+        .map_or(k.next_multiple_of(4), |groups| groups * 4);
     let wp = Tensor::empty(gpu, &[rows, kp])?;
     gpu.dispatch(
         &pack_rows_spec()?,
@@ -445,6 +521,7 @@ fn pack(gpu: &Gpu, w: &Tensor, rows: usize, k: usize, taps: usize, flip: bool) -
             kp: u(kp),
             flip: flip.into(),
             taps: u(taps),
+            group: u(group),
         },
         &[w.binding(), wp.binding()],
         super::groups_1d(rows * kp, 256),
@@ -452,9 +529,62 @@ fn pack(gpu: &Gpu, w: &Tensor, rows: usize, k: usize, taps: usize, flip: bool) -
     Ok(wp)
 }
 
-fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, t: Tile) -> Result<Tensor> {
-    let t = t.resolve(gpu)?;
-    let wp = pack(gpu, w, g.oc, g.k(), g.kh * g.kw, false)?;
+/// The direct kernel's `(k, pad)` if it can run `g`: stride 1, a square 1 × 1 (padding 0,
+/// H·W a multiple of 4) or 3 × 3 kernel (padding 1, W a multiple of 4).
+fn direct_kernel(g: &Geom) -> Option<(u32, u32)> {
+    let fits = g.stride == 1
+        && g.kh == g.kw
+        && match g.kh {
+            1 => g.pad == 0 && (g.h * g.w).is_multiple_of(4),
+            3 => g.pad == 1 && g.w.is_multiple_of(4),
+            _ => false,
+        };
+    fits.then_some((g.kh as u32, g.pad as u32))
+}
+
+/// The direct kernel (`direct_kernel(&g)` is `Some((k, pad))`) with the weight `w` read as
+/// `rows` × `k_len` entries (`flip`: transposed with taps reversed, for backward data).
+fn forward_direct(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    g: Geom,
+    (k, pad): (u32, u32),
+    flip: bool,
+    t: Tile,
+) -> Result<Tensor> {
+    let t = t.resolve(gpu)?.fit_rows(g.oc);
+    let taps = g.kh * g.kw;
+    let group = if k == 1 { 0 } else { g.kw };
+    let wp = pack(gpu, w, g.oc, g.k(), taps, flip, group)?;
+    let out = Tensor::empty(gpu, &[g.n, g.oc, g.oh, g.ow])?;
+    let [gx, gz] = col_groups(g.n * g.h * g.w / 4, t);
+    gpu.dispatch(
+        &spec(Kind::Direct { k, pad }, t)?,
+        &wx(t),
+        &ConvParams {
+            kq: u(wp.shape()[1] / 4),
+            ..g.params()
+        },
+        &[x.binding(), wp.binding(), out.binding()],
+        [gx, g.oc.div_ceil(t.height()) as u32, gz],
+    )?;
+    Ok(out)
+}
+
+/// The direct kernel's tile for `g` from `cfg`, with its `(k, pad)`, if it applies.
+fn direct_tile(g: &Geom, cfg: &ConvConfig) -> Option<(Tile, (u32, u32))> {
+    let kp = direct_kernel(g)?;
+    let d = cfg.direct?;
+    Some((if kp.0 == 1 { d.pointwise } else { d.forward }, kp))
+}
+
+fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
+    if let Some((t, kp)) = direct_tile(&g, &cfg) {
+        return forward_direct(gpu, x, w, g, kp, false, t);
+    }
+    let t = cfg.forward.resolve(gpu)?;
+    let wp = pack(gpu, w, g.oc, g.k(), g.kh * g.kw, false, 0)?;
     forward_packed(gpu, x, &wp, g, t)
 }
 
@@ -480,21 +610,26 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
     if g.stride == 1 && g.kh == g.kw && g.pad < g.kh {
         // At stride 1, dX is the forward convolution of dY with the transposed, flipped
         // weight and padding K - 1 - p: reuse the (faster, vec4-weight) forward kernel.
-        let t = cfg.forward.resolve(gpu)?;
-        let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true)?;
         let gt = Geom::new(
             &[g.n, g.oc, g.oh, g.ow],
             &[g.c, g.oc, g.kh, g.kw],
             1,
             g.kh - 1 - g.pad,
         )?;
+        if let Some((t, kp)) = direct_tile(&gt, &cfg)
+            && (gt.oh, gt.ow) == (g.h, g.w)
+        {
+            return forward_direct(gpu, dy, w, gt, kp, true, t);
+        }
+        let t = cfg.forward.resolve(gpu)?;
+        let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true, 0)?;
         return forward_packed(gpu, dy, &wp, gt, t);
     }
     let t = cfg.backward_data.resolve(gpu)?.fit_rows(g.c);
     let dx = Tensor::empty(gpu, &[g.n, g.c, g.h, g.w])?;
     if t.tiled {
         // An implicit GEMM over (oc, tap) with the weight packed transposed, taps reversed.
-        let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true)?;
+        let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true, 0)?;
         let [gx, gz] = col_groups(g.n * g.h * g.w, t);
         gpu.dispatch(
             &spec(Kind::BackwardData, t)?,
@@ -534,14 +669,61 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
     Ok(dx)
 }
 
-fn backward_weight(
+/// Backward weight with the direct kernel (`kp` = `direct_kernel(&g)`): workgroups over
+/// (input channels, output channels, splits of the positions).
+fn backward_weight_direct(
     gpu: &Gpu,
     dy: &Tensor,
     x: &Tensor,
     g: Geom,
+    (k, pad): (u32, u32),
     t: Tile,
-    parallelism: usize,
 ) -> Result<Tensor> {
+    let t = t.resolve(gpu)?.fit_rows(g.oc);
+    let quads = g.n * g.h * g.w / 4;
+    let groups = g.c.div_ceil(t.span()) * g.oc.div_ceil(t.height());
+    // Enough workgroups to keep a CPU's cores busy (partial sums added in a fixed order).
+    let splits = DIRECT_WEIGHT_WORKGROUPS
+        .div_ceil(groups)
+        .clamp(1, quads.max(1));
+    let chunk = quads.div_ceil(splits).max(1);
+    let splits = quads.div_ceil(chunk).max(1);
+    let shape = [splits, g.oc, g.c, g.kh, g.kw];
+    let out = Tensor::empty(gpu, &shape)?;
+    gpu.dispatch(
+        &spec(Kind::DirectWeight { k, pad }, t)?,
+        &wx(t),
+        &ConvParams {
+            chunk: u(chunk),
+            ..g.params()
+        },
+        &[dy.binding(), x.binding(), out.binding()],
+        [
+            g.c.div_ceil(t.span()) as u32,
+            g.oc.div_ceil(t.height()) as u32,
+            splits as u32,
+        ],
+    )?;
+    if splits == 1 {
+        out.reshape(&shape[1..])
+    } else {
+        out.sum_axes(0..1)
+    }
+}
+
+/// Workgroups the direct backward-weight kernel aims for.
+const DIRECT_WEIGHT_WORKGROUPS: usize = 16;
+
+fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
+    if let (Some(d), Some(kp)) = (cfg.direct, direct_kernel(&g)) {
+        let t = if kp.0 == 1 {
+            d.pointwise_weight
+        } else {
+            d.weight
+        };
+        return backward_weight_direct(gpu, dy, x, g, kp, t);
+    }
+    let (t, parallelism) = (cfg.backward_weight, cfg.weight_parallelism);
     let t = t.resolve(gpu)?.fit_rows(g.oc);
     let x_groups = g.k().div_ceil(t.span());
     let row_groups = g.oc.div_ceil(t.height());
@@ -631,7 +813,7 @@ impl Tensor {
             ));
         }
         let gpu = self.gpu().clone();
-        let out = forward(&gpu, self, weight, g, cfg.forward)?;
+        let out = forward(&gpu, self, weight, g, cfg)?;
         let (x, w) = (self.detach(), weight.detach());
         let (need_dx, need_dw) = (self.requires_grad(), weight.requires_grad());
         self.gpu().record(&out, &[self, weight], move |dy| {
@@ -641,14 +823,7 @@ impl Tensor {
                 None
             };
             let dw = if need_dw {
-                Some(backward_weight(
-                    &gpu,
-                    dy,
-                    &x,
-                    g,
-                    cfg.backward_weight,
-                    cfg.weight_parallelism,
-                )?)
+                Some(backward_weight(&gpu, dy, &x, g, cfg)?)
             } else {
                 None
             };
@@ -687,14 +862,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let g = Geom::new(input.shape(), weight_shape, stride, padding)?;
         check_dy(self, &g)?;
-        backward_weight(
-            self.gpu(),
-            self,
-            input,
-            g,
-            cfg.backward_weight,
-            cfg.weight_parallelism,
-        )
+        backward_weight(self.gpu(), self, input, g, cfg)
     }
 }
 

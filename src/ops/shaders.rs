@@ -141,14 +141,22 @@ pub fn variants() -> Result<Vec<ShaderVariant>> {
         }
     }
     for (_, cfg) in ConvConfig::PRESETS {
-        let kinds = [
+        let mut kinds = vec![
             (Kind::Forward, cfg.forward),
             (Kind::BackwardData, cfg.backward_data),
             (Kind::BackwardWeight, cfg.backward_weight),
             (Kind::BackwardWeightVec4, cfg.backward_weight),
         ];
+        if let Some(d) = cfg.direct {
+            kinds.extend([
+                (Kind::Direct { k: 3, pad: 1 }, d.forward),
+                (Kind::Direct { k: 1, pad: 0 }, d.pointwise),
+                (Kind::DirectWeight { k: 3, pad: 1 }, d.weight),
+                (Kind::DirectWeight { k: 1, pad: 0 }, d.pointwise_weight),
+            ]);
+        }
         for sg in widths() {
-            for (kind, tile) in kinds {
+            for &(kind, tile) in &kinds {
                 let Ok(t) = tile.resolve_with(sg) else {
                     continue;
                 };
