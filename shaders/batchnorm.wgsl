@@ -16,6 +16,10 @@ struct Params {
     splits: u32,    // bn_gpu_*: workgroups sharing one channel's sums
     chunk: u32,     // bn_gpu_*: samples per split (split s: [s·chunk, (s+1)·chunk) ∩ [0, N))
     centred: u32,   // bn_gpu_sums, bn_gpu_stats: 0 = the Σ x pass, 1 = the Σ (x − mean)² pass
+    c_off: u32,     // statistics kernels: first channel of x to reduce (0 but in cache mode)
+    cache: u32,     // statistics kernels: 1 = write [mean | biased var] of channels c_off..c_off+c
+                    // into a cache laid out [mean (C_STRIDE) | var (C_STRIDE)], no running update
+    accumulate: u32, // bn_backward_apply: 1 = dx += (add into the caller's gradient buffer)
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -66,10 +70,11 @@ fn stats_share(c: u32, lid: u32, mean: f32, centred: bool) -> f32 {
 @compute @workgroup_size(64)
 fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let m = f32(p.n * p.hw);
-    let mean = workgroup_sum(lid, stats_share(wid.x, lid, 0.0, false)) / m;
+    let c = p.c_off + wid.x;
+    let mean = workgroup_sum(lid, stats_share(c, lid, 0.0, false)) / m;
     workgroupBarrier();
-    let var_b = workgroup_sum(lid, stats_share(wid.x, lid, mean, true)) / m;
-    if (lid == 0u) { write_stats(wid.x, mean, var_b); }
+    let var_b = workgroup_sum(lid, stats_share(c, lid, mean, true)) / m;
+    if (lid == 0u) { write_stats(c, mean, var_b); }
 }
 
 // HW a multiple of 4: the same with vec4 loads.
@@ -90,10 +95,11 @@ fn stats_share4(c: u32, lid: u32, mean: f32, centred: bool) -> f32 {
 @compute @workgroup_size(64)
 fn bn_stats_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let m = f32(p.n * p.hw);
-    let mean = workgroup_sum(lid, stats_share4(wid.x, lid, 0.0, false)) / m;
+    let c = p.c_off + wid.x;
+    let mean = workgroup_sum(lid, stats_share4(c, lid, 0.0, false)) / m;
     workgroupBarrier();
-    let var_b = workgroup_sum(lid, stats_share4(wid.x, lid, mean, true)) / m;
-    if (lid == 0u) { write_stats(wid.x, mean, var_b); }
+    let var_b = workgroup_sum(lid, stats_share4(c, lid, mean, true)) / m;
+    if (lid == 0u) { write_stats(c, mean, var_b); }
 }
 
 // Σ over the workgroup of each invocation's `v`, in a fixed tree (every invocation gets it).
@@ -104,8 +110,14 @@ fn workgroup_sum(lid: u32, v: f32) -> f32 {
     return red_a[0];
 }
 
-// Mean, 1/sqrt(var + eps) and the running averages of channel c (biased variance var_b).
+// Mean, 1/sqrt(var + eps) and the running averages of channel c (biased variance var_b);
+// in cache mode the mean and var_b of channel c into the cache.
 fn write_stats(c: u32, mean: f32, var_b: f32) {
+    if (p.cache == 1u) {
+        st_stats[c] = mean;
+        st_stats[p.c_stride + c] = var_b;
+        return;
+    }
     let m = p.n * p.hw;
     st_stats[c] = mean;
     st_stats[p.c + c] = 1.0 / sqrt(var_b + p.eps);
@@ -125,6 +137,28 @@ fn bn_eval_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (c >= p.c) { return; }
     ev_stats[c] = ev_mean[c];
     ev_stats[p.c + c] = 1.0 / sqrt(ev_var[c] + p.eps);
+}
+
+// ---- statistics of channels 0..C from a cache of [mean | biased var] (C_STRIDE channels,
+// see `cache` above): the same stats and running-average update as bn_stats, without
+// reading x again (DenseNet: a channel's batch statistics do not change within a step) ----
+@group(0) @binding(1) var<storage, read> cs_cache: array<f32>;
+@group(0) @binding(2) var<storage, read_write> cs_stats: array<f32>;
+@group(0) @binding(3) var<storage, read_write> cs_running_mean: array<f32>;
+@group(0) @binding(4) var<storage, read_write> cs_running_var: array<f32>;
+
+@compute @workgroup_size(64)
+fn bn_cached_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if (c >= p.c) { return; }
+    let mean = cs_cache[c];
+    let var_b = cs_cache[p.c_stride + c];
+    let m = p.n * p.hw;
+    cs_stats[c] = mean;
+    cs_stats[p.c + c] = 1.0 / sqrt(var_b + p.eps);
+    let unbiased = var_b * f32(m) / f32(max(m, 2u) - 1u);
+    cs_running_mean[c] = (1.0 - p.momentum) * cs_running_mean[c] + p.momentum * mean;
+    cs_running_var[c] = (1.0 - p.momentum) * cs_running_var[c] + p.momentum * unbiased;
 }
 
 // ---- y = (x - mean) * invstd * gamma + beta  (then ReLU if p.relu); y is dense ----
@@ -229,7 +263,8 @@ fn bn_backward_reduce_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
 }
 
 // ---- dx = gamma·invstd/M · (M·dy − Σdy − x̂·Σdy·x̂)   (frozen: dx = gamma·invstd·dy) ----
-// dx has x's layout (strided when C_STRIDE > C; the caller zeroes the other channels).
+// dx has x's layout (strided when C_STRIDE > C; the caller zeroes the other channels, or,
+// with `accumulate`, dx is added into a gradient buffer of x's layout that it owns).
 @group(0) @binding(1) var<storage, read> bd_x: array<f32>;
 @group(0) @binding(2) var<storage, read> bd_dy: array<f32>;
 @group(0) @binding(3) var<storage, read> bd_stats: array<f32>;
@@ -254,7 +289,8 @@ fn bn_backward_apply(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x >= p.hw) { return; }
     let k = x_plane(gid.z, gid.y) + gid.x;
     let dy = bd_dy[dense_plane(gid.z, gid.y) + gid.x];
-    bd_dx[k] = backward4(vec4<f32>(bd_x[k]), vec4<f32>(dy), gid.y).x;
+    let dx = backward4(vec4<f32>(bd_x[k]), vec4<f32>(dy), gid.y).x;
+    if (p.accumulate == 1u) { bd_dx[k] += dx; } else { bd_dx[k] = dx; }
 }
 
 @group(0) @binding(1) var<storage, read> bd_x4: array<vec4<f32>>;
@@ -266,7 +302,8 @@ fn bn_backward_apply_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x * 4u >= p.hw) { return; }
     let k = x_plane(gid.z, gid.y) / 4u + gid.x;
     let dy = bd_dy4[dense_plane(gid.z, gid.y) / 4u + gid.x];
-    bd_dx4[k] = backward4(bd_x4[k], dy, gid.y);
+    let dx = backward4(bd_x4[k], dy, gid.y);
+    if (p.accumulate == 1u) { bd_dx4[k] += dx; } else { bd_dx4[k] = dx; }
 }
 
 // ---- Real GPUs (Tuning::Gpu): each channel's sums are split over `splits` workgroups of
@@ -306,10 +343,10 @@ fn split_end(s: u32) -> u32 { return min((s + 1u) * p.chunk, p.n); }
 @compute @workgroup_size(256)
 fn bn_gpu_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wid.x;
-    let mean = select(0.0, gs_stats[c], p.centred == 1u);
+    let mean = select(0.0, gs_stats[p.c_off + c], p.centred == 1u);
     var acc = 0.0;
     for (var n = wid.y * p.chunk; n < split_end(wid.y); n++) {
-        let b = x_plane(n, c);
+        let b = x_plane(n, p.c_off + c);
         for (var j = lid; j < p.hw; j += GWG) {
             let d = gs_x[b + j] - mean;
             acc += select(d, d * d, p.centred == 1u);
@@ -322,10 +359,10 @@ fn bn_gpu_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 @compute @workgroup_size(256)
 fn bn_gpu_sums_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wid.x;
-    let mean = select(0.0, gs_stats[c], p.centred == 1u);
+    let mean = select(0.0, gs_stats[p.c_off + c], p.centred == 1u);
     var acc = vec4<f32>(0.0);
     for (var n = wid.y * p.chunk; n < split_end(wid.y); n++) {
-        let b = x_plane(n, c) / 4u;
+        let b = x_plane(n, p.c_off + c) / 4u;
         for (var j = lid; j * 4u < p.hw; j += GWG) {
             let d = gs_x4[b + j] - mean;
             acc += select(d, d * d, p.centred == 1u);
@@ -350,10 +387,14 @@ fn bn_gpu_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var s = 0u; s < p.splits; s++) { total += gf_partial[c * p.splits + s]; }
     let m = p.n * p.hw;
     if (p.centred == 0u) {
-        gf_stats[c] = total / f32(m);
+        gf_stats[p.c_off + c] = total / f32(m);
         return;
     }
     let var_b = total / f32(m);
+    if (p.cache == 1u) {
+        gf_stats[p.c_stride + p.c_off + c] = var_b;
+        return;
+    }
     let mean = gf_stats[c];
     gf_stats[p.c + c] = 1.0 / sqrt(var_b + p.eps);
     let unbiased = var_b * f32(m) / f32(max(m, 2u) - 1u);

@@ -342,6 +342,18 @@ impl Tensor {
         Self::view(self.gpu(), self.shape(), self.0.storage.clone())
     }
 
+    /// A tensor of `shape` over the first elements of this one's storage (fresh id, no graph
+    /// node, not a copy): scratch space that one allocation serves at several sizes.
+    pub(crate) fn prefix_view(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) > self.numel() {
+            return Err(Error::shape(
+                "prefix_view",
+                format!("{shape:?} does not fit in {:?}", self.shape()),
+            ));
+        }
+        Ok(Self::view(self.gpu(), shape, self.0.storage.clone()))
+    }
+
     /// Mark as a leaf that receives a gradient (a parameter).
     pub fn set_requires_grad(&self, on: bool) -> &Self {
         self.0.requires_grad.store(on, Ordering::Relaxed);

@@ -236,46 +236,90 @@ fn paper_models_have_the_published_parameter_counts() {
 
 #[test]
 fn densenet_block_buffer_path_matches_plain_concatenation() {
-    // The memory-efficient DenseNet (slots in one block buffer, prefix batch norm, BN-ReLU-conv
-    // recomputed in backward) must compute exactly what concat + BN + ReLU + conv computes.
+    // The memory-efficient DenseNet (each block one taped op over one buffer, prefix batch norm
+    // with batch statistics cached per channel, BN-ReLU-conv recomputed in backward, gradients
+    // accumulated in place) must compute exactly what concat + BN + ReLU + conv computes:
+    // features, every parameter gradient, every running statistic after the step, and the
+    // eval-mode features. Under every tuning (the real-GPU split reductions too), with an odd
+    // spatial size (no vec4 kernels), batch 1, and an even one.
+    use isomax::nn::{Module, Role};
     let gpu = common::gpu();
-    let cfg = ModelConfig {
-        arch: Arch::DensenetTiny,
-        head: HeadKind::SoftMax,
-        in_channels: 2,
-        height: 8,
-        width: 8,
-        num_classes: 3,
-        mean: vec![0.0; 2],
-        std: vec![1.0; 2],
-    };
-    let model = Model::new(&gpu, cfg, 5).unwrap();
-    let net = model.densenet().unwrap();
-    let x = Tensor::randn(&gpu, &[3, 2, 8, 8], 0.0, 1.0, 9).unwrap();
-    let run = |fast: bool| {
-        let f = if fast {
-            net.forward(&x, true)
-        } else {
-            net.forward_reference(&x, true)
+    for tuning in common::tunings(&gpu) {
+        for (hw, batch) in [(8, 3), (9, 1), (5, 2)] {
+            isomax::ops::with_tuning(tuning, || densenet_paths_case(&gpu, hw, batch));
         }
-        .unwrap();
-        let w = Tensor::randn(&gpu, f.shape(), 0.0, 1.0, 4).unwrap();
-        let grads = f.mul(&w).unwrap().sum().unwrap().backward().unwrap();
-        let grads: Vec<Vec<f32>> = model
-            .params()
-            .iter()
-            .filter_map(|p| grads.get(p).cloned())
-            .map(|g| g.to_vec().unwrap())
-            .collect();
-        (f.to_vec().unwrap(), grads)
-    };
-    let (f1, g1) = run(true);
-    let (f2, g2) = run(false);
-    common::assert_close(&f1, &f2, 1e-4, 1e-5);
-    assert_eq!(g1.len(), g2.len());
-    assert!(g1.len() > 10);
-    for (a, b) in g1.iter().zip(&g2) {
-        common::assert_close(a, b, 1e-3, 1e-4);
+    }
+
+    fn densenet_paths_case(gpu: &Gpu, hw: usize, batch: usize) {
+        let cfg = ModelConfig {
+            arch: Arch::DensenetTiny,
+            head: HeadKind::SoftMax,
+            in_channels: 2,
+            height: hw,
+            width: hw,
+            num_classes: 3,
+            mean: vec![0.0; 2],
+            std: vec![1.0; 2],
+        };
+        let model = Model::new(gpu, cfg, 5).unwrap();
+        let net = model.densenet().unwrap();
+        let buffers = || {
+            let mut v = Vec::new();
+            model.visit("", &mut |_, t, r| {
+                if r == Role::Buffer {
+                    v.push(t.clone())
+                }
+            });
+            v
+        };
+        let initial: Vec<Vec<f32>> = buffers().iter().map(|t| t.to_vec().unwrap()).collect();
+        let x = Tensor::randn(gpu, &[batch, 2, hw, hw], 0.0, 1.0, 9).unwrap();
+        let run = |fast: bool| {
+            for (t, v) in buffers().iter().zip(&initial) {
+                t.write(v).unwrap();
+            }
+            let f = if fast {
+                net.forward(&x, true)
+            } else {
+                net.forward_reference(&x, true)
+            }
+            .unwrap();
+            let w = Tensor::randn(gpu, f.shape(), 0.0, 1.0, 4).unwrap();
+            let grads = f.mul(&w).unwrap().sum().unwrap().backward().unwrap();
+            let grads: Vec<Vec<f32>> = model
+                .params()
+                .iter()
+                .filter_map(|p| grads.get(p).cloned())
+                .map(|g| g.to_vec().unwrap())
+                .collect();
+            let running: Vec<Vec<f32>> = buffers().iter().map(|t| t.to_vec().unwrap()).collect();
+            let eval = isomax::no_grad(|| {
+                if fast {
+                    net.forward(&x, false)
+                } else {
+                    net.forward_reference(&x, false)
+                }
+            })
+            .unwrap();
+            (f.to_vec().unwrap(), grads, running, eval.to_vec().unwrap())
+        };
+        let (f1, g1, r1, e1) = run(true);
+        let (f2, g2, r2, e2) = run(false);
+        common::assert_close(&f1, &f2, 1e-4, 1e-5);
+        assert_eq!(g1.len(), g2.len());
+        // Every backbone parameter (all but the head's weight and bias) got a gradient.
+        assert_eq!(g1.len(), model.params().len() - 2);
+        for (a, b) in g1.iter().zip(&g2) {
+            common::assert_close(a, b, 1e-3, 1e-4);
+        }
+        assert_eq!(r1.len(), r2.len());
+        assert!(r1.len() > 10);
+        for ((a, b), init) in r1.iter().zip(&r2).zip(&initial) {
+            // The step moved every running statistic, the same way on both paths.
+            assert_ne!(a, init);
+            common::assert_close(a, b, 1e-5, 1e-6);
+        }
+        common::assert_close(&e1, &e2, 1e-4, 1e-5);
     }
 }
 

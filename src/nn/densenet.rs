@@ -1,17 +1,31 @@
 //! DenseNet-BC (bottleneck + compression), as in docs/method.md §3: DenseNet-BC-100 has growth 12,
 //! three dense blocks of 16 bottleneck layers and transitions that halve the channels.
 //!
-//! Memory: each block is one preallocated buffer; every layer writes its new channels into
-//! its slot and the next layer normalises the channel prefix in place (no concatenation
-//! copies). BN-ReLU-conv runs as one taped op that keeps only the batch statistics and
-//! recomputes relu(bn(x)) in backward, so a layer stores O(growth) channels, not O(depth).
+//! Memory and passes: each block is one preallocated buffer, taped as ONE op. Its forward
+//! (no taping inside) runs the layers: BN-ReLU over the channel prefix (read in place, no
+//! concatenation), 1×1 conv, BN-ReLU, 3×3 conv, and the new channels copied into their slot.
+//! It keeps per layer only the batch statistics and the bottleneck output; relu(bn(·)) is
+//! recomputed in backward. Its backward walks the layers in reverse with one gradient buffer
+//! for the whole block: each layer's BN backward adds its input gradient into the prefix of
+//! that buffer in place (no zero-filled full-size gradient per layer, no adds over the block).
+//!
+//! Batch statistics: a channel of the block never changes within a step, so its batch mean
+//! and variance are reduced once, when the channel is written, into a per-block cache; every
+//! BN that reads the channel later (each layer's bn1, the transition's, the final one) takes
+//! them from the cache and applies its own running-average update, exactly as if it had
+//! reduced the channel itself (same kernels, same formulas).
 
 use super::layers::{BatchNorm2d, Conv2d, Module, Role, Seeds, join};
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::ops::batchnorm::{bn_apply, bn_backward, bn_forward};
+use crate::ops::batchnorm::{
+    BatchStats, BnGeom, bn_apply, bn_apply_into, bn_backward, bn_backward_into, bn_cache_stats,
+    bn_forward, bn_forward_from, bn_stats,
+};
+use crate::ops::concat::copy as copy_channels;
 use crate::ops::conv::ConvConfig;
 use crate::tensor::Tensor;
+use std::sync::Arc;
 
 /// `conv(relu(bn(x[:, ..channels])))`, taped as one op that recomputes relu(bn(x)) in
 /// backward instead of keeping it.
@@ -21,9 +35,10 @@ fn bn_relu_conv(
     bn: &BatchNorm2d,
     conv: &Conv2d,
     training: bool,
+    from: BatchStats,
 ) -> Result<Tensor> {
     let gpu = x.gpu().clone();
-    let (t, stats, g) = bn_forward(
+    let (t, stats, g) = bn_forward_from(
         x,
         channels,
         true,
@@ -31,6 +46,7 @@ fn bn_relu_conv(
         &bn.beta,
         &bn.stats(),
         training,
+        from,
     )?;
     let y = gpu.no_grad(|| t.conv2d(&conv.weight, None, conv.stride, conv.padding))?;
     let t_shape = t.shape().to_vec();
@@ -55,6 +71,32 @@ fn bn_relu_conv(
     Ok(y)
 }
 
+/// `relu(bn(x[:, ..channels]))` with the batch statistics from `from`, taped.
+fn bn_relu(
+    x: &Tensor,
+    channels: usize,
+    bn: &BatchNorm2d,
+    training: bool,
+    from: BatchStats,
+) -> Result<Tensor> {
+    let (y, stats, g) = bn_forward_from(
+        x,
+        channels,
+        true,
+        &bn.gamma,
+        &bn.beta,
+        &bn.stats(),
+        training,
+        from,
+    )?;
+    let (xd, gamma, beta) = (x.detach(), bn.gamma.detach(), bn.beta.detach());
+    x.gpu().record(&y, &[x, &bn.gamma, &bn.beta], move |dy| {
+        let (dx, dgamma, dbeta) = bn_backward(&xd, dy, &stats, &gamma, &beta, g)?;
+        Ok(vec![Some(dx), Some(dgamma), Some(dbeta)])
+    });
+    Ok(y)
+}
+
 struct Bottleneck {
     bn1: BatchNorm2d,
     conv1: Conv2d,
@@ -62,13 +104,244 @@ struct Bottleneck {
     conv2: Conv2d,
 }
 
+/// What a bottleneck layer's backward needs from its forward.
+struct Saved {
+    /// Channels of the block the layer read (its new ones start there).
+    c: usize,
+    stats1: Tensor,
+    g1: BnGeom,
+    /// The 1×1 conv's output (input of bn2).
+    h1: Tensor,
+    stats2: Tensor,
+    g2: BnGeom,
+}
+
+/// A layer's parameters, detached (shared storage) for the backward closure.
+struct LayerParams {
+    gamma1: Tensor,
+    beta1: Tensor,
+    w1: Tensor,
+    conv1: (usize, usize),
+    gamma2: Tensor,
+    beta2: Tensor,
+    w2: Tensor,
+    conv2: (usize, usize),
+}
+
 impl Bottleneck {
-    /// The new `growth` channels computed from the first `channels` channels of `block`.
-    fn forward(&self, block: &Tensor, channels: usize, training: bool) -> Result<Tensor> {
-        let h = bn_relu_conv(block, channels, &self.bn1, &self.conv1, training)?;
-        let c = h.shape()[1];
-        bn_relu_conv(&h, c, &self.bn2, &self.conv2, training)
+    fn params(&self) -> [&Tensor; 6] {
+        [
+            &self.bn1.gamma,
+            &self.bn1.beta,
+            &self.conv1.weight,
+            &self.bn2.gamma,
+            &self.bn2.beta,
+            &self.conv2.weight,
+        ]
     }
+
+    fn detached(&self) -> LayerParams {
+        LayerParams {
+            gamma1: self.bn1.gamma.detach(),
+            beta1: self.bn1.beta.detach(),
+            w1: self.conv1.weight.detach(),
+            conv1: (self.conv1.stride, self.conv1.padding),
+            gamma2: self.bn2.gamma.detach(),
+            beta2: self.bn2.beta.detach(),
+            w2: self.conv2.weight.detach(),
+            conv2: (self.conv2.stride, self.conv2.padding),
+        }
+    }
+
+    /// Writes the new channels into `block` at `c` from its first `c` channels (not taped);
+    /// relu(bn1(·)) goes through `scratch` (one buffer for every layer of the block).
+    fn forward_into(
+        &self,
+        block: &Tensor,
+        c: usize,
+        training: bool,
+        cache: Option<&Tensor>,
+        scratch: &Tensor,
+    ) -> Result<(usize, Saved)> {
+        let from = cache.map_or(BatchStats::Compute, BatchStats::Cached);
+        let (bn1, bn2) = (&self.bn1, &self.bn2);
+        let (stats1, g1) = bn_stats(
+            block,
+            c,
+            true,
+            &bn1.gamma,
+            &bn1.beta,
+            &bn1.stats(),
+            training,
+            from,
+        )?;
+        let t1 = scratch.prefix_view(&with_channels(block.shape(), c))?;
+        bn_apply_into(block, &stats1, &bn1.gamma, &bn1.beta, g1, &t1)?;
+        let h1 = t1.conv2d(
+            &self.conv1.weight,
+            None,
+            self.conv1.stride,
+            self.conv1.padding,
+        )?;
+        drop(t1);
+        let c2 = h1.shape()[1];
+        let (t2, stats2, g2) =
+            bn_forward(&h1, c2, true, &bn2.gamma, &bn2.beta, &bn2.stats(), training)?;
+        let new = t2.conv2d(
+            &self.conv2.weight,
+            None,
+            self.conv2.stride,
+            self.conv2.padding,
+        )?;
+        drop(t2);
+        let k = new.shape()[1];
+        copy_channels(&new, 0, block, c, k)?;
+        if let Some(cache) = cache {
+            bn_cache_stats(block, c, k, cache)?;
+        }
+        Ok((
+            k,
+            Saved {
+                c,
+                stats1,
+                g1,
+                h1,
+                stats2,
+                g2,
+            },
+        ))
+    }
+}
+
+/// The backward of one dense block: `grad` (the block's shape) is the gradient of the block
+/// buffer, owned by this call and updated in place; returns the gradient of the block's
+/// input (its first `c0` channels) and of each layer's parameters, in `params()` order.
+fn block_backward(
+    block: &Tensor,
+    grad: &Tensor,
+    c0: usize,
+    layers: &[LayerParams],
+    saved: Vec<Saved>,
+) -> Result<Vec<Option<Tensor>>> {
+    let gpu = block.gpu();
+    let cfg = ConvConfig::for_gpu(gpu);
+    let shape = block.shape().to_vec();
+    let with_channels = |c: usize| with_channels(&shape, c);
+    // relu(bn1(·)) of every layer is recomputed into one buffer.
+    let widest = saved.iter().map(|s| s.c).max().unwrap_or(c0);
+    let scratch = Tensor::empty(gpu, &with_channels(widest))?;
+    let mut per_layer = Vec::with_capacity(layers.len());
+    for (l, s) in layers.iter().zip(saved).rev() {
+        let k = l.w2.shape()[0];
+        // The new channels' gradient is complete: only later layers and the block's
+        // consumer read them.
+        let dnew = Tensor::empty(gpu, &with_channels(k))?;
+        copy_channels(grad, s.c, &dnew, 0, k)?;
+        let (stride, pad) = l.conv2;
+        let t2 = bn_apply(&s.h1, &s.stats2, &l.gamma2, &l.beta2, s.g2, s.h1.shape())?;
+        let dw2 = dnew.conv2d_backward_weight(&t2, l.w2.shape(), stride, pad, cfg)?;
+        drop(t2);
+        let dt2 = dnew.conv2d_backward_data(&l.w2, s.h1.shape(), stride, pad, cfg)?;
+        drop(dnew);
+        let (dh1, dgamma2, dbeta2) =
+            bn_backward(&s.h1, &dt2, &s.stats2, &l.gamma2, &l.beta2, s.g2)?;
+        drop((dt2, s.h1, s.stats2));
+        let (stride, pad) = l.conv1;
+        let t1_shape = with_channels(s.c);
+        let t1 = scratch.prefix_view(&t1_shape)?;
+        bn_apply_into(block, &s.stats1, &l.gamma1, &l.beta1, s.g1, &t1)?;
+        let dw1 = dh1.conv2d_backward_weight(&t1, l.w1.shape(), stride, pad, cfg)?;
+        drop(t1);
+        let dt1 = dh1.conv2d_backward_data(&l.w1, &t1_shape, stride, pad, cfg)?;
+        drop(dh1);
+        let (_, dgamma1, dbeta1) = bn_backward_into(
+            block,
+            &dt1,
+            &s.stats1,
+            &l.gamma1,
+            &l.beta1,
+            s.g1,
+            Some(grad),
+        )?;
+        per_layer.push([dgamma1, dbeta1, dw1, dgamma2, dbeta2, dw2]);
+    }
+    drop(scratch);
+    let dx = Tensor::empty(gpu, &with_channels(c0))?;
+    copy_channels(grad, 0, &dx, 0, c0)?;
+    let mut grads = vec![Some(dx)];
+    for g in per_layer.into_iter().rev() {
+        grads.extend(g.into_iter().map(Some));
+    }
+    Ok(grads)
+}
+
+/// `shape` with `c` channels.
+fn with_channels(shape: &[usize], c: usize) -> Vec<usize> {
+    let mut s = shape.to_vec();
+    s[1] = c;
+    s
+}
+
+/// One dense block taped as one op: `(block [N, c0 + Σ growth, ...], statistics cache)`;
+/// the cache (training only) holds the batch `[mean | biased var]` of every block channel.
+fn dense_block(
+    layers: &[Bottleneck],
+    h: &Tensor,
+    training: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let gpu = h.gpu().clone();
+    let c0 = h.shape()[1];
+    let growth: usize = layers.iter().map(|l| l.conv2.weight.shape()[0]).sum();
+    let mut shape = h.shape().to_vec();
+    shape[1] = c0 + growth;
+    let mut inputs = vec![h];
+    for l in layers {
+        inputs.extend(l.params());
+    }
+    let taped = crate::autograd::grad_enabled() && inputs.iter().any(|t| t.requires_grad());
+    let (block, cache, saved) = gpu.no_grad(|| -> Result<_> {
+        let block = Tensor::empty(&gpu, &shape)?;
+        copy_channels(h, 0, &block, 0, c0)?;
+        let cache = if training {
+            let cache = Tensor::empty(&gpu, &[2 * shape[1]])?;
+            bn_cache_stats(&block, 0, c0, &cache)?;
+            Some(cache)
+        } else {
+            None
+        };
+        let last = layers.last().map_or(0, |l| l.conv2.weight.shape()[0]);
+        let scratch = Tensor::empty(&gpu, &with_channels(&shape, shape[1] - last))?;
+        let mut c = c0;
+        let mut saved = Vec::new();
+        for l in layers {
+            let (k, s) = l.forward_into(&block, c, training, cache.as_ref(), &scratch)?;
+            c += k;
+            // Inference keeps nothing.
+            if taped {
+                saved.push(s);
+            }
+        }
+        Ok((block, cache, saved))
+    })?;
+    if taped {
+        let out = block.detach();
+        let params: Vec<LayerParams> = layers.iter().map(Bottleneck::detached).collect();
+        let buffer = block.clone();
+        gpu.record(&out, &inputs, move |dy| {
+            // The block's gradient comes fresh from its consumer's backward: update it in
+            // place unless something else holds it.
+            let grad = if Arc::strong_count(&dy.0) == 1 && Arc::strong_count(&dy.0.storage) == 1 {
+                dy.clone()
+            } else {
+                let g = Tensor::empty(dy.gpu(), dy.shape())?;
+                copy_channels(dy, 0, &g, 0, dy.shape()[1])?;
+                g
+            };
+            block_backward(&buffer, &grad, c0, &params, saved)
+        });
+        return Ok((out, cache));
+    }
+    Ok((block, cache))
 }
 
 struct Transition {
@@ -142,27 +415,30 @@ impl DenseNet {
     /// Features `[B, D]`.
     pub fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         let mut h = self.conv1.forward(x)?;
-        let mut c = h.shape()[1];
-        let mut block = h.clone();
         for (b, layers) in self.blocks.iter().enumerate() {
-            let growth: usize = layers.iter().map(|l| l.conv2.weight.shape()[0]).sum();
-            let mut shape = h.shape().to_vec();
-            shape[1] = c + growth;
-            block = Tensor::zeros(x.gpu(), &shape)?.write_channels(&h, 0)?;
-            for layer in layers {
-                let new = layer.forward(&block, c, training)?;
-                block = block.write_channels(&new, c)?;
-                c += new.shape()[1];
-            }
-            if let Some(t) = self.transitions.get(b) {
-                h = bn_relu_conv(&block, c, &t.bn, &t.conv, training)?.avg_pool2d(2, 2)?;
-                c = h.shape()[1];
+            let (block, cache) = dense_block(layers, &h, training)?;
+            let from = cache
+                .as_ref()
+                .map_or(BatchStats::Compute, BatchStats::Cached);
+            let c = block.shape()[1];
+            match self.transitions.get(b) {
+                Some(t) => {
+                    h = bn_relu_conv(&block, c, &t.bn, &t.conv, training, from)?
+                        .avg_pool2d(2, 2)?;
+                }
+                None => return bn_relu(&block, c, &self.bn, training, from)?.global_avg_pool(),
             }
         }
-        block
-            .batch_norm_relu(c, &self.bn.gamma, &self.bn.beta, &self.bn.stats(), training)?
-            .global_avg_pool()
+        unreachable_blocks()
     }
+}
+
+/// `new` builds three blocks, the last without a transition, so `forward` returns inside its
+/// loop; a model without blocks cannot be constructed.
+fn unreachable_blocks() -> Result<Tensor> {
+    Err(crate::error::Error::Config(
+        "DenseNet without a final dense block".into(),
+    ))
 }
 
 impl DenseNet {

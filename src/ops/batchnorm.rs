@@ -21,6 +21,7 @@ const GPU_STATS: KernelSpec = kernel!("batchnorm", "bn_gpu_stats", 1, 3);
 const GPU_DSUMS: KernelSpec = kernel!("batchnorm", "bn_gpu_dsums", 5, 1);
 const GPU_DSUMS_VEC4: KernelSpec = kernel!("batchnorm", "bn_gpu_dsums_vec4", 5, 1);
 const GPU_DFINISH: KernelSpec = kernel!("batchnorm", "bn_gpu_dfinish", 1, 2);
+const CACHED_STATS: KernelSpec = kernel!("batchnorm", "bn_cached_stats", 1, 3);
 
 /// Target number of workgroups for the real-GPU reductions: each channel's sums are split
 /// over samples until about this many run.
@@ -128,7 +129,110 @@ kernel_params! {
         splits: u32,
         chunk: u32,
         centred: u32,
+        c_off: u32,
+        cache: u32,
+        accumulate: u32,
     }
+}
+
+/// Where a training-mode batch norm takes its batch statistics from.
+#[derive(Clone, Copy)]
+pub(crate) enum BatchStats<'a> {
+    /// Reduce the input's channels now.
+    Compute,
+    /// A cache of `[mean | biased variance]` over the input's `C` channels (`[2C]`), filled
+    /// by [`bn_cache_stats`] while those channels were written (a DenseNet block buffer).
+    Cached(&'a Tensor),
+}
+
+/// Record the batch statistics of channels `c_off..c_off + channels` of `x [N, C, ...]`
+/// into `cache [2C]` (`[mean | biased variance]`, indexed by channel), for
+/// [`BatchStats::Cached`]: the same reductions as the training forward, without the
+/// running-average update (each batch norm reading the cache does its own).
+pub(crate) fn bn_cache_stats(
+    x: &Tensor,
+    c_off: usize,
+    channels: usize,
+    cache: &Tensor,
+) -> Result<()> {
+    let s = x.shape();
+    if s.len() < 2 || channels == 0 || c_off + channels > s[1] || cache.shape() != [2 * s[1]] {
+        return Err(Error::shape(
+            "batch_norm",
+            format!(
+                "statistics cache {:?} of channels {c_off}..{} of input {s:?}",
+                cache.shape(),
+                c_off + channels
+            ),
+        ));
+    }
+    let (n, c_stride) = (s[0], s[1]);
+    let hw: usize = s[2..].iter().product();
+    if n * hw < 2 {
+        return Err(Error::shape(
+            "batch_norm",
+            format!("training needs more than one value per channel, input {s:?}"),
+        ));
+    }
+    let g = BnGeom {
+        n,
+        c: channels,
+        hw,
+        c_stride,
+        eps: 0.0,
+        momentum: 0.0,
+        frozen: false,
+        relu: false,
+    };
+    let gpu = x.gpu();
+    // Cache mode never touches the running averages; the bindings still need buffers.
+    let unused = Tensor::empty(gpu, &[1])?;
+    let params = |split: Option<(usize, usize)>, centred: bool| BnParams {
+        c_off: u(c_off),
+        cache: 1,
+        ..match split {
+            Some(split) => g.gpu_params(split, centred),
+            None => g.params(),
+        }
+    };
+    if let Some(split) = g.gpu_split(gpu) {
+        let partial = Tensor::empty(gpu, &[channels * split.0])?;
+        for centred in [false, true] {
+            gpu.dispatch(
+                if g.vec4() { &GPU_SUMS_VEC4 } else { &GPU_SUMS },
+                &[],
+                &params(Some(split), centred),
+                &[x.binding(), cache.binding(), partial.binding()],
+                [channels as u32, split.0 as u32, 1],
+            )?;
+            gpu.dispatch(
+                &GPU_STATS,
+                &[],
+                &params(Some(split), centred),
+                &[
+                    partial.binding(),
+                    cache.binding(),
+                    unused.binding(),
+                    unused.binding(),
+                ],
+                [channels.div_ceil(64) as u32, 1, 1],
+            )?;
+        }
+    } else {
+        gpu.dispatch(
+            if g.vec4() { &STATS_VEC4 } else { &STATS },
+            &[],
+            &params(None, false),
+            &[
+                x.binding(),
+                cache.binding(),
+                unused.binding(),
+                unused.binding(),
+            ],
+            [channels as u32, 1, 1],
+        )?;
+    }
+    Ok(())
 }
 
 /// Forward without taping: `(y [N, c, ...], stats [2c])`. Training updates the running
@@ -142,6 +246,50 @@ pub(crate) fn bn_forward(
     st: &BatchNormStats,
     training: bool,
 ) -> Result<(Tensor, Tensor, BnGeom)> {
+    bn_forward_from(
+        x,
+        channels,
+        relu,
+        gamma,
+        beta,
+        st,
+        training,
+        BatchStats::Compute,
+    )
+}
+
+/// [`bn_forward`] with the batch statistics taken from `from` in training.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bn_forward_from(
+    x: &Tensor,
+    channels: usize,
+    relu: bool,
+    gamma: &Tensor,
+    beta: &Tensor,
+    st: &BatchNormStats,
+    training: bool,
+    from: BatchStats,
+) -> Result<(Tensor, Tensor, BnGeom)> {
+    let (stats, g) = bn_stats(x, channels, relu, gamma, beta, st, training, from)?;
+    let mut shape = x.shape().to_vec();
+    shape[1] = channels;
+    let y = bn_apply(x, &stats, gamma, beta, g, &shape)?;
+    Ok((y, stats, g))
+}
+
+/// The statistics half of [`bn_forward_from`]: `(stats [2c], geometry)`, for
+/// [`bn_apply_into`]. Training updates the running statistics in place.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bn_stats(
+    x: &Tensor,
+    channels: usize,
+    relu: bool,
+    gamma: &Tensor,
+    beta: &Tensor,
+    st: &BatchNormStats,
+    training: bool,
+    from: BatchStats,
+) -> Result<(Tensor, BnGeom)> {
     let s = x.shape();
     if s.len() < 2 {
         return Err(Error::shape(
@@ -189,7 +337,29 @@ pub(crate) fn bn_forward(
     };
     let gpu = x.gpu();
     let stats = Tensor::empty(gpu, &[2 * c])?;
-    if training && let Some(split) = g.gpu_split(gpu) {
+    if training && let BatchStats::Cached(cache) = from {
+        if cache.shape() != [2 * c_stride] {
+            return Err(Error::shape(
+                "batch_norm",
+                format!(
+                    "statistics cache {:?} vs input {s:?} ([2C] expected)",
+                    cache.shape()
+                ),
+            ));
+        }
+        gpu.dispatch(
+            &CACHED_STATS,
+            &[],
+            &g.params(),
+            &[
+                cache.binding(),
+                stats.binding(),
+                st.running_mean.binding(),
+                st.running_var.binding(),
+            ],
+            [c.div_ceil(64) as u32, 1, 1],
+        )?;
+    } else if training && let Some(split) = g.gpu_split(gpu) {
         let partial = Tensor::empty(gpu, &[c * split.0])?;
         for centred in [false, true] {
             gpu.dispatch(
@@ -238,10 +408,7 @@ pub(crate) fn bn_forward(
             [c.div_ceil(64) as u32, 1, 1],
         )?;
     }
-    let mut shape = s.to_vec();
-    shape[1] = c;
-    let y = bn_apply(x, &stats, gamma, beta, g, &shape)?;
-    Ok((y, stats, g))
+    Ok((stats, g))
 }
 
 /// `y = bn(x)` (and ReLU) from known statistics; also used to recompute activations in
@@ -255,6 +422,31 @@ pub(crate) fn bn_apply(
     shape: &[usize],
 ) -> Result<Tensor> {
     let y = Tensor::empty(x.gpu(), shape)?;
+    bn_apply_into(x, stats, gamma, beta, g, &y)?;
+    Ok(y)
+}
+
+/// [`bn_apply`] into `y [N, c, ...]` (the caller's buffer).
+pub(crate) fn bn_apply_into(
+    x: &Tensor,
+    stats: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    g: BnGeom,
+    y: &Tensor,
+) -> Result<()> {
+    if y.numel() != g.n * g.c * g.hw {
+        return Err(Error::shape(
+            "batch_norm",
+            format!(
+                "output {:?} for {} samples × {} channels × {} positions",
+                y.shape(),
+                g.n,
+                g.c,
+                g.hw
+            ),
+        ));
+    }
     let (spec, grid) = plane_grid(&g, &APPLY, &APPLY_VEC4)?;
     x.gpu().dispatch(
         spec,
@@ -268,8 +460,7 @@ pub(crate) fn bn_apply(
             y.binding(),
         ],
         grid,
-    )?;
-    Ok(y)
+    )
 }
 
 /// Gradients `(dx with x's shape, dgamma, dbeta)` from `dy [N, c, ...]`.
@@ -281,6 +472,33 @@ pub(crate) fn bn_backward(
     beta: &Tensor,
     g: BnGeom,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    let (dx, dgamma, dbeta) = bn_backward_into(x, dy, stats, gamma, beta, g, None)?;
+    Ok((
+        dx.expect("dx is returned when no buffer is given"),
+        dgamma,
+        dbeta,
+    ))
+}
+
+/// [`bn_backward`]; with `into` (x's shape), dx is added into its first `c` channels in
+/// place (no zero-filled full-size dx, no separate add) and `None` is returned for it.
+pub(crate) fn bn_backward_into(
+    x: &Tensor,
+    dy: &Tensor,
+    stats: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    g: BnGeom,
+    into: Option<&Tensor>,
+) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+    if let Some(t) = into
+        && t.shape() != x.shape()
+    {
+        return Err(Error::shape(
+            "batch_norm",
+            format!("gradient buffer {:?} vs input {:?}", t.shape(), x.shape()),
+        ));
+    }
     let gpu = x.gpu();
     let dgamma = Tensor::empty(gpu, &[g.c])?;
     let dbeta = Tensor::empty(gpu, &[g.c])?;
@@ -333,16 +551,19 @@ pub(crate) fn bn_backward(
         )?;
     }
     // A prefix's gradient lives in x's full layout, zero past the prefix.
-    let dx = if g.c < g.c_stride {
-        Tensor::zeros(gpu, x.shape())?
-    } else {
-        Tensor::empty(gpu, x.shape())?
+    let dx = match into {
+        Some(t) => t.clone(),
+        None if g.c < g.c_stride => Tensor::zeros(gpu, x.shape())?,
+        None => Tensor::empty(gpu, x.shape())?,
     };
     let (spec, grid) = plane_grid(&g, &BACKWARD_APPLY, &BACKWARD_APPLY_VEC4)?;
     gpu.dispatch(
         spec,
         &[],
-        &g.params(),
+        &BnParams {
+            accumulate: into.is_some().into(),
+            ..g.params()
+        },
         &[
             x.binding(),
             dy.binding(),
@@ -355,7 +576,7 @@ pub(crate) fn bn_backward(
         ],
         grid,
     )?;
-    Ok((dx, dgamma, dbeta))
+    Ok((into.is_none().then_some(dx), dgamma, dbeta))
 }
 
 impl Tensor {
@@ -438,5 +659,118 @@ pub mod cpu {
             vars[ch] = var as f32;
         }
         (y, means, vars)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{Tuning, with_tuning};
+
+    fn rand(n: usize, seed: u64) -> Vec<f32> {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= tol * (1.0 + w.abs()),
+                "{what}[{i}]: got {g}, want {w}"
+            );
+        }
+    }
+
+    /// Statistics cached per channel group (DenseNet) give a prefix batch norm the same
+    /// output and running averages as reducing the prefix directly and as the CPU
+    /// reference; the accumulating backward adds exactly the plain backward's dx into the
+    /// caller's buffer. Odd planes (scalar kernels), multiples of 4 (vec4), batch 1, every
+    /// tuning (the real-GPU split reductions too).
+    #[test]
+    fn cached_statistics_and_accumulated_gradients_match_the_direct_path() {
+        let gpu = crate::Gpu::portable().expect("an adapter");
+        for tuning in [Tuning::Gpu, Tuning::Cpu] {
+            for (n, cs, h, w, split, prefix) in [
+                (2, 7, 3, 3, 3, 5),
+                (1, 6, 2, 2, 2, 6),
+                (3, 5, 1, 1, 1, 4),
+                (1, 4, 1, 3, 2, 3),
+            ] {
+                with_tuning(tuning, || case(&gpu, n, cs, h * w, split, prefix));
+            }
+        }
+
+        fn case(gpu: &crate::Gpu, n: usize, cs: usize, hw: usize, split: usize, c: usize) {
+            let t = |v: &[f32], shape: &[usize]| Tensor::from_slice(gpu, v, shape).unwrap();
+            let xv = rand(n * cs * hw, 1);
+            let x = t(&xv, &[n, cs, hw]);
+            let (gv, bv) = (rand(c, 2), rand(c, 3));
+            let (gamma, beta) = (t(&gv, &[c]), t(&bv, &[c]));
+            let rmv = rand(c, 4);
+            let rvv: Vec<f32> = rand(c, 5).iter().map(|v| v + 2.0).collect();
+            let running = || (t(&rmv, &[c]), t(&rvv, &[c]));
+            // The cache, filled in two groups as a DenseNet block writes its channels.
+            let cache = Tensor::empty(gpu, &[2 * cs]).unwrap();
+            bn_cache_stats(&x, 0, split, &cache).unwrap();
+            bn_cache_stats(&x, split, cs - split, &cache).unwrap();
+            let forward = |from: BatchStats| {
+                let (rm, rv) = running();
+                let st = BatchNormStats {
+                    running_mean: &rm,
+                    running_var: &rv,
+                    momentum: 0.1,
+                    eps: 1e-5,
+                };
+                let (y, stats, g) =
+                    bn_forward_from(&x, c, true, &gamma, &beta, &st, true, from).unwrap();
+                let out = (
+                    y.to_vec().unwrap(),
+                    rm.to_vec().unwrap(),
+                    rv.to_vec().unwrap(),
+                );
+                (out, stats, g)
+            };
+            let ((y1, rm1, rv1), stats, g) = forward(BatchStats::Cached(&cache));
+            let ((y2, rm2, rv2), _, _) = forward(BatchStats::Compute);
+            close(&y1, &y2, 1e-6, "y cached vs direct");
+            close(&rm1, &rm2, 1e-6, "running mean");
+            close(&rv1, &rv2, 1e-6, "running var");
+            // CPU reference of the prefix.
+            let prefix: Vec<f32> = (0..n)
+                .flat_map(|i| xv[i * cs * hw..(i * cs + c) * hw].to_vec())
+                .collect();
+            let (want, mean, var) = cpu::batch_norm(&prefix, &gv, &bv, n, c, hw, 1e-5);
+            let want: Vec<f32> = want.iter().map(|v| v.max(0.0)).collect();
+            close(&y1, &want, 1e-4, "y vs cpu");
+            let m = (n * hw) as f32;
+            for ch in 0..c {
+                let rm = 0.9 * rmv[ch] + 0.1 * mean[ch];
+                let rv = 0.9 * rvv[ch] + 0.1 * var[ch] * m / (m - 1.0).max(1.0);
+                close(&[rm1[ch], rv1[ch]], &[rm, rv], 1e-5, "running vs cpu");
+            }
+            // Backward: accumulate into a buffer that already holds a gradient.
+            let dy = t(&rand(n * c * hw, 6), &[n, c, hw]);
+            let before = rand(n * cs * hw, 7);
+            let acc = t(&before, &[n, cs, hw]);
+            let (none, dg1, db1) =
+                bn_backward_into(&x, &dy, &stats, &gamma, &beta, g, Some(&acc)).unwrap();
+            assert!(none.is_none());
+            let (dx, dg2, db2) = bn_backward(&x, &dy, &stats, &gamma, &beta, g).unwrap();
+            let want: Vec<f32> = dx
+                .to_vec()
+                .unwrap()
+                .iter()
+                .zip(&before)
+                .map(|(d, b)| d + b)
+                .collect();
+            close(&acc.to_vec().unwrap(), &want, 1e-6, "accumulated dx");
+            assert_eq!(dg1.to_vec().unwrap(), dg2.to_vec().unwrap());
+            assert_eq!(db1.to_vec().unwrap(), db2.to_vec().unwrap());
+            let wrong = t(&before[..n * c * hw], &[n, c, hw]);
+            let e = bn_backward_into(&x, &dy, &stats, &gamma, &beta, g, Some(&wrong));
+            assert!(e.is_err() || c == cs);
+        }
     }
 }

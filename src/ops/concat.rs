@@ -6,6 +6,11 @@ use crate::gpu::{KernelSpec, kernel_params, u};
 use crate::tensor::Tensor;
 
 const COPY_CHANNELS: KernelSpec = kernel!("concat", "copy_channels", 1, 1);
+const COPY_PLANES: KernelSpec = kernel!("concat", "copy_planes", 1, 1);
+const COPY_PLANES_VEC4: KernelSpec = kernel!("concat", "copy_planes_vec4", 1, 1);
+
+/// The largest workgroup count of one grid dimension.
+const MAX_GROUPS: usize = 65535;
 
 kernel_params! {
     /// `Params` of `shaders/concat.wgsl`.
@@ -29,25 +34,40 @@ fn nchw(t: &Tensor, op: &'static str) -> Result<(usize, usize, usize)> {
     Ok((s[0], s[1], s[2..].iter().product()))
 }
 
-/// Record `dst[:, dst_off..dst_off+channels] = src[:, src_off..src_off+channels]`.
-fn copy(src: &Tensor, src_off: usize, dst: &Tensor, dst_off: usize, channels: usize) -> Result<()> {
+/// Record `dst[:, dst_off..dst_off+channels] = src[:, src_off..src_off+channels]` (not
+/// taped: the caller handles gradients).
+pub(crate) fn copy(
+    src: &Tensor,
+    src_off: usize,
+    dst: &Tensor,
+    dst_off: usize,
+    channels: usize,
+) -> Result<()> {
     let (n, src_c, hw) = nchw(src, "copy_channels")?;
     let (_, dst_c, _) = nchw(dst, "copy_channels")?;
-    src.gpu().dispatch(
-        &COPY_CHANNELS,
-        &[],
-        &ConcatParams {
-            n: u(n),
-            hw: u(hw),
-            channels: u(channels),
-            src_c: u(src_c),
-            src_off: u(src_off),
-            dst_c: u(dst_c),
-            dst_off: u(dst_off),
-        },
-        &[src.binding(), dst.binding()],
-        groups_1d(n * channels * hw, 256),
-    )
+    let params = ConcatParams {
+        n: u(n),
+        hw: u(hw),
+        channels: u(channels),
+        src_c: u(src_c),
+        src_off: u(src_off),
+        dst_c: u(dst_c),
+        dst_off: u(dst_off),
+    };
+    let per = if hw.is_multiple_of(4) { 4 } else { 1 };
+    let x_groups = hw.div_ceil(per * 64);
+    let (spec, grid) = if n <= MAX_GROUPS && channels <= MAX_GROUPS && x_groups <= MAX_GROUPS {
+        let spec = if per == 4 {
+            &COPY_PLANES_VEC4
+        } else {
+            &COPY_PLANES
+        };
+        (spec, [x_groups as u32, channels as u32, n as u32])
+    } else {
+        (&COPY_CHANNELS, groups_1d(n * channels * hw, 256))
+    };
+    src.gpu()
+        .dispatch(spec, &[], &params, &[src.binding(), dst.binding()], grid)
 }
 
 impl Tensor {
@@ -107,37 +127,6 @@ impl Tensor {
             let dx = Tensor::zeros(g.gpu(), &full)?;
             copy(g, 0, &dx, start, len)?;
             Ok(vec![Some(dx)])
-        });
-        Ok(out)
-    }
-}
-
-impl Tensor {
-    /// Write `part` into channels `offset..offset + C_part` of `self`, in place, and return
-    /// the updated tensor (same storage, new place on the tape). DenseNet layers write their
-    /// output into one preallocated block buffer this way instead of concatenating, so the
-    /// features of a block are stored once, not once per layer.
-    ///
-    /// Callers must not read the overwritten channels through an older handle afterwards.
-    pub fn write_channels(&self, part: &Tensor, offset: usize) -> Result<Tensor> {
-        let (n, c, hw) = nchw(self, "write_channels")?;
-        let (pn, pc, phw) = nchw(part, "write_channels")?;
-        if pn != n || phw != hw || offset + pc > c {
-            return Err(Error::shape(
-                "write_channels",
-                format!(
-                    "{:?} into channels {offset}..{} of {:?}",
-                    part.shape(),
-                    offset + pc,
-                    self.shape()
-                ),
-            ));
-        }
-        copy(part, 0, self, offset, pc)?;
-        let out = self.detach();
-        self.gpu().record(&out, &[self, part], move |g| {
-            // The overwritten channels had no other producer, so `g` passes through whole.
-            Ok(vec![Some(g.clone()), Some(g.slice_channels(offset, pc)?)])
         });
         Ok(out)
     }
