@@ -421,9 +421,8 @@ fn conv_through_batch_norm_relu_matches_cpu() {
                     .unwrap();
                 (out, dw)
             });
-            let has_direct = isomax::ops::with_tuning(tuning, || {
-                ConvConfig::for_gpu(&gpu).direct.is_some()
-            });
+            let has_direct =
+                isomax::ops::with_tuning(tuning, || ConvConfig::for_gpu(&gpu).direct.is_some());
             assert_eq!(out.is_some(), has_direct, "{tuning:?} case {i}");
             assert_eq!(dw.is_some(), has_direct, "{tuning:?} case {i}");
             if let (Some(out), Some(dw)) = (out, dw) {
@@ -447,5 +446,8 @@ fn conv_through_batch_norm_relu_matches_cpu() {
         .conv2d_bn_relu(4, &v(8), &v(4), &v(4), &w, 1, 0)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("4 channels") && e.contains("[1, 3, 4, 4]"), "{e}");
+    assert!(
+        e.contains("4 channels") && e.contains("[1, 3, 4, 4]"),
+        "{e}"
+    );
 }

@@ -20,12 +20,80 @@ use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::ops::batchnorm::{
     BatchStats, BnGeom, bn_apply, bn_apply_into, bn_backward, bn_backward_into, bn_cache_stats,
-    bn_forward, bn_forward_from, bn_stats,
+    bn_forward_from, bn_stats,
 };
 use crate::ops::concat::copy as copy_channels;
 use crate::ops::conv::ConvConfig;
 use crate::tensor::Tensor;
 use std::sync::Arc;
+
+/// `conv(relu(bn(x[:, ..c])))`, not taped. Where the adapter has the direct conv kernels,
+/// the normalisation runs inside their loads and relu(bn(x)) is never stored; otherwise it
+/// goes through `scratch` (a buffer with room for it) or a temporary.
+#[allow(clippy::too_many_arguments)]
+fn conv_of_bn_relu(
+    x: &Tensor,
+    (stats, g): (&Tensor, BnGeom),
+    gamma: &Tensor,
+    beta: &Tensor,
+    w: &Tensor,
+    (stride, pad): (usize, usize),
+    scratch: Option<&Tensor>,
+) -> Result<Tensor> {
+    let c = g.channels();
+    if let Some(y) = x.conv2d_bn_relu(c, stats, gamma, beta, w, stride, pad)? {
+        return Ok(y);
+    }
+    let t = bn_relu_input(x, (stats, g), gamma, beta, scratch)?;
+    x.gpu().no_grad(|| t.conv2d(w, None, stride, pad))
+}
+
+/// The weight gradient of [`conv_of_bn_relu`] from `dy`, recomputing relu(bn(x)).
+#[allow(clippy::too_many_arguments)]
+fn conv_of_bn_relu_dw(
+    dy: &Tensor,
+    x: &Tensor,
+    (stats, g): (&Tensor, BnGeom),
+    gamma: &Tensor,
+    beta: &Tensor,
+    w_shape: &[usize],
+    (stride, pad): (usize, usize),
+    scratch: Option<&Tensor>,
+) -> Result<Tensor> {
+    let c = g.channels();
+    if let Some(dw) =
+        dy.conv2d_bn_relu_backward_weight(x, c, stats, gamma, beta, w_shape, stride, pad)?
+    {
+        return Ok(dw);
+    }
+    let t = bn_relu_input(x, (stats, g), gamma, beta, scratch)?;
+    dy.conv2d_backward_weight(&t, w_shape, stride, pad, ConvConfig::for_gpu(x.gpu()))
+}
+
+/// relu(bn(x[:, ..c])) stored: in `scratch` if given, else in a new tensor.
+fn bn_relu_input(
+    x: &Tensor,
+    (stats, g): (&Tensor, BnGeom),
+    gamma: &Tensor,
+    beta: &Tensor,
+    scratch: Option<&Tensor>,
+) -> Result<Tensor> {
+    let shape = with_channels(x.shape(), g.channels());
+    match scratch {
+        Some(s) => {
+            let t = s.prefix_view(&shape)?;
+            bn_apply_into(x, stats, gamma, beta, g, &t)?;
+            Ok(t)
+        }
+        None => bn_apply(x, stats, gamma, beta, g, &shape),
+    }
+}
+
+/// Whether this adapter's conv kernels normalise their input themselves (then no buffer
+/// for relu(bn(x)) is needed).
+fn fused(gpu: &Gpu) -> bool {
+    ConvConfig::for_gpu(gpu).direct.is_some()
+}
 
 /// `conv(relu(bn(x[:, ..channels])))`, taped as one op that recomputes relu(bn(x)) in
 /// backward instead of keeping it.
@@ -38,7 +106,7 @@ fn bn_relu_conv(
     from: BatchStats,
 ) -> Result<Tensor> {
     let gpu = x.gpu().clone();
-    let (t, stats, g) = bn_forward_from(
+    let (stats, g) = bn_stats(
         x,
         channels,
         true,
@@ -48,9 +116,9 @@ fn bn_relu_conv(
         training,
         from,
     )?;
-    let y = gpu.no_grad(|| t.conv2d(&conv.weight, None, conv.stride, conv.padding))?;
-    let t_shape = t.shape().to_vec();
-    drop(t);
+    let sp = (conv.stride, conv.padding);
+    let y = conv_of_bn_relu(x, (&stats, g), &bn.gamma, &bn.beta, &conv.weight, sp, None)?;
+    let t_shape = with_channels(x.shape(), channels);
     let (xd, gamma, beta, w) = (
         x.detach(),
         bn.gamma.detach(),
@@ -60,10 +128,9 @@ fn bn_relu_conv(
     let (stride, pad) = (conv.stride, conv.padding);
     gpu.clone()
         .record(&y, &[x, &bn.gamma, &bn.beta, &conv.weight], move |dy| {
-            let t = bn_apply(&xd, &stats, &gamma, &beta, g, &t_shape)?;
+            let st = (&stats, g);
+            let dw = conv_of_bn_relu_dw(dy, &xd, st, &gamma, &beta, w.shape(), sp, None)?;
             let cfg = ConvConfig::for_gpu(&gpu);
-            let dw = dy.conv2d_backward_weight(&t, w.shape(), stride, pad, cfg)?;
-            drop(t);
             let dt = dy.conv2d_backward_data(&w, &t_shape, stride, pad, cfg)?;
             let (dx, dgamma, dbeta) = bn_backward(&xd, &dt, &stats, &gamma, &beta, g)?;
             Ok(vec![Some(dx), Some(dgamma), Some(dbeta), Some(dw)])
@@ -161,7 +228,7 @@ impl Bottleneck {
         c: usize,
         training: bool,
         cache: Option<&Tensor>,
-        scratch: &Tensor,
+        scratch: Option<&Tensor>,
     ) -> Result<(usize, Saved)> {
         let from = cache.map_or(BatchStats::Compute, BatchStats::Cached);
         let (bn1, bn2) = (&self.bn1, &self.bn2);
@@ -175,25 +242,30 @@ impl Bottleneck {
             training,
             from,
         )?;
-        let t1 = scratch.prefix_view(&with_channels(block.shape(), c))?;
-        bn_apply_into(block, &stats1, &bn1.gamma, &bn1.beta, g1, &t1)?;
-        let h1 = t1.conv2d(
-            &self.conv1.weight,
-            None,
-            self.conv1.stride,
-            self.conv1.padding,
+        let (w1, w2) = (&self.conv1.weight, &self.conv2.weight);
+        let sp1 = (self.conv1.stride, self.conv1.padding);
+        let h1 = conv_of_bn_relu(
+            block,
+            (&stats1, g1),
+            &bn1.gamma,
+            &bn1.beta,
+            w1,
+            sp1,
+            scratch,
         )?;
-        drop(t1);
         let c2 = h1.shape()[1];
-        let (t2, stats2, g2) =
-            bn_forward(&h1, c2, true, &bn2.gamma, &bn2.beta, &bn2.stats(), training)?;
-        let new = t2.conv2d(
-            &self.conv2.weight,
-            None,
-            self.conv2.stride,
-            self.conv2.padding,
+        let (stats2, g2) = bn_stats(
+            &h1,
+            c2,
+            true,
+            &bn2.gamma,
+            &bn2.beta,
+            &bn2.stats(),
+            training,
+            BatchStats::Compute,
         )?;
-        drop(t2);
+        let sp2 = (self.conv2.stride, self.conv2.padding);
+        let new = conv_of_bn_relu(&h1, (&stats2, g2), &bn2.gamma, &bn2.beta, w2, sp2, None)?;
         let k = new.shape()[1];
         copy_channels(&new, 0, block, c, k)?;
         if let Some(cache) = cache {
@@ -227,9 +299,13 @@ fn block_backward(
     let cfg = ConvConfig::for_gpu(gpu);
     let shape = block.shape().to_vec();
     let with_channels = |c: usize| with_channels(&shape, c);
-    // relu(bn1(·)) of every layer is recomputed into one buffer.
+    // Without fused kernels, relu(bn1(·)) of every layer is recomputed into one buffer.
     let widest = saved.iter().map(|s| s.c).max().unwrap_or(c0);
-    let scratch = Tensor::empty(gpu, &with_channels(widest))?;
+    let scratch = if fused(gpu) {
+        None
+    } else {
+        Some(Tensor::empty(gpu, &with_channels(widest))?)
+    };
     let mut per_layer = Vec::with_capacity(layers.len());
     for (l, s) in layers.iter().zip(saved).rev() {
         let k = l.w2.shape()[0];
@@ -238,9 +314,9 @@ fn block_backward(
         let dnew = Tensor::empty(gpu, &with_channels(k))?;
         copy_channels(grad, s.c, &dnew, 0, k)?;
         let (stride, pad) = l.conv2;
-        let t2 = bn_apply(&s.h1, &s.stats2, &l.gamma2, &l.beta2, s.g2, s.h1.shape())?;
-        let dw2 = dnew.conv2d_backward_weight(&t2, l.w2.shape(), stride, pad, cfg)?;
-        drop(t2);
+        let st2 = (&s.stats2, s.g2);
+        let (g2, b2) = (&l.gamma2, &l.beta2);
+        let dw2 = conv_of_bn_relu_dw(&dnew, &s.h1, st2, g2, b2, l.w2.shape(), l.conv2, None)?;
         let dt2 = dnew.conv2d_backward_data(&l.w2, s.h1.shape(), stride, pad, cfg)?;
         drop(dnew);
         let (dh1, dgamma2, dbeta2) =
@@ -248,10 +324,10 @@ fn block_backward(
         drop((dt2, s.h1, s.stats2));
         let (stride, pad) = l.conv1;
         let t1_shape = with_channels(s.c);
-        let t1 = scratch.prefix_view(&t1_shape)?;
-        bn_apply_into(block, &s.stats1, &l.gamma1, &l.beta1, s.g1, &t1)?;
-        let dw1 = dh1.conv2d_backward_weight(&t1, l.w1.shape(), stride, pad, cfg)?;
-        drop(t1);
+        let st1 = (&s.stats1, s.g1);
+        let (g1, b1) = (&l.gamma1, &l.beta1);
+        let sc = scratch.as_ref();
+        let dw1 = conv_of_bn_relu_dw(&dh1, block, st1, g1, b1, l.w1.shape(), l.conv1, sc)?;
         let dt1 = dh1.conv2d_backward_data(&l.w1, &t1_shape, stride, pad, cfg)?;
         drop(dh1);
         let (_, dgamma1, dbeta1) = bn_backward_into(
@@ -310,11 +386,18 @@ fn dense_block(
             None
         };
         let last = layers.last().map_or(0, |l| l.conv2.weight.shape()[0]);
-        let scratch = Tensor::empty(&gpu, &with_channels(&shape, shape[1] - last))?;
+        let scratch = if fused(&gpu) {
+            None
+        } else {
+            Some(Tensor::empty(
+                &gpu,
+                &with_channels(&shape, shape[1] - last),
+            )?)
+        };
         let mut c = c0;
         let mut saved = Vec::new();
         for l in layers {
-            let (k, s) = l.forward_into(&block, c, training, cache.as_ref(), &scratch)?;
+            let (k, s) = l.forward_into(&block, c, training, cache.as_ref(), scratch.as_ref())?;
             c += k;
             // Inference keeps nothing.
             if taped {

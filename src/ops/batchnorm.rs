@@ -75,6 +75,13 @@ pub(crate) struct BnGeom {
 }
 
 impl BnGeom {
+    /// Channels normalised (a prefix of the input's channels).
+    pub(crate) fn channels(&self) -> usize {
+        self.c
+    }
+}
+
+impl BnGeom {
     /// Whether the kernels can read whole planes as vec4s (H·W a multiple of 4).
     fn vec4(&self) -> bool {
         self.hw.is_multiple_of(4)
