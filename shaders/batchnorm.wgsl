@@ -193,6 +193,27 @@ fn bn_apply_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     ap_y4[dense_plane(gid.z, gid.y) / 4u + gid.x] = apply4(x, gid.y);
 }
 
+// ---- y = relu(bn(x) + skip) (ResNet's block output; x, skip and y dense [N, C, HW]):
+// the same arithmetic as bn_apply, the add and the ReLU in one pass over memory ----
+@group(0) @binding(5) var<storage, read> aa_skip: array<f32>;
+@group(0) @binding(6) var<storage, read_write> aa_y: array<f32>;
+@group(0) @binding(5) var<storage, read> aa_skip4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> aa_y4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn bn_apply_add(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x >= p.hw) { return; }
+    let k = x_plane(gid.z, gid.y) + gid.x;
+    aa_y[k] = max(apply4(vec4<f32>(ap_x[k]), gid.y).x + aa_skip[k], 0.0);
+}
+
+@compute @workgroup_size(64)
+fn bn_apply_add_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x * 4u >= p.hw) { return; }
+    let k = x_plane(gid.z, gid.y) / 4u + gid.x;
+    aa_y4[k] = max(apply4(ap_x4[k], gid.y) + aa_skip4[k], vec4<f32>(0.0));
+}
+
 // ---- backward, per channel: dgamma = Σ dy·x̂, dbeta = Σ dy (dy masked by the ReLU) ----
 @group(0) @binding(1) var<storage, read> br_x: array<f32>;
 @group(0) @binding(2) var<storage, read> br_dy: array<f32>;

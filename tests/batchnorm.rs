@@ -251,3 +251,94 @@ fn prefix_case(gpu: &isomax::Gpu) {
         assert_close(&rm.to_vec().unwrap(), &rm2.to_vec().unwrap(), 1e-6, 1e-7);
     }
 }
+
+#[test]
+fn fused_bn_add_relu_matches_cpu_and_bn_then_add_then_relu() {
+    // ResNet's block output relu(bn(x) + skip) as one op. Under every tuning; odd planes
+    // (scalar kernel), planes of a multiple of 4 (vec4), batch 1; training and eval.
+    let gpu = gpu();
+    for tuning in tunings(&gpu) {
+        for (n, c, h, w) in [(3, 5, 3, 3), (1, 4, 2, 2), (2, 3, 1, 5), (4, 2, 2, 4)] {
+            with_tuning(tuning, || add_relu_case(&gpu, n, c, h, w));
+        }
+    }
+}
+
+fn add_relu_case(gpu: &isomax::Gpu, n: usize, c: usize, h: usize, w: usize) {
+    let hw = h * w;
+    for training in [true, false] {
+        let xv = rand_vec(n * c * hw, 21);
+        let sv = rand_vec(n * c * hw, 22);
+        let x = Tensor::from_slice(gpu, &xv, &[n, c, h, w]).unwrap();
+        let skip = Tensor::from_slice(gpu, &sv, &[n, c, h, w]).unwrap();
+        let gamma = param(gpu, &[c], 23);
+        let beta = param(gpu, &[c], 24);
+        for t in [&x, &skip] {
+            t.set_requires_grad(true);
+        }
+        let run = |fused: bool| {
+            let (rm, rv) = stats_tensors(gpu, c);
+            let st = BatchNormStats {
+                running_mean: &rm,
+                running_var: &rv,
+                momentum: 0.1,
+                eps: 1e-5,
+            };
+            let y = if fused {
+                x.batch_norm_add_relu(&skip, &gamma, &beta, &st, training)
+            } else {
+                x.batch_norm(&gamma, &beta, &st, training)
+                    .and_then(|b| b.add(&skip))
+                    .and_then(|s| s.relu())
+            }
+            .unwrap();
+            let (loss, _) = weighted_sum(&y, 25);
+            let grads = loss.backward().unwrap();
+            let g: Vec<Vec<f32>> = [&x, &skip, &gamma, &beta]
+                .iter()
+                .map(|t| grads.get(t).cloned().unwrap().to_vec().unwrap())
+                .collect();
+            let running = [rm.to_vec().unwrap(), rv.to_vec().unwrap()];
+            (y.to_vec().unwrap(), g, running)
+        };
+        let (y1, g1, r1) = run(true);
+        let (y2, g2, r2) = run(false);
+        // The same arithmetic in the same order: the forward is bit-exact.
+        assert_eq!(y1, y2);
+        for (a, b) in g1.iter().zip(&g2) {
+            assert_close(a, b, 1e-5, 1e-6);
+        }
+        for (a, b) in r1.iter().zip(&r2) {
+            assert_close(a, b, 1e-6, 1e-7);
+        }
+        if training {
+            // CPU reference of the forward.
+            let (gv, bv) = (gamma.to_vec().unwrap(), beta.to_vec().unwrap());
+            let (bn, _, _) = cpu::batch_norm(&xv, &gv, &bv, n, c, hw, 1e-5);
+            let want: Vec<f32> = bn.iter().zip(&sv).map(|(b, s)| (b + s).max(0.0)).collect();
+            assert_close(&y1, &want, 1e-4, 1e-5);
+            // The residual's gradient is the output gradient where the output is positive.
+            let want: Vec<f32> = rand_vec(n * c * hw, 25)
+                .iter()
+                .zip(&want)
+                .map(|(g, y)| if *y > 0.0 { *g } else { 0.0 })
+                .collect();
+            assert_close(&g1[1], &want, 1e-6, 1e-7);
+        }
+    }
+    // A residual of another shape is an error naming the op.
+    let x = Tensor::zeros(gpu, &[n, c, h, w]).unwrap();
+    let bad = Tensor::zeros(gpu, &[n, c + 1, h, w]).unwrap();
+    let (g, b) = stats_tensors(gpu, c);
+    let st = BatchNormStats {
+        running_mean: &g,
+        running_var: &b,
+        momentum: 0.1,
+        eps: 1e-5,
+    };
+    let e = x
+        .batch_norm_add_relu(&bad, &g, &b, &st, true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("batch_norm_add_relu"), "{e}");
+}

@@ -33,18 +33,24 @@ impl BasicBlock {
         })
     }
 
+    /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + skip(x))`: BN + ReLU and BN + add + ReLU
+    /// each run as one fused op.
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
-        let out = self
-            .bn1
-            .forward(&self.conv1.forward(x)?, training)?
-            .relu()?;
-        let out = self.bn2.forward(&self.conv2.forward(&out)?, training)?;
+        let out = bn_relu(&self.conv1.forward(x)?, &self.bn1, training)?;
+        let out = self.conv2.forward(&out)?;
         let skip = match &self.shortcut {
             Some((c, b)) => b.forward(&c.forward(x)?, training)?,
             None => x.clone(),
         };
-        out.add(&skip)?.relu()
+        let bn2 = &self.bn2;
+        out.batch_norm_add_relu(&skip, &bn2.gamma, &bn2.beta, &bn2.stats(), training)
     }
+}
+
+/// `relu(bn(x))` in one op.
+fn bn_relu(x: &Tensor, bn: &BatchNorm2d, training: bool) -> Result<Tensor> {
+    let c = x.shape().get(1).copied().unwrap_or(0);
+    x.batch_norm_relu(c, &bn.gamma, &bn.beta, &bn.stats(), training)
 }
 
 impl Module for BasicBlock {
@@ -127,7 +133,7 @@ impl ResNet {
 
     /// Features `[B, D]` of images `[B, C, H, W]`.
     pub fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
-        let mut h = self.bn.forward(&self.stem.forward(x)?, training)?.relu()?;
+        let mut h = bn_relu(&self.stem.forward(x)?, &self.bn, training)?;
         for b in &self.blocks {
             h = b.forward(&h, training)?;
         }

@@ -21,6 +21,8 @@ const GPU_STATS: KernelSpec = kernel!("batchnorm", "bn_gpu_stats", 1, 3);
 const GPU_DSUMS: KernelSpec = kernel!("batchnorm", "bn_gpu_dsums", 5, 1);
 const GPU_DSUMS_VEC4: KernelSpec = kernel!("batchnorm", "bn_gpu_dsums_vec4", 5, 1);
 const GPU_DFINISH: KernelSpec = kernel!("batchnorm", "bn_gpu_dfinish", 1, 2);
+const APPLY_ADD: KernelSpec = kernel!("batchnorm", "bn_apply_add", 5, 1);
+const APPLY_ADD_VEC4: KernelSpec = kernel!("batchnorm", "bn_apply_add_vec4", 5, 1);
 const CACHED_STATS: KernelSpec = kernel!("batchnorm", "bn_cached_stats", 1, 3);
 
 /// Target number of workgroups for the real-GPU reductions: each channel's sums are split
@@ -613,6 +615,65 @@ impl Tensor {
         training: bool,
     ) -> Result<Tensor> {
         self.batch_norm_ex(channels, true, gamma, beta, stats, training)
+    }
+
+    /// `relu(batch_norm(self) + residual)` (a residual block's output), the batch norm, the
+    /// add and the ReLU in one pass over memory. `residual` has `self`'s shape. Its
+    /// backward masks the gradient by the output (ReLU), which is the residual's gradient,
+    /// and runs the batch norm's backward on it.
+    pub fn batch_norm_add_relu(
+        &self,
+        residual: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        st: &BatchNormStats,
+        training: bool,
+    ) -> Result<Tensor> {
+        if residual.shape() != self.shape() {
+            return Err(Error::shape(
+                "batch_norm_add_relu",
+                format!(
+                    "residual {:?} vs input {:?}",
+                    residual.shape(),
+                    self.shape()
+                ),
+            ));
+        }
+        let c = self.shape().get(1).copied().unwrap_or(0);
+        let (stats, g) = bn_stats(
+            self,
+            c,
+            false,
+            gamma,
+            beta,
+            st,
+            training,
+            BatchStats::Compute,
+        )?;
+        let y = Tensor::empty(self.gpu(), self.shape())?;
+        let (spec, grid) = plane_grid(&g, &APPLY_ADD, &APPLY_ADD_VEC4)?;
+        self.gpu().dispatch(
+            spec,
+            &[],
+            &g.params(),
+            &[
+                self.binding(),
+                stats.binding(),
+                gamma.binding(),
+                beta.binding(),
+                residual.binding(),
+                y.binding(),
+            ],
+            grid,
+        )?;
+        let (x, gm, bt, yd) = (self.detach(), gamma.detach(), beta.detach(), y.detach());
+        self.gpu()
+            .record(&y, &[self, residual, gamma, beta], move |dy| {
+                let dz = yd.relu_backward(dy)?;
+                let (dx, dgamma, dbeta) = bn_backward(&x, &dz, &stats, &gm, &bt, g)?;
+                Ok(vec![Some(dx), Some(dz), Some(dgamma), Some(dbeta)])
+            });
+        Ok(y)
     }
 
     fn batch_norm_ex(

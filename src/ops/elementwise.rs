@@ -177,6 +177,11 @@ impl Tensor {
         Ok(out)
     }
 
+    /// `g · [self > 0]`: the gradient through a ReLU whose output is `self`.
+    pub(crate) fn relu_backward(&self, g: &Tensor) -> Result<Tensor> {
+        self.binary(g, RELU_BACKWARD, 1.0, 0.0)
+    }
+
     /// Elementwise square root. Its gradient g/(2√x) is taken as 0 at x = 0 (the
     /// subgradient convention of the distance heads), so ‖f − p‖ at f = p gives 0, not NaN.
     pub fn sqrt(&self) -> Result<Tensor> {
