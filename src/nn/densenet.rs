@@ -97,7 +97,7 @@ fn fused(gpu: &Gpu) -> bool {
 
 /// `conv(relu(bn(x[:, ..channels])))`, taped as one op that recomputes relu(bn(x)) in
 /// backward instead of keeping it.
-fn bn_relu_conv(
+pub(super) fn bn_relu_conv(
     x: &Tensor,
     channels: usize,
     bn: &BatchNorm2d,

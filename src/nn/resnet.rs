@@ -1,8 +1,10 @@
 //! ResNet with basic blocks (CIFAR form: 3×3 stem, no max-pool), as in docs/method.md §3.
 
+use super::densenet::bn_relu_conv;
 use super::layers::{BatchNorm2d, Conv2d, Module, Role, Seeds, join};
 use crate::error::Result;
 use crate::gpu::Gpu;
+use crate::ops::batchnorm::BatchStats;
 use crate::tensor::Tensor;
 
 struct BasicBlock {
@@ -33,11 +35,13 @@ impl BasicBlock {
         })
     }
 
-    /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + skip(x))`: BN + ReLU and BN + add + ReLU
-    /// each run as one fused op.
+    /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + skip(x))`. BN1 + ReLU + conv2 is one taped
+    /// op (the normalisation runs inside the conv's loads where the adapter has direct conv
+    /// kernels, and relu(bn1(·)) is never stored); BN2 + add + ReLU is one fused op.
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
-        let out = bn_relu(&self.conv1.forward(x)?, &self.bn1, training)?;
-        let out = self.conv2.forward(&out)?;
+        let h = self.conv1.forward(x)?;
+        let c = h.shape()[1];
+        let out = bn_relu_conv(&h, c, &self.bn1, &self.conv2, training, BatchStats::Compute)?;
         let skip = match &self.shortcut {
             Some((c, b)) => b.forward(&c.forward(x)?, training)?,
             None => x.clone(),
