@@ -417,10 +417,16 @@ fn ${ENTRY}(
     // K == 1: quads run along the flattened (h, w) plane (H·W % 4 == 0); the packed weight
     // is [OC, 4·kq] (4 channels per vec4). K > 1: quads run along a row (W % 4 == 0); the
     // taps of a row come from the quad and its neighbours (`l`, `m`, `r`) by swizzles; the
-    // packed weight is [OC, C, K, 4] (one vec4 per kernel row, the last lanes 0).
+    // packed weight is [OC, C, K, 4] (one vec4 per kernel row, the last lanes 0). A lane's
+    // TN quads are neighbours in one row (the caller makes W/4 a multiple of TN), so each
+    // quad's `m` is the next one's `l` and the previous one's `r`: TN + 2 loads, not 3·TN.
     let hw4 = p.h * p.w / 4u; let w4 = p.w / 4u; let nq = p.n * hw4;
     let m0 = wid.y * ${TM}u;
-    let qb = (wid.x + wid.z * nwg.x) * WX * ${TN}u + lid.x;
+//# if K > 1
+    let qb = ((wid.x + wid.z * nwg.x) * WX + lid.x) * ${TN}u; let qstep = 1u;
+//# else
+    let qb = (wid.x + wid.z * nwg.x) * WX * ${TN}u + lid.x; let qstep = WX;
+//# end
 //# if SG
 //# for i in 0..TM / SG
     let r${i} = min(m0 + ${i}u * ${SG}u + sl, p.oc - 1u) * p.kq;
@@ -431,7 +437,7 @@ fn ${ENTRY}(
 //# end
 //# end
 //# for j in 0..TN
-    let q${j} = min(qb + ${j}u * WX, nq - 1u); let n${j} = q${j} / hw4; let o${j} = q${j} % hw4;
+    let q${j} = min(qb + ${j}u * qstep, nq - 1u); let n${j} = q${j} / hw4; let o${j} = q${j} % hw4;
     let xb${j} = n${j} * p.xc * hw4;
     // Lanes of the quad inside x's real width p.ow (p.w > p.ow: x was widened); along a
     // row (K > 1) the lanes of the next quad are those less 4.
@@ -486,11 +492,19 @@ fn ${ENTRY}(
         let y${j}_${kh} = oy${j} + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h;
         let rb${j}_${kh} = select(0u, xb${j} + xc + u32(y${j}_${kh}) * w4 + ox${j}, yok${j}_${kh});
         let m${j}_${kh} = ${ACT}(a4[rb${j}_${kh}], c, yok${j}_${kh}, lim${j});
-//# if PAD > 0
+//# end
+//# for j in 0..TN
+//# if PAD > 0 && j > 0
+        let l${j}_${kh} = m${j - 1}_${kh};
+//# end
+//# if PAD > 0 && j == 0
         let lok${j}_${kh} = yok${j}_${kh} && ox${j} > 0u;
         let l${j}_${kh} = ${ACT}(a4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], c, lok${j}_${kh}, 4);
 //# end
-//# if K - 1 - PAD > 0
+//# if K - 1 - PAD > 0 && j + 1 < TN
+        let r${j}_${kh} = m${j + 1}_${kh};
+//# end
+//# if K - 1 - PAD > 0 && j + 1 == TN
         let rok${j}_${kh} = yok${j}_${kh} && ox${j} + 1u < w4;
         let r${j}_${kh} = ${ACT}(a4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], c, rok${j}_${kh}, lim${j} - 4);
 //# end
@@ -525,7 +539,7 @@ fn ${ENTRY}(
 //# for i in 0..TM
 //# for j in 0..TN
 //# if CROP
-    if (m0 + ${i}u < p.oc && qb + ${j}u * WX < nq) {
+    if (m0 + ${i}u < p.oc && qb + ${j}u * qstep < nq) {
         let sx = (o${j} % w4) * 4u;
         let ob = (n${j} * p.oc + m0 + ${i}u) * p.oh * p.ow + (o${j} / w4) * p.ow + sx;
 //# for t in 0..4
@@ -533,7 +547,7 @@ fn ${ENTRY}(
 //# end
     }
 //# else
-    if (m0 + ${i}u < p.oc && qb + ${j}u * WX < nq) { ${OUT}4[(n${j} * p.oc + m0 + ${i}u) * hw4 + o${j}] = acc${i}_${j}; }
+    if (m0 + ${i}u < p.oc && qb + ${j}u * qstep < nq) { ${OUT}4[(n${j} * p.oc + m0 + ${i}u) * hw4 + o${j}] = acc${i}_${j}; }
 //# end
 //# end
 //# end

@@ -263,7 +263,7 @@ impl ConvConfig {
         direct: Some(DirectTiles {
             forward: Tile::subgroup(32, 2),
             pointwise: Tile::subgroup(64, 1),
-            weight: Tile::subgroup(32, 1),
+            weight: Tile::subgroup(32, 2),
             pointwise_weight: Tile::subgroup(32, 4),
         }),
     };
@@ -619,22 +619,22 @@ struct Direct {
 }
 
 impl Direct {
-    fn plan(g: &Geom) -> Option<Direct> {
+    /// The plan for `g` with runs of `run` neighbouring quads per lane along a row (the
+    /// 3 × 3 forward kernel's tile columns; 1 for backward weight): a 3 × 3 convolution's
+    /// width is padded to a multiple of 4·`run`.
+    fn plan(g: &Geom, run: usize) -> Option<Direct> {
         if g.stride != 1 || g.kh != g.kw || g.pad * 2 + 1 != g.kh || g.kh > 3 {
             return None;
         }
-        let aligned = match g.kh {
-            1 => (g.h * g.w).is_multiple_of(4),
-            _ => g.w.is_multiple_of(4),
+        let width = match g.kh {
+            1 if (g.h * g.w).is_multiple_of(4) => g.w,
+            1 => g.w.next_multiple_of(4),
+            _ => g.w.next_multiple_of(4 * run.max(1)),
         };
         Some(Direct {
             k: g.kh as u32,
             pad: g.pad as u32,
-            width: if aligned {
-                g.w
-            } else {
-                g.w.next_multiple_of(4)
-            },
+            width,
         })
     }
 
@@ -727,9 +727,9 @@ fn bindings<'a>(
 
 /// The direct kernels' plan and tile for `g` from `cfg`, if they apply.
 fn direct_tile(g: &Geom, cfg: &ConvConfig) -> Option<(Tile, Direct)> {
-    let plan = Direct::plan(g)?;
     let d = cfg.direct?;
-    Some((if plan.k == 1 { d.pointwise } else { d.forward }, plan))
+    let t = if g.kh == 1 { d.pointwise } else { d.forward };
+    Some((t, Direct::plan(g, t.cols as usize)?))
 }
 
 fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
@@ -876,7 +876,7 @@ fn backward_weight_direct(
 const DIRECT_WEIGHT_WORKGROUPS: usize = 16;
 
 fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
-    if let (Some(d), Some(plan)) = (cfg.direct, Direct::plan(&g)) {
+    if let (Some(d), Some(plan)) = (cfg.direct, Direct::plan(&g, 1)) {
         let t = if plan.k == 1 {
             d.pointwise_weight
         } else {
@@ -1111,7 +1111,7 @@ impl Tensor {
         check_dy(self, &g)?;
         let bn = bn_input(channels, stats, gamma, beta)?;
         let gpu = self.gpu();
-        let (Some(d), Some(plan)) = (ConvConfig::for_gpu(gpu).direct, Direct::plan(&g)) else {
+        let (Some(d), Some(plan)) = (ConvConfig::for_gpu(gpu).direct, Direct::plan(&g, 1)) else {
             return Ok(None);
         };
         let t = if plan.k == 1 {
