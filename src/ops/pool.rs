@@ -104,7 +104,7 @@ impl Geom {
             && self.w == self.ow * self.k;
         let groups = (self.oh * self.ow).div_ceil(64);
         let planes = self.n * self.c;
-        (exact && groups <= 65535 && planes <= 65535).then(|| [groups as u32, planes as u32, 1])
+        (exact && groups <= 65535 && planes <= 65535).then_some([groups as u32, planes as u32, 1])
     }
 
     fn out_shape(&self) -> [usize; 4] {
