@@ -168,17 +168,34 @@ fn bn_cached_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(4) var<storage, read> ap_beta: array<f32>;
 @group(0) @binding(5) var<storage, read_write> ap_y: array<f32>;
 
-// Four values of channel c at once (the scalar entry uses lane x).
-fn apply4(x: vec4<f32>, c: u32) -> vec4<f32> {
-    let y = (x - ap_stats[c]) * (ap_stats[p.c + c] * ap_gamma[c]) + ap_beta[c];
+// The elementwise kernels (apply, apply + add, backward apply) run over (position,
+// channel, chunk of `p.chunk` samples): an invocation loads its channel's constants once
+// and loops over its samples (on llvmpipe every storage access is a loop over the SIMD
+// lanes, and the constants were most of the accesses).
+struct ApplyConst {
+    mean: f32,
+    a: f32,   // invstd · gamma
+    b: f32,   // beta
+};
+
+fn apply_const(c: u32) -> ApplyConst {
+    return ApplyConst(ap_stats[c], ap_stats[p.c + c] * ap_gamma[c], ap_beta[c]);
+}
+
+// bn(x) for four values (the scalar entries use lane x); ReLU if p.relu.
+fn apply4(x: vec4<f32>, k: ApplyConst) -> vec4<f32> {
+    let y = (x - k.mean) * k.a + k.b;
     return select(y, max(y, vec4<f32>(0.0)), p.relu == 1u);
 }
 
 @compute @workgroup_size(64)
 fn bn_apply(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x >= p.hw) { return; }
-    let x = ap_x[x_plane(gid.z, gid.y) + gid.x];
-    ap_y[dense_plane(gid.z, gid.y) + gid.x] = apply4(vec4<f32>(x), gid.y).x;
+    let k = apply_const(gid.y);
+    for (var n = gid.z * p.chunk; n < split_end(gid.z); n++) {
+        let x = ap_x[x_plane(n, gid.y) + gid.x];
+        ap_y[dense_plane(n, gid.y) + gid.x] = apply4(vec4<f32>(x), k).x;
+    }
 }
 
 // HW a multiple of 4: vec4 loads and stores (on llvmpipe every storage access is a loop
@@ -189,8 +206,11 @@ fn bn_apply(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(64)
 fn bn_apply_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x * 4u >= p.hw) { return; }
-    let x = ap_x4[x_plane(gid.z, gid.y) / 4u + gid.x];
-    ap_y4[dense_plane(gid.z, gid.y) / 4u + gid.x] = apply4(x, gid.y);
+    let k = apply_const(gid.y);
+    for (var n = gid.z * p.chunk; n < split_end(gid.z); n++) {
+        let x = ap_x4[x_plane(n, gid.y) / 4u + gid.x];
+        ap_y4[dense_plane(n, gid.y) / 4u + gid.x] = apply4(x, k);
+    }
 }
 
 // ---- y = relu(bn(x) + skip) (ResNet's block output; x, skip and y dense [N, C, HW]):
@@ -203,15 +223,21 @@ fn bn_apply_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(64)
 fn bn_apply_add(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x >= p.hw) { return; }
-    let k = x_plane(gid.z, gid.y) + gid.x;
-    aa_y[k] = max(apply4(vec4<f32>(ap_x[k]), gid.y).x + aa_skip[k], 0.0);
+    let kc = apply_const(gid.y);
+    for (var n = gid.z * p.chunk; n < split_end(gid.z); n++) {
+        let k = x_plane(n, gid.y) + gid.x;
+        aa_y[k] = max(apply4(vec4<f32>(ap_x[k]), kc).x + aa_skip[k], 0.0);
+    }
 }
 
 @compute @workgroup_size(64)
 fn bn_apply_add_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x * 4u >= p.hw) { return; }
-    let k = x_plane(gid.z, gid.y) / 4u + gid.x;
-    aa_y4[k] = max(apply4(ap_x4[k], gid.y) + aa_skip4[k], vec4<f32>(0.0));
+    let kc = apply_const(gid.y);
+    for (var n = gid.z * p.chunk; n < split_end(gid.z); n++) {
+        let k = x_plane(n, gid.y) / 4u + gid.x;
+        aa_y4[k] = max(apply4(ap_x4[k], kc) + aa_skip4[k], vec4<f32>(0.0));
+    }
 }
 
 // ---- backward, per channel: dgamma = Σ dy·x̂, dbeta = Σ dy (dy masked by the ReLU) ----
@@ -295,23 +321,43 @@ fn bn_backward_reduce_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
 @group(0) @binding(7) var<storage, read> bd_dbeta: array<f32>;
 @group(0) @binding(8) var<storage, read_write> bd_dx: array<f32>;
 
-// dx for four values of channel c (frozen: statistics are constants).
-fn backward4(x: vec4<f32>, dy_in: vec4<f32>, c: u32) -> vec4<f32> {
+// A channel's constants for dx.
+struct BwdConst {
+    mean: f32,
+    inv: f32,
+    gamma: f32,
+    beta: f32,
+    scale: f32,   // gamma·invstd (frozen), else gamma·invstd/M
+    sdy: f32,     // Σ dy
+    sdyx: f32,    // Σ dy·x̂
+};
+
+fn bwd_const(c: u32) -> BwdConst {
     let inv = bd_stats[p.c + c];
-    let xhat = (x - bd_stats[c]) * inv;
-    let dy = select(dy_in, vec4<f32>(0.0), vec4<bool>(p.relu == 1u) & (xhat * bd_gamma[c] + bd_beta[c] <= vec4<f32>(0.0)));
-    if (p.frozen == 1u) { return bd_gamma[c] * inv * dy; }
+    let g = bd_gamma[c];
+    let scale = select(g * inv / f32(p.n * p.hw), g * inv, p.frozen == 1u);
+    return BwdConst(bd_stats[c], inv, g, bd_beta[c], scale, bd_dbeta[c], bd_dgamma[c]);
+}
+
+// dx for four values of one channel (frozen: statistics are constants).
+fn backward4(x: vec4<f32>, dy_in: vec4<f32>, k: BwdConst) -> vec4<f32> {
+    let xhat = (x - k.mean) * k.inv;
+    let dy = select(dy_in, vec4<f32>(0.0), vec4<bool>(p.relu == 1u) & (xhat * k.gamma + k.beta <= vec4<f32>(0.0)));
+    if (p.frozen == 1u) { return k.scale * dy; }
     let m = f32(p.n * p.hw);
-    return bd_gamma[c] * inv / m * (m * dy - bd_dbeta[c] - xhat * bd_dgamma[c]);
+    return k.scale * (m * dy - k.sdy - xhat * k.sdyx);
 }
 
 @compute @workgroup_size(64)
 fn bn_backward_apply(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x >= p.hw) { return; }
-    let k = x_plane(gid.z, gid.y) + gid.x;
-    let dy = bd_dy[dense_plane(gid.z, gid.y) + gid.x];
-    let dx = backward4(vec4<f32>(bd_x[k]), vec4<f32>(dy), gid.y).x;
-    if (p.accumulate == 1u) { bd_dx[k] += dx; } else { bd_dx[k] = dx; }
+    let kc = bwd_const(gid.y);
+    for (var n = gid.z * p.chunk; n < split_end(gid.z); n++) {
+        let k = x_plane(n, gid.y) + gid.x;
+        let dy = bd_dy[dense_plane(n, gid.y) + gid.x];
+        let dx = backward4(vec4<f32>(bd_x[k]), vec4<f32>(dy), kc).x;
+        if (p.accumulate == 1u) { bd_dx[k] += dx; } else { bd_dx[k] = dx; }
+    }
 }
 
 @group(0) @binding(1) var<storage, read> bd_x4: array<vec4<f32>>;
@@ -321,10 +367,13 @@ fn bn_backward_apply(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(64)
 fn bn_backward_apply_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x * 4u >= p.hw) { return; }
-    let k = x_plane(gid.z, gid.y) / 4u + gid.x;
-    let dy = bd_dy4[dense_plane(gid.z, gid.y) / 4u + gid.x];
-    let dx = backward4(bd_x4[k], dy, gid.y);
-    if (p.accumulate == 1u) { bd_dx4[k] += dx; } else { bd_dx4[k] = dx; }
+    let kc = bwd_const(gid.y);
+    for (var n = gid.z * p.chunk; n < split_end(gid.z); n++) {
+        let k = x_plane(n, gid.y) / 4u + gid.x;
+        let dy = bd_dy4[dense_plane(n, gid.y) / 4u + gid.x];
+        let dx = backward4(bd_x4[k], dy, kc);
+        if (p.accumulate == 1u) { bd_dx4[k] += dx; } else { bd_dx4[k] = dx; }
+    }
 }
 
 // ---- Real GPUs (Tuning::Gpu): each channel's sums are split over `splits` workgroups of
@@ -352,7 +401,7 @@ fn gpu_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
     return vec2<f32>(gred_a[0], gred_b[0]);
 }
 
-// Samples of split s.
+// End of the samples of split (or chunk) s.
 fn split_end(s: u32) -> u32 { return min((s + 1u) * p.chunk, p.n); }
 
 @group(0) @binding(1) var<storage, read> gs_x: array<f32>;

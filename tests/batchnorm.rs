@@ -121,6 +121,8 @@ fn gradient_case(gpu: &isomax::Gpu) {
         (3, 1, 1, 1),
         (2, 2, 2, 2),
         (33, 40, 1, 1),
+        // vec4 planes, chunks of 8 samples with a remainder (CPU tunings).
+        (35, 17, 2, 2),
     ] {
         let hw = h * w;
         let x = rand_vec(n * c * hw, 5);
