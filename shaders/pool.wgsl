@@ -123,3 +123,37 @@ fn avg_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     }
     out[i] = acc * p.scale;
 }
+
+// Average pooling whose windows tile the input exactly (stride = k, no padding, H = OH·k,
+// W = OW·k; DenseNet's transitions): one invocation per output element, grid (output
+// position, plane), one division each. The forward sums in the same order as avg_forward;
+// the backward spreads dY·scale over the window (the one window covering each element),
+// so both give avg_forward's / avg_backward's values exactly.
+fn tiled_origin(i: u32, plane: u32) -> u32 {
+    let oy = i / p.ow;
+    let ox = i - oy * p.ow;
+    return (plane * p.h + oy * p.k) * p.w + ox * p.k;
+}
+
+@compute @workgroup_size(64)
+fn avg_forward_tiled(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x >= p.oh * p.ow) { return; }
+    var row = tiled_origin(gid.x, gid.y);
+    var acc = 0.0;
+    for (var ky = 0u; ky < p.k; ky++) {
+        for (var kx = 0u; kx < p.k; kx++) { acc += a[row + kx]; }
+        row += p.w;
+    }
+    out[gid.y * p.oh * p.ow + gid.x] = acc * p.scale;
+}
+
+@compute @workgroup_size(64)
+fn avg_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x >= p.oh * p.ow) { return; }
+    let v = (0.0 + a[gid.y * p.oh * p.ow + gid.x]) * p.scale;
+    var row = tiled_origin(gid.x, gid.y);
+    for (var ky = 0u; ky < p.k; ky++) {
+        for (var kx = 0u; kx < p.k; kx++) { out[row + kx] = v; }
+        row += p.w;
+    }
+}

@@ -9,6 +9,8 @@ const MAX_FORWARD: KernelSpec = kernel!("pool", "max_forward", 1, 2);
 const MAX_BACKWARD: KernelSpec = kernel!("pool", "max_backward", 2, 1);
 const AVG_FORWARD: KernelSpec = kernel!("pool", "avg_forward", 1, 1);
 const AVG_BACKWARD: KernelSpec = kernel!("pool", "avg_backward", 1, 1);
+const AVG_FORWARD_TILED: KernelSpec = kernel!("pool", "avg_forward_tiled", 1, 1);
+const AVG_BACKWARD_TILED: KernelSpec = kernel!("pool", "avg_backward_tiled", 1, 1);
 
 kernel_params! {
     /// `Params` of `shaders/pool.wgsl`.
@@ -93,6 +95,18 @@ impl Geom {
         }
     }
 
+    /// The grid of the `*_tiled` average-pooling kernels (one invocation per output element,
+    /// planes along y) when the windows tile the input exactly; `None` otherwise.
+    fn tiled_grid(&self) -> Option<[u32; 3]> {
+        let exact = self.stride == self.k
+            && self.pad == 0
+            && self.h == self.oh * self.k
+            && self.w == self.ow * self.k;
+        let groups = (self.oh * self.ow).div_ceil(64);
+        let planes = self.n * self.c;
+        (exact && groups <= 65535 && planes <= 65535).then_some([groups as u32, planes as u32, 1])
+    }
+
     fn out_shape(&self) -> [usize; 4] {
         [self.n, self.c, self.oh, self.ow]
     }
@@ -137,22 +151,25 @@ impl Tensor {
         let g = Geom::new("avg_pool2d", self.shape(), kernel, stride, 0)?;
         let gpu = self.gpu().clone();
         let out = Tensor::empty(&gpu, &g.out_shape())?;
+        let tiled = g.tiled_grid();
+        let (spec, grid) = match tiled {
+            Some(grid) => (&AVG_FORWARD_TILED, grid),
+            None => (&AVG_FORWARD, groups_1d(out.numel(), 256)),
+        };
         gpu.dispatch(
-            &AVG_FORWARD,
+            spec,
             &[],
             &g.params(),
             &[self.binding(), out.binding()],
-            groups_1d(out.numel(), 256),
+            grid,
         )?;
         self.gpu().record(&out, &[self], move |dy| {
             let dx = Tensor::empty(&gpu, &g.in_shape())?;
-            gpu.dispatch(
-                &AVG_BACKWARD,
-                &[],
-                &g.params(),
-                &[dy.binding(), dx.binding()],
-                groups_1d(dx.numel(), 256),
-            )?;
+            let (spec, grid) = match tiled {
+                Some(grid) => (&AVG_BACKWARD_TILED, grid),
+                None => (&AVG_BACKWARD, groups_1d(dx.numel(), 256)),
+            };
+            gpu.dispatch(spec, &[], &g.params(), &[dy.binding(), dx.binding()], grid)?;
             Ok(vec![Some(dx)])
         });
         Ok(out)
