@@ -95,6 +95,19 @@ fn fused(gpu: &Gpu) -> bool {
     ConvConfig::for_gpu(gpu).direct.is_some()
 }
 
+/// The statistics (batch ones in training, from `from`) with which `bn` + ReLU normalises
+/// the first `channels` channels of `x`.
+fn relu_bn_stats(
+    bn: &BatchNorm2d,
+    x: &Tensor,
+    channels: usize,
+    training: bool,
+    from: BatchStats,
+) -> Result<(Tensor, BnGeom)> {
+    let (gamma, beta) = (&bn.gamma, &bn.beta);
+    bn_stats(x, channels, true, gamma, beta, &bn.stats(), training, from)
+}
+
 /// `conv(relu(bn(x[:, ..channels])))`, taped as one op that recomputes relu(bn(x)) in
 /// backward instead of keeping it.
 pub(super) fn bn_relu_conv(
@@ -106,16 +119,7 @@ pub(super) fn bn_relu_conv(
     from: BatchStats,
 ) -> Result<Tensor> {
     let gpu = x.gpu().clone();
-    let (stats, g) = bn_stats(
-        x,
-        channels,
-        true,
-        &bn.gamma,
-        &bn.beta,
-        &bn.stats(),
-        training,
-        from,
-    )?;
+    let (stats, g) = relu_bn_stats(bn, x, channels, training, from)?;
     let sp = (conv.stride, conv.padding);
     let y = conv_of_bn_relu(x, (&stats, g), &bn.gamma, &bn.beta, &conv.weight, sp, None)?;
     let t_shape = with_channels(x.shape(), channels);
@@ -232,16 +236,7 @@ impl Bottleneck {
     ) -> Result<(usize, Saved)> {
         let from = cache.map_or(BatchStats::Compute, BatchStats::Cached);
         let (bn1, bn2) = (&self.bn1, &self.bn2);
-        let (stats1, g1) = bn_stats(
-            block,
-            c,
-            true,
-            &bn1.gamma,
-            &bn1.beta,
-            &bn1.stats(),
-            training,
-            from,
-        )?;
+        let (stats1, g1) = relu_bn_stats(bn1, block, c, training, from)?;
         let (w1, w2) = (&self.conv1.weight, &self.conv2.weight);
         let sp1 = (self.conv1.stride, self.conv1.padding);
         let h1 = conv_of_bn_relu(
@@ -254,16 +249,7 @@ impl Bottleneck {
             scratch,
         )?;
         let c2 = h1.shape()[1];
-        let (stats2, g2) = bn_stats(
-            &h1,
-            c2,
-            true,
-            &bn2.gamma,
-            &bn2.beta,
-            &bn2.stats(),
-            training,
-            BatchStats::Compute,
-        )?;
+        let (stats2, g2) = relu_bn_stats(bn2, &h1, c2, training, BatchStats::Compute)?;
         let sp2 = (self.conv2.stride, self.conv2.padding);
         let new = conv_of_bn_relu(&h1, (&stats2, g2), &bn2.gamma, &bn2.beta, w2, sp2, None)?;
         let k = new.shape()[1];
