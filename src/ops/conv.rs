@@ -664,7 +664,7 @@ impl Direct {
 /// weight `w` read as `g.oc` rows of `g.k()` entries (`flip`: transposed with taps
 /// reversed, for backward data).
 #[allow(clippy::too_many_arguments)]
-fn forward_direct(
+fn forward_direct_kernel(
     gpu: &Gpu,
     x: &Tensor,
     w: &Tensor,
@@ -725,17 +725,31 @@ fn bindings<'a>(
     v
 }
 
-/// The direct kernels' plan and tile for `g` from `cfg`, if they apply.
-fn direct_tile(g: &Geom, cfg: &ConvConfig) -> Option<(Tile, Direct)> {
-    let d = cfg.direct?;
+/// The direct forward kernel, if `cfg` has one for `g` (x read through relu(`bn`) if
+/// given; `flip` as for [`forward_direct_kernel`]): x widened as the plan needs.
+fn forward_direct(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    g: &Geom,
+    cfg: &ConvConfig,
+    flip: bool,
+    bn: Option<BnInput>,
+) -> Result<Option<Tensor>> {
+    let Some(d) = cfg.direct else {
+        return Ok(None);
+    };
     let t = if g.kh == 1 { d.pointwise } else { d.forward };
-    Some((t, Direct::plan(g, t.cols as usize)?))
+    let Some(plan) = Direct::plan(g, t.cols as usize) else {
+        return Ok(None);
+    };
+    let xw = plan.widen(gpu, x)?;
+    forward_direct_kernel(gpu, &xw, w, plan.geom(g), plan.kind(), flip, t, bn).map(Some)
 }
 
 fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
-    if let Some((t, plan)) = direct_tile(&g, &cfg) {
-        let xw = plan.widen(gpu, x)?;
-        return forward_direct(gpu, &xw, w, plan.geom(&g), plan.kind(), false, t, None);
+    if let Some(y) = forward_direct(gpu, x, w, &g, &cfg, false, None)? {
+        return Ok(y);
     }
     let t = cfg.forward.resolve(gpu)?;
     let wp = pack(gpu, w, g.oc, g.k(), g.kh * g.kw, false, 0)?;
@@ -770,9 +784,8 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
             1,
             g.kh - 1 - g.pad,
         )?;
-        if let Some((t, plan)) = direct_tile(&gt, &cfg) {
-            let dyw = plan.widen(gpu, dy)?;
-            return forward_direct(gpu, &dyw, w, plan.geom(&gt), plan.kind(), true, t, None);
+        if let Some(dx) = forward_direct(gpu, dy, w, &gt, &cfg, true, None)? {
+            return Ok(dx);
         }
         let t = cfg.forward.resolve(gpu)?;
         let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true, 0)?;
@@ -822,9 +835,31 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
     Ok(dx)
 }
 
-/// Backward weight with the direct kernel (`g` aligned by [`Direct::geom`]): workgroups
-/// over (input channels, output channels, splits of the positions).
+/// Backward weight with the direct kernel, if `cfg` has one for `g` (x read through
+/// relu(`bn`) if given): dY and x widened as the plan needs.
 fn backward_weight_direct(
+    gpu: &Gpu,
+    dy: &Tensor,
+    x: &Tensor,
+    g: &Geom,
+    cfg: &ConvConfig,
+    bn: Option<BnInput>,
+) -> Result<Option<Tensor>> {
+    let (Some(d), Some(plan)) = (cfg.direct, Direct::plan(g, 1)) else {
+        return Ok(None);
+    };
+    let t = if plan.k == 1 {
+        d.pointwise_weight
+    } else {
+        d.weight
+    };
+    let (dyw, xw) = (plan.widen(gpu, dy)?, plan.widen(gpu, x)?);
+    weight_direct_kernel(gpu, &dyw, &xw, plan.geom(g), plan.kind(), t, bn).map(Some)
+}
+
+/// The direct backward-weight kernel (`g` aligned by [`Direct::geom`]): workgroups over
+/// (input channels, output channels, splits of the positions).
+fn weight_direct_kernel(
     gpu: &Gpu,
     dy: &Tensor,
     x: &Tensor,
@@ -876,14 +911,8 @@ fn backward_weight_direct(
 const DIRECT_WEIGHT_WORKGROUPS: usize = 16;
 
 fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
-    if let (Some(d), Some(plan)) = (cfg.direct, Direct::plan(&g, 1)) {
-        let t = if plan.k == 1 {
-            d.pointwise_weight
-        } else {
-            d.weight
-        };
-        let (dyw, xw) = (plan.widen(gpu, dy)?, plan.widen(gpu, x)?);
-        return backward_weight_direct(gpu, &dyw, &xw, plan.geom(&g), plan.kind(), t, None);
+    if let Some(dw) = backward_weight_direct(gpu, dy, x, &g, &cfg, None)? {
+        return Ok(dw);
     }
     let (t, parallelism) = (cfg.backward_weight, cfg.weight_parallelism);
     let t = t.resolve(gpu)?.fit_rows(g.oc);
@@ -1085,12 +1114,15 @@ impl Tensor {
         let g = prefix_geom(self, channels, weight.shape(), stride, padding)?;
         let bn = bn_input(channels, stats, gamma, beta)?;
         let gpu = self.gpu();
-        let Some((t, plan)) = direct_tile(&g, &ConvConfig::for_gpu(gpu)) else {
-            return Ok(None);
-        };
-        let xw = plan.widen(gpu, self)?;
-        let gw = plan.geom(&g);
-        forward_direct(gpu, &xw, weight, gw, plan.kind(), false, t, Some(bn)).map(Some)
+        forward_direct(
+            gpu,
+            self,
+            weight,
+            &g,
+            &ConvConfig::for_gpu(gpu),
+            false,
+            Some(bn),
+        )
     }
 
     /// The weight gradient of [`Tensor::conv2d_bn_relu`] from `self` = dY, recomputing
@@ -1111,16 +1143,7 @@ impl Tensor {
         check_dy(self, &g)?;
         let bn = bn_input(channels, stats, gamma, beta)?;
         let gpu = self.gpu();
-        let (Some(d), Some(plan)) = (ConvConfig::for_gpu(gpu).direct, Direct::plan(&g, 1)) else {
-            return Ok(None);
-        };
-        let t = if plan.k == 1 {
-            d.pointwise_weight
-        } else {
-            d.weight
-        };
-        let (dyw, xw) = (plan.widen(gpu, self)?, plan.widen(gpu, input)?);
-        backward_weight_direct(gpu, &dyw, &xw, plan.geom(&g), plan.kind(), t, Some(bn)).map(Some)
+        backward_weight_direct(gpu, self, input, &g, &ConvConfig::for_gpu(gpu), Some(bn))
     }
 }
 
