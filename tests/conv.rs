@@ -56,6 +56,16 @@ const CASES: &[Case] = &[
     case([3, 2, 1, 5], [3, 2, 3, 3], 1, 1, false),
     case([2, 3, 6, 1], [4, 3, 3, 3], 1, 1, false),
     case([2, 5, 3, 7], [7, 5, 1, 1], 1, 0, false),
+    // The direct stride-2 kernels (3×3 padding 1, 1×1): odd sizes (the last dX row and
+    // column have no odd phase), width 1, no widening (W = 16), channels past a tile.
+    case([1, 3, 7, 7], [5, 3, 3, 3], 2, 1, true),
+    case([2, 5, 5, 9], [7, 5, 3, 3], 2, 1, false),
+    case([2, 4, 16, 16], [6, 4, 3, 3], 2, 1, false),
+    case([1, 3, 2, 1], [4, 3, 3, 3], 2, 1, false),
+    case([2, 37, 6, 8], [3, 37, 3, 3], 2, 1, false),
+    case([2, 3, 6, 6], [37, 3, 3, 3], 2, 1, true),
+    case([3, 2, 7, 5], [9, 2, 1, 1], 2, 0, false),
+    case([2, 33, 8, 8], [5, 33, 1, 1], 2, 0, true),
 ];
 
 /// Runs one case with `cfg`; checks forward, dX, dW and the bias gradient against the CPU.
@@ -323,8 +333,9 @@ fn bad_shapes_are_errors_naming_both_shapes() {
 
 #[test]
 fn every_direct_tile_matches_cpu() {
-    // The direct kernel (forward and stride-1 backward data) with plain tiles, and subgroup
-    // tiles where there are subgroups, on every case (the ineligible ones fall back).
+    // The direct kernels (forward, backward data, backward weight; stride 1 and 2) with
+    // plain tiles, and subgroup tiles where there are subgroups, on every case (the
+    // ineligible ones fall back).
     let gpu = gpu();
     let mut tiles = vec![Tile::new(8, 1, 16), Tile::new(3, 2, 5), Tile::new(1, 3, 64)];
     if let Some(sg) = gpu.subgroup_size() {

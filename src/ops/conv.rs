@@ -18,13 +18,14 @@ pub(crate) enum Kind {
     BackwardWeight,
     /// Backward weight reading dY as vec4s (OW a multiple of 4).
     BackwardWeightVec4,
-    /// The direct forward kernel for stride-1 `k` × `k` convolutions with padding `pad`
-    /// that keep the input's size (see `Direct`).
-    /// `crop`: the output is narrower than x (x was widened); `affine`: x is read through
-    /// relu(batch norm).
+    /// The direct forward kernel for `k` × `k` convolutions with padding `pad` = (k − 1) / 2
+    /// at stride 1 or 2 (see `Direct`).
+    /// `crop`: the output is narrower than the kernel's running width (x was widened);
+    /// `affine`: x is read through relu(batch norm).
     Direct {
         k: u32,
         pad: u32,
+        stride: u32,
         crop: bool,
         affine: bool,
     },
@@ -32,8 +33,12 @@ pub(crate) enum Kind {
     DirectWeight {
         k: u32,
         pad: u32,
+        stride: u32,
         affine: bool,
     },
+    /// The direct backward-data kernel for the stride-2 shapes (stride 1 runs the forward
+    /// kernel on the flipped weight); `crop`: dX is narrower than twice dY's running width.
+    DirectData { k: u32, crop: bool },
 }
 
 /// The register tile of one conv kernel: `rows` × `cols` accumulators per invocation
@@ -215,6 +220,9 @@ pub struct DirectTiles {
     pub weight: Tile,
     /// Backward weight, 1 × 1.
     pub pointwise_weight: Tile,
+    /// Backward data at stride 2 (3 × 3 and 1 × 1): rows are input channels, `cols` quads
+    /// of dY, each with 4 accumulators (the 4 phases of its dX positions).
+    pub strided_data: Tile,
 }
 
 impl DirectTiles {
@@ -225,6 +233,7 @@ impl DirectTiles {
             pointwise: t,
             weight: t,
             pointwise_weight: t,
+            strided_data: t,
         }
     }
 }
@@ -241,6 +250,7 @@ impl ConvConfig {
             pointwise: Tile::new(16, 1, 8),
             weight: Tile::new(8, 1, 8),
             pointwise_weight: Tile::new(16, 2, 8),
+            strided_data: Tile::new(8, 1, 8),
         }),
     };
     /// For real GPUs: the workgroup-tiled kernels, 64 × 64 blocks per 256-invocation
@@ -265,6 +275,7 @@ impl ConvConfig {
             pointwise: Tile::subgroup(64, 1),
             weight: Tile::subgroup(32, 2),
             pointwise_weight: Tile::subgroup(32, 4),
+            strided_data: Tile::subgroup(16, 1),
         }),
     };
 
@@ -286,14 +297,15 @@ impl ConvConfig {
 }
 
 /// Template variables of the generated entry `kind` with tile `t`, named `entry`.
-fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 14] {
+fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 15] {
     let sg = if t.subgroup { t.workgroup } else { 0 };
-    let (kind_code, k, pad) = match kind {
-        Kind::Forward => (1u32, 0, 0),
-        Kind::BackwardData => (2, 0, 0),
-        Kind::BackwardWeight | Kind::BackwardWeightVec4 => (3, 0, 0),
-        Kind::Direct { k, pad, .. } => (4, k, pad),
-        Kind::DirectWeight { k, pad, .. } => (5, k, pad),
+    let (kind_code, k, pad, stride) = match kind {
+        Kind::Forward => (1u32, 0, 0, 0),
+        Kind::BackwardData => (2, 0, 0, 0),
+        Kind::BackwardWeight | Kind::BackwardWeightVec4 => (3, 0, 0, 0),
+        Kind::Direct { k, pad, stride, .. } => (4, k, pad, stride),
+        Kind::DirectWeight { k, pad, stride, .. } => (5, k, pad, stride),
+        Kind::DirectData { k, .. } => (6, k, k / 2, 2),
     };
     let affine = kind.affine();
     [
@@ -310,9 +322,14 @@ fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 14
         ("TILED", t.tiled.into()),
         ("K", k.into()),
         ("PAD", pad.into()),
+        ("S", stride.into()),
         (
             "CROP",
-            matches!(kind, Kind::Direct { crop: true, .. }).into(),
+            matches!(
+                kind,
+                Kind::Direct { crop: true, .. } | Kind::DirectData { crop: true, .. }
+            )
+            .into(),
         ),
         ("AFFINE", affine.into()),
         ("ACT", (if affine { "bn_relu4" } else { "keep4" }).into()),
@@ -340,16 +357,26 @@ fn entry_name(kind: Kind, t: Tile) -> String {
         Kind::Direct {
             k,
             pad,
+            stride,
             crop,
             affine,
         } => &format!(
-            "forward_direct{k}p{pad}{}{}",
+            "forward_direct{k}p{pad}s{stride}{}{}",
             if affine { "_bn" } else { "" },
             if crop { "_crop" } else { "" }
         ),
-        Kind::DirectWeight { k, pad, affine } => &format!(
-            "backward_weight_direct{k}p{pad}{}",
+        Kind::DirectWeight {
+            k,
+            pad,
+            stride,
+            affine,
+        } => &format!(
+            "backward_weight_direct{k}p{pad}s{stride}{}",
             if affine { "_bn" } else { "" }
+        ),
+        Kind::DirectData { k, crop } => &format!(
+            "backward_data_direct{k}s2{}",
+            if crop { "_crop" } else { "" }
         ),
     };
     match (t.subgroup, t.tiled) {
@@ -607,39 +634,45 @@ fn pack(
     Ok(wp)
 }
 
-/// How the direct kernels run `g`, if they can: stride 1 and a square 1 × 1 (padding 0)
-/// or 3 × 3 kernel (padding 1). Widths whose quads do not line up (3 × 3: W % 4 ≠ 0;
-/// 1 × 1: H·W % 4 ≠ 0) run on a copy padded with zero columns to a multiple of 4.
+/// How the direct kernels run `g`, if they can: a square 1 × 1 (padding 0) or 3 × 3
+/// (padding 1) kernel at stride 1 or 2. Their quads of 4 positions must line up with x's
+/// rows, so a width that does not split into them runs on a copy padded with zero columns:
+/// at stride 1 a 3 × 3 kernel needs W % (4·run) == 0 and a 1 × 1 one H·W % 4 == 0; at
+/// stride 2 x's width must be twice dY's, a multiple of 4·run.
 #[derive(Debug, Clone, Copy)]
 struct Direct {
     k: u32,
     pad: u32,
-    /// The width the kernel runs at: W, or W rounded up to a multiple of 4.
+    stride: u32,
+    /// The width x runs at: W, or W padded (dY's is this over the stride).
     width: usize,
 }
 
 impl Direct {
     /// The plan for `g` with runs of `run` neighbouring quads per lane along a row (the
-    /// 3 × 3 forward kernel's tile columns; 1 for backward weight): a 3 × 3 convolution's
-    /// width is padded to a multiple of 4·`run`.
+    /// kernels' tile columns; 1 for backward weight).
     fn plan(g: &Geom, run: usize) -> Option<Direct> {
-        if g.stride != 1 || g.kh != g.kw || g.pad * 2 + 1 != g.kh || g.kh > 3 {
+        if g.stride > 2 || g.kh != g.kw || g.pad * 2 + 1 != g.kh || g.kh > 3 {
             return None;
         }
-        let width = match g.kh {
-            1 if (g.h * g.w).is_multiple_of(4) => g.w,
-            1 => g.w.next_multiple_of(4),
-            _ => g.w.next_multiple_of(4 * run.max(1)),
+        let run = run.max(1);
+        let width = match (g.stride, g.kh) {
+            (1, 1) if (g.h * g.w).is_multiple_of(4) => g.w,
+            (1, 1) => g.w.next_multiple_of(4),
+            (1, _) => g.w.next_multiple_of(4 * run),
+            _ => 2 * g.ow.next_multiple_of(4 * run),
         };
         Some(Direct {
             k: g.kh as u32,
             pad: g.pad as u32,
+            stride: g.stride as u32,
             width,
         })
     }
 
-    fn kind(self) -> (u32, u32) {
-        (self.k, self.pad)
+    /// The quads of dY (the kernels' columns): N·OH rows of `width / stride` positions.
+    fn quads(self, g: &Geom) -> usize {
+        g.n * g.oh * (self.width / self.stride as usize) / 4
     }
 
     /// `g` at the width the kernel runs at (the output keeps its width: the kernel drops
@@ -651,41 +684,48 @@ impl Direct {
         }
     }
 
-    /// `t` padded to the kernel's width (as is when it already has it).
-    fn widen(self, gpu: &Gpu, t: &Tensor) -> Result<Tensor> {
-        if t.shape()[3] == self.width {
+    /// `t` (x, or dY when `dy`) padded to the kernel's width (as is when it has it).
+    fn widen(self, gpu: &Gpu, t: &Tensor, dy: bool) -> Result<Tensor> {
+        let width = if dy {
+            self.width / self.stride as usize
+        } else {
+            self.width
+        };
+        if t.shape()[3] == width {
             return Ok(t.clone());
         }
-        widen(gpu, t, self.width)
+        widen(gpu, t, width)
     }
 }
 
-/// The direct forward kernel for `g` (which [`Direct::geom`] has made aligned) with the
+/// The direct forward kernel for `g` as `plan` runs it (x already widened) with the
 /// weight `w` read as `g.oc` rows of `g.k()` entries (`flip`: transposed with taps
 /// reversed, for backward data).
-#[allow(clippy::too_many_arguments)]
 fn forward_direct_kernel(
     gpu: &Gpu,
     x: &Tensor,
     w: &Tensor,
-    g: Geom,
-    (k, pad): (u32, u32),
+    g: &Geom,
+    plan: Direct,
     flip: bool,
     t: Tile,
     bn: Option<BnInput>,
 ) -> Result<Tensor> {
+    let g = plan.geom(g);
     let t = t.resolve(gpu)?.fit_rows(g.oc);
     let taps = g.kh * g.kw;
-    let group = if k == 1 { 0 } else { g.kw };
+    // 1 × 1 at stride 1 reads 4 channels per vec4; otherwise a vec4 is a kernel row.
+    let group = if g.kh == 1 && g.stride == 1 { 0 } else { g.kw };
     let wp = pack(gpu, w, g.oc, g.k(), taps, flip, group)?;
     let out = Tensor::empty(gpu, &[g.n, g.oc, g.oh, g.ow])?;
-    let [gx, gz] = col_groups(g.n * g.h * g.w / 4, t);
+    let [gx, gz] = col_groups(plan.quads(&g), t);
     gpu.dispatch(
         &spec(
             Kind::Direct {
-                k,
-                pad,
-                crop: g.ow != g.w,
+                k: plan.k,
+                pad: plan.pad,
+                stride: plan.stride,
+                crop: g.ow != g.w / g.stride,
                 affine: bn.is_some(),
             },
             t,
@@ -740,11 +780,13 @@ fn forward_direct(
         return Ok(None);
     };
     let t = if g.kh == 1 { d.pointwise } else { d.forward };
-    let Some(plan) = Direct::plan(g, t.cols as usize) else {
+    // Batch norm inside the loads is only for stride 1 (DenseNet's, ResNet's conv2).
+    let plan = Direct::plan(g, t.cols as usize).filter(|p| bn.is_none() || p.stride == 1);
+    let Some(plan) = plan else {
         return Ok(None);
     };
-    let xw = plan.widen(gpu, x)?;
-    forward_direct_kernel(gpu, &xw, w, plan.geom(g), plan.kind(), flip, t, bn).map(Some)
+    let xw = plan.widen(gpu, x, false)?;
+    forward_direct_kernel(gpu, &xw, w, g, plan, flip, t, bn).map(Some)
 }
 
 fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
@@ -774,6 +816,46 @@ fn forward_packed(gpu: &Gpu, x: &Tensor, wp: &Tensor, g: Geom, mut t: Tile) -> R
     Ok(out)
 }
 
+/// Backward data of a stride-2 convolution with the direct kernel, if `cfg` has one for
+/// `g`: dY widened as the plan needs, the weight packed transposed with taps reversed.
+fn backward_data_direct(
+    gpu: &Gpu,
+    dy: &Tensor,
+    w: &Tensor,
+    g: &Geom,
+    cfg: &ConvConfig,
+) -> Result<Option<Tensor>> {
+    let Some(t) = cfg.direct.map(|d| d.strided_data) else {
+        return Ok(None);
+    };
+    let Some(plan) = Direct::plan(g, t.cols as usize).filter(|p| p.stride == 2) else {
+        return Ok(None);
+    };
+    let t = t.resolve(gpu)?.fit_rows(g.c);
+    let dyw = plan.widen(gpu, dy, true)?;
+    let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true, g.kw)?;
+    let dx = Tensor::empty(gpu, &[g.n, g.c, g.h, g.w])?;
+    let [gx, gz] = col_groups(plan.quads(g), t);
+    gpu.dispatch(
+        &spec(
+            Kind::DirectData {
+                k: plan.k,
+                crop: g.w != plan.width,
+            },
+            t,
+        )?,
+        &wx(t),
+        &ConvParams {
+            ow: u(plan.width / 2),
+            kq: u(wp.shape()[1] / 4),
+            ..g.params()
+        },
+        &[dyw.binding(), wp.binding(), dx.binding()],
+        [gx, g.c.div_ceil(t.height()) as u32, gz],
+    )?;
+    Ok(Some(dx))
+}
+
 fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
     if g.stride == 1 && g.kh == g.kw && g.pad < g.kh {
         // At stride 1, dX is the forward convolution of dY with the transposed, flipped
@@ -790,6 +872,9 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
         let t = cfg.forward.resolve(gpu)?;
         let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true, 0)?;
         return forward_packed(gpu, dy, &wp, gt, t);
+    }
+    if let Some(dx) = backward_data_direct(gpu, dy, w, &g, &cfg)? {
+        return Ok(dx);
     }
     let t = cfg.backward_data.resolve(gpu)?.fit_rows(g.c);
     let dx = Tensor::empty(gpu, &[g.n, g.c, g.h, g.w])?;
@@ -845,7 +930,8 @@ fn backward_weight_direct(
     cfg: &ConvConfig,
     bn: Option<BnInput>,
 ) -> Result<Option<Tensor>> {
-    let (Some(d), Some(plan)) = (cfg.direct, Direct::plan(g, 1)) else {
+    let plan = Direct::plan(g, 1).filter(|p| bn.is_none() || p.stride == 1);
+    let (Some(d), Some(plan)) = (cfg.direct, plan) else {
         return Ok(None);
     };
     let t = if plan.k == 1 {
@@ -853,23 +939,24 @@ fn backward_weight_direct(
     } else {
         d.weight
     };
-    let (dyw, xw) = (plan.widen(gpu, dy)?, plan.widen(gpu, x)?);
-    weight_direct_kernel(gpu, &dyw, &xw, plan.geom(g), plan.kind(), t, bn).map(Some)
+    let (dyw, xw) = (plan.widen(gpu, dy, true)?, plan.widen(gpu, x, false)?);
+    weight_direct_kernel(gpu, &dyw, &xw, g, plan, t, bn).map(Some)
 }
 
-/// The direct backward-weight kernel (`g` aligned by [`Direct::geom`]): workgroups over
-/// (input channels, output channels, splits of the positions).
+/// The direct backward-weight kernel for `g` as `plan` runs it (dY and x widened):
+/// workgroups over (input channels, output channels, splits of the positions).
 fn weight_direct_kernel(
     gpu: &Gpu,
     dy: &Tensor,
     x: &Tensor,
-    g: Geom,
-    (k, pad): (u32, u32),
+    g: &Geom,
+    plan: Direct,
     t: Tile,
     bn: Option<BnInput>,
 ) -> Result<Tensor> {
+    let g = plan.geom(g);
     let t = t.resolve(gpu)?.fit_rows(g.oc);
-    let quads = g.n * g.h * g.w / 4;
+    let quads = plan.quads(&g);
     let groups = g.c.div_ceil(t.span()) * g.oc.div_ceil(t.height());
     // Enough workgroups to keep a CPU's cores busy (partial sums added in a fixed order).
     let splits = DIRECT_WEIGHT_WORKGROUPS
@@ -882,8 +969,9 @@ fn weight_direct_kernel(
     gpu.dispatch(
         &spec(
             Kind::DirectWeight {
-                k,
-                pad,
+                k: plan.k,
+                pad: plan.pad,
+                stride: plan.stride,
                 affine: bn.is_some(),
             },
             t,
