@@ -133,6 +133,25 @@ fn widen_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     packed4[i] = v;
 }
 
+// widen_rows for a source whose length is a multiple of 4, read as vec4s: the 4 inputs of
+// an output vec4 lie in two neighbouring aligned vec4s (2 loads instead of 4; on llvmpipe
+// each load whose address differs per lane is a loop over the lanes).
+@compute @workgroup_size(256)
+fn widen_rows4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    let q = wd.w_out / 4u;
+    if (i >= wd.rows * q) { return; }
+    let x = (i % q) * 4u;
+    let f = (i / q) * wd.w_in + x;
+    let v0 = a4[f / 4u];
+    let v1 = a4[min(f / 4u + 1u, arrayLength(&a4) - 1u)];
+    let al = f % 4u;
+    var v = select(v0, vec4<f32>(v0.yzw, v1.x), al == 1u);
+    v = select(v, vec4<f32>(v0.zw, v1.xy), al == 2u);
+    v = select(v, vec4<f32>(v0.w, v1.xyz), al == 3u);
+    packed4[i] = select(vec4<f32>(0.0), v, vec4<u32>(x) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(wd.w_in));
+}
+
 // ---- The generated kernels: one template, expanded per register tile (src/ops/template.rs
 // documents the substitution). Variables: ENTRY (the entry point's name), KIND (1 forward,
 // 2 backward data, 3 backward weight, 4 direct forward, 5 direct backward weight, 6 direct

@@ -7,6 +7,7 @@ use super::template::{Val, expand};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelSpec, kernel_params, u};
 use crate::tensor::Tensor;
+use std::sync::{Arc, Mutex, PoisonError};
 
 const TEMPLATE: &str = include_str!("../../shaders/conv2d.wgsl");
 
@@ -478,8 +479,14 @@ fn widen(gpu: &Gpu, t: &Tensor, width: usize) -> Result<Tensor> {
     let s = t.shape();
     let rows = s[0] * s[1] * s[2];
     let out = Tensor::empty(gpu, &[s[0], s[1], s[2], width])?;
-    let (source, entry) = codegen::cached("conv2d widen".into(), || {
-        Ok((base_source()?, "widen_rows".into()))
+    // Whole vec4s when the source splits into them.
+    let entry = if s.iter().product::<usize>().is_multiple_of(4) {
+        "widen_rows4"
+    } else {
+        "widen_rows"
+    };
+    let (source, entry) = codegen::cached(format!("conv2d {entry}"), || {
+        Ok((base_source()?, entry.into()))
     })?;
     let spec = KernelSpec {
         family: "conv2d",
@@ -500,6 +507,28 @@ fn widen(gpu: &Gpu, t: &Tensor, width: usize) -> Result<Tensor> {
         super::groups_1d(rows * width / 4, 256),
     )?;
     Ok(out)
+}
+
+/// Zero-widened copies (see [`widen`]) made for one convolution and shared by its forward
+/// and backward kernels, so that its x and dY are each widened once.
+#[derive(Clone, Default)]
+struct Widened(Arc<Mutex<Vec<(u64, usize, Tensor)>>>);
+
+impl Widened {
+    /// `t` with `width` columns: `t` itself when it has them, else the copy made before,
+    /// else a new one.
+    fn get(&self, gpu: &Gpu, t: &Tensor, width: usize) -> Result<Tensor> {
+        if t.shape()[3] == width {
+            return Ok(t.clone());
+        }
+        let mut copies = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((.., c)) = copies.iter().find(|c| c.0 == t.id() && c.1 == width) {
+            return Ok(c.clone());
+        }
+        let c = widen(gpu, t, width)?;
+        copies.push((t.id(), width, c.clone()));
+        Ok(c)
+    }
 }
 
 /// Sizes of one convolution.
@@ -638,7 +667,8 @@ fn pack(
 /// (padding 1) kernel at stride 1 or 2. Their quads of 4 positions must line up with x's
 /// rows, so a width that does not split into them runs on a copy padded with zero columns:
 /// at stride 1 a 3 × 3 kernel needs W % (4·run) == 0 and a 1 × 1 one H·W % 4 == 0; at
-/// stride 2 x's width must be twice dY's, a multiple of 4·run.
+/// stride 2 x's width must be twice dY's, a multiple of 4·run. Where a row's quads already
+/// line up, the run is cut to divide them instead.
 #[derive(Debug, Clone, Copy)]
 struct Direct {
     k: u32,
@@ -646,6 +676,8 @@ struct Direct {
     stride: u32,
     /// The width x runs at: W, or W padded (dY's is this over the stride).
     width: usize,
+    /// Neighbouring quads per lane (the tile's columns) along a row.
+    run: usize,
 }
 
 impl Direct {
@@ -656,17 +688,23 @@ impl Direct {
             return None;
         }
         let run = run.max(1);
-        let width = match (g.stride, g.kh) {
-            (1, 1) if (g.h * g.w).is_multiple_of(4) => g.w,
-            (1, 1) => g.w.next_multiple_of(4),
-            (1, _) => g.w.next_multiple_of(4 * run),
-            _ => 2 * g.ow.next_multiple_of(4 * run),
+        // The longest run up to `run` that divides a row's `quads`.
+        let fit = |quads: usize| (1..=run).rev().find(|r| quads.is_multiple_of(*r));
+        let (width, run) = match (g.stride, g.kh) {
+            // 1 × 1 at stride 1 runs along the flattened plane (the run is not a row's).
+            (1, 1) if (g.h * g.w).is_multiple_of(4) => (g.w, run),
+            (1, 1) => (g.w.next_multiple_of(4), run),
+            (1, _) if g.w.is_multiple_of(4) => (g.w, fit(g.w / 4)?),
+            (1, _) => (g.w.next_multiple_of(4 * run), run),
+            _ if g.ow.is_multiple_of(4) && g.w == 2 * g.ow => (g.w, fit(g.ow / 4)?),
+            _ => (2 * g.ow.next_multiple_of(4 * run), run),
         };
         Some(Direct {
             k: g.kh as u32,
             pad: g.pad as u32,
             stride: g.stride as u32,
             width,
+            run,
         })
     }
 
@@ -685,22 +723,28 @@ impl Direct {
     }
 
     /// `t` (x, or dY when `dy`) padded to the kernel's width (as is when it has it).
-    fn widen(self, gpu: &Gpu, t: &Tensor, dy: bool) -> Result<Tensor> {
+    fn widen(self, gpu: &Gpu, wide: &Widened, t: &Tensor, dy: bool) -> Result<Tensor> {
         let width = if dy {
             self.width / self.stride as usize
         } else {
             self.width
         };
-        if t.shape()[3] == width {
-            return Ok(t.clone());
+        wide.get(gpu, t, width)
+    }
+
+    /// Tile `t` with the plan's run as its columns.
+    fn tile(self, t: Tile) -> Tile {
+        Tile {
+            cols: self.run as u32,
+            ..t
         }
-        widen(gpu, t, width)
     }
 }
 
 /// The direct forward kernel for `g` as `plan` runs it (x already widened) with the
 /// weight `w` read as `g.oc` rows of `g.k()` entries (`flip`: transposed with taps
 /// reversed, for backward data).
+#[allow(clippy::too_many_arguments)]
 fn forward_direct_kernel(
     gpu: &Gpu,
     x: &Tensor,
@@ -767,12 +811,14 @@ fn bindings<'a>(
 
 /// The direct forward kernel, if `cfg` has one for `g` (x read through relu(`bn`) if
 /// given; `flip` as for [`forward_direct_kernel`]): x widened as the plan needs.
+#[allow(clippy::too_many_arguments)]
 fn forward_direct(
     gpu: &Gpu,
     x: &Tensor,
     w: &Tensor,
     g: &Geom,
     cfg: &ConvConfig,
+    wide: &Widened,
     flip: bool,
     bn: Option<BnInput>,
 ) -> Result<Option<Tensor>> {
@@ -785,12 +831,19 @@ fn forward_direct(
     let Some(plan) = plan else {
         return Ok(None);
     };
-    let xw = plan.widen(gpu, x, false)?;
-    forward_direct_kernel(gpu, &xw, w, g, plan, flip, t, bn).map(Some)
+    let xw = plan.widen(gpu, wide, x, false)?;
+    forward_direct_kernel(gpu, &xw, w, g, plan, flip, plan.tile(t), bn).map(Some)
 }
 
-fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
-    if let Some(y) = forward_direct(gpu, x, w, &g, &cfg, false, None)? {
+fn forward(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    g: Geom,
+    cfg: ConvConfig,
+    wide: &Widened,
+) -> Result<Tensor> {
+    if let Some(y) = forward_direct(gpu, x, w, &g, &cfg, wide, false, None)? {
         return Ok(y);
     }
     let t = cfg.forward.resolve(gpu)?;
@@ -824,6 +877,7 @@ fn backward_data_direct(
     w: &Tensor,
     g: &Geom,
     cfg: &ConvConfig,
+    wide: &Widened,
 ) -> Result<Option<Tensor>> {
     let Some(t) = cfg.direct.map(|d| d.strided_data) else {
         return Ok(None);
@@ -831,8 +885,8 @@ fn backward_data_direct(
     let Some(plan) = Direct::plan(g, t.cols as usize).filter(|p| p.stride == 2) else {
         return Ok(None);
     };
-    let t = t.resolve(gpu)?.fit_rows(g.c);
-    let dyw = plan.widen(gpu, dy, true)?;
+    let t = plan.tile(t).resolve(gpu)?.fit_rows(g.c);
+    let dyw = plan.widen(gpu, wide, dy, true)?;
     let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true, g.kw)?;
     let dx = Tensor::empty(gpu, &[g.n, g.c, g.h, g.w])?;
     let [gx, gz] = col_groups(plan.quads(g), t);
@@ -856,7 +910,14 @@ fn backward_data_direct(
     Ok(Some(dx))
 }
 
-fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
+fn backward_data(
+    gpu: &Gpu,
+    dy: &Tensor,
+    w: &Tensor,
+    g: Geom,
+    cfg: ConvConfig,
+    wide: &Widened,
+) -> Result<Tensor> {
     if g.stride == 1 && g.kh == g.kw && g.pad < g.kh {
         // At stride 1, dX is the forward convolution of dY with the transposed, flipped
         // weight and padding K - 1 - p: reuse the (faster, vec4-weight) forward kernel.
@@ -866,14 +927,14 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
             1,
             g.kh - 1 - g.pad,
         )?;
-        if let Some(dx) = forward_direct(gpu, dy, w, &gt, &cfg, true, None)? {
+        if let Some(dx) = forward_direct(gpu, dy, w, &gt, &cfg, wide, true, None)? {
             return Ok(dx);
         }
         let t = cfg.forward.resolve(gpu)?;
         let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true, 0)?;
         return forward_packed(gpu, dy, &wp, gt, t);
     }
-    if let Some(dx) = backward_data_direct(gpu, dy, w, &g, &cfg)? {
+    if let Some(dx) = backward_data_direct(gpu, dy, w, &g, &cfg, wide)? {
         return Ok(dx);
     }
     let t = cfg.backward_data.resolve(gpu)?.fit_rows(g.c);
@@ -928,6 +989,7 @@ fn backward_weight_direct(
     x: &Tensor,
     g: &Geom,
     cfg: &ConvConfig,
+    wide: &Widened,
     bn: Option<BnInput>,
 ) -> Result<Option<Tensor>> {
     let plan = Direct::plan(g, 1).filter(|p| bn.is_none() || p.stride == 1);
@@ -939,7 +1001,8 @@ fn backward_weight_direct(
     } else {
         d.weight
     };
-    let (dyw, xw) = (plan.widen(gpu, dy, true)?, plan.widen(gpu, x, false)?);
+    let dyw = plan.widen(gpu, wide, dy, true)?;
+    let xw = plan.widen(gpu, wide, x, false)?;
     weight_direct_kernel(gpu, &dyw, &xw, g, plan, t, bn).map(Some)
 }
 
@@ -998,8 +1061,15 @@ fn weight_direct_kernel(
 /// Workgroups the direct backward-weight kernel aims for.
 const DIRECT_WEIGHT_WORKGROUPS: usize = 16;
 
-fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
-    if let Some(dw) = backward_weight_direct(gpu, dy, x, &g, &cfg, None)? {
+fn backward_weight(
+    gpu: &Gpu,
+    dy: &Tensor,
+    x: &Tensor,
+    g: Geom,
+    cfg: ConvConfig,
+    wide: &Widened,
+) -> Result<Tensor> {
+    if let Some(dw) = backward_weight_direct(gpu, dy, x, &g, &cfg, wide, None)? {
         return Ok(dw);
     }
     let (t, parallelism) = (cfg.backward_weight, cfg.weight_parallelism);
@@ -1092,17 +1162,19 @@ impl Tensor {
             ));
         }
         let gpu = self.gpu().clone();
-        let out = forward(&gpu, self, weight, g, cfg)?;
+        // x widened for the forward kernel is kept for the weight gradient's.
+        let wide = Widened::default();
+        let out = forward(&gpu, self, weight, g, cfg, &wide)?;
         let (x, w) = (self.detach(), weight.detach());
         let (need_dx, need_dw) = (self.requires_grad(), weight.requires_grad());
         self.gpu().record(&out, &[self, weight], move |dy| {
             let dx = if need_dx {
-                Some(backward_data(&gpu, dy, &w, g, cfg)?)
+                Some(backward_data(&gpu, dy, &w, g, cfg, &wide)?)
             } else {
                 None
             };
             let dw = if need_dw {
-                Some(backward_weight(&gpu, dy, &x, g, cfg)?)
+                Some(backward_weight(&gpu, dy, &x, g, cfg, &wide)?)
             } else {
                 None
             };
@@ -1126,7 +1198,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let g = Geom::new(input_shape, weight.shape(), stride, padding)?;
         check_dy(self, &g)?;
-        backward_data(self.gpu(), self, weight, g, cfg)
+        backward_data(self.gpu(), self, weight, g, cfg, &Widened::default())
     }
 
     /// Gradient of [`Tensor::conv2d`] wrt its weight, from `self` = dY (no tape).
@@ -1141,7 +1213,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let g = Geom::new(input.shape(), weight_shape, stride, padding)?;
         check_dy(self, &g)?;
-        backward_weight(self.gpu(), self, input, g, cfg)
+        backward_weight(self.gpu(), self, input, g, cfg, &Widened::default())
     }
 }
 
@@ -1208,6 +1280,7 @@ impl Tensor {
             weight,
             &g,
             &ConvConfig::for_gpu(gpu),
+            &Widened::default(),
             false,
             Some(bn),
         )
@@ -1231,7 +1304,8 @@ impl Tensor {
         check_dy(self, &g)?;
         let bn = bn_input(channels, stats, gamma, beta)?;
         let gpu = self.gpu();
-        backward_weight_direct(gpu, self, input, &g, &ConvConfig::for_gpu(gpu), Some(bn))
+        let cfg = ConvConfig::for_gpu(gpu);
+        backward_weight_direct(gpu, self, input, &g, &cfg, &Widened::default(), Some(bn))
     }
 }
 
