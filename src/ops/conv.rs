@@ -39,7 +39,10 @@ pub(crate) enum Kind {
     },
     /// The direct backward-data kernel for the stride-2 shapes (stride 1 runs the forward
     /// kernel on the flipped weight); `crop`: dX is narrower than twice dY's running width.
-    DirectData { k: u32, crop: bool },
+    DirectData {
+        k: u32,
+        crop: bool,
+    },
 }
 
 /// The register tile of one conv kernel: `rows` × `cols` accumulators per invocation
@@ -688,16 +691,28 @@ impl Direct {
             return None;
         }
         let run = run.max(1);
-        // The longest run up to `run` that divides a row's `quads`.
-        let fit = |quads: usize| (1..=run).rev().find(|r| quads.is_multiple_of(*r));
+        // dY's width `ow` as the kernel runs it, and the run: padded to whole runs, unless
+        // that wastes over a quarter (8 → 16) where the quads already line up; then a
+        // shorter run that divides them (a run of 1 costs more loads per quad than a
+        // quarter of padding: 28 → 32 with runs of 2 beats 28 with runs of 1).
+        let fit = |ow: usize| {
+            let padded = ow.next_multiple_of(4 * run);
+            if ow.is_multiple_of(4) && padded * 4 > ow * 5 {
+                let quads = ow / 4;
+                (1..=run)
+                    .rev()
+                    .find(|r| quads.is_multiple_of(*r))
+                    .map(|r| (ow, r))
+            } else {
+                Some((padded, run))
+            }
+        };
         let (width, run) = match (g.stride, g.kh) {
             // 1 × 1 at stride 1 runs along the flattened plane (the run is not a row's).
             (1, 1) if (g.h * g.w).is_multiple_of(4) => (g.w, run),
             (1, 1) => (g.w.next_multiple_of(4), run),
-            (1, _) if g.w.is_multiple_of(4) => (g.w, fit(g.w / 4)?),
-            (1, _) => (g.w.next_multiple_of(4 * run), run),
-            _ if g.ow.is_multiple_of(4) && g.w == 2 * g.ow => (g.w, fit(g.ow / 4)?),
-            _ => (2 * g.ow.next_multiple_of(4 * run), run),
+            (1, _) => fit(g.w)?,
+            _ => fit(g.ow).map(|(ow, r)| (2 * ow, r))?,
         };
         Some(Direct {
             k: g.kh as u32,
@@ -730,6 +745,14 @@ impl Direct {
             self.width
         };
         wide.get(gpu, t, width)
+    }
+
+    /// Whether the direct forward and weight kernels should run `g` (`bn`: with batch norm
+    /// inside the loads, only at stride 1). At stride 2 only when x needs no widening: on
+    /// lavapipe a widened x costs as much as they save over the gather kernels (resnet-tiny
+    /// 28 → 14: par), while on aligned rows they are 1.5–1.8× faster (ResNet-34 32 → 16).
+    fn worth_it(self, g: &Geom, bn: bool) -> bool {
+        self.stride == 1 || (!bn && self.width == g.w)
     }
 
     /// Tile `t` with the plan's run as its columns.
@@ -826,8 +849,7 @@ fn forward_direct(
         return Ok(None);
     };
     let t = if g.kh == 1 { d.pointwise } else { d.forward };
-    // Batch norm inside the loads is only for stride 1 (DenseNet's, ResNet's conv2).
-    let plan = Direct::plan(g, t.cols as usize).filter(|p| bn.is_none() || p.stride == 1);
+    let plan = Direct::plan(g, t.cols as usize).filter(|p| p.worth_it(g, bn.is_some()));
     let Some(plan) = plan else {
         return Ok(None);
     };
@@ -992,7 +1014,7 @@ fn backward_weight_direct(
     wide: &Widened,
     bn: Option<BnInput>,
 ) -> Result<Option<Tensor>> {
-    let plan = Direct::plan(g, 1).filter(|p| bn.is_none() || p.stride == 1);
+    let plan = Direct::plan(g, 1).filter(|p| p.worth_it(g, bn.is_some()));
     let (Some(d), Some(plan)) = (cfg.direct, plan) else {
         return Ok(None);
     };

@@ -155,7 +155,8 @@ pub fn variants() -> Result<Vec<ShaderVariant>> {
                     (3, 1, d.forward, d.weight),
                     (1, 0, d.pointwise, d.pointwise_weight),
                 ] {
-                    for crop in [false, true] {
+                    // At stride 2 only on rows that need no widening (`Direct::worth_it`).
+                    for crop in [false, stride == 1] {
                         kinds.push((
                             Kind::Direct {
                                 k,
