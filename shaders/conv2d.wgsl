@@ -133,23 +133,26 @@ fn widen_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     packed4[i] = v;
 }
 
-// widen_rows for a source whose length is a multiple of 4, read as vec4s: the 4 inputs of
-// an output vec4 lie in two neighbouring aligned vec4s (2 loads instead of 4; on llvmpipe
-// each load whose address differs per lane is a loop over the lanes).
-@compute @workgroup_size(256)
+// widen_rows for a source whose length is a multiple of 4, read as vec4s: one row per
+// invocation, so no index needs a division (integer division is a scalar loop on
+// llvmpipe's SIMD lanes, and it dominated the per-vec4 form). The 4 inputs of an output
+// vec4 lie in two neighbouring aligned vec4s, the second of which is the next one's first.
+@compute @workgroup_size(64)
 fn widen_rows4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    let q = wd.w_out / 4u;
-    if (i >= wd.rows * q) { return; }
-    let x = (i % q) * 4u;
-    let f = (i / q) * wd.w_in + x;
-    let v0 = a4[f / 4u];
-    let v1 = a4[min(f / 4u + 1u, arrayLength(&a4) - 1u)];
-    let al = f % 4u;
-    var v = select(v0, vec4<f32>(v0.yzw, v1.x), al == 1u);
-    v = select(v, vec4<f32>(v0.zw, v1.xy), al == 2u);
-    v = select(v, vec4<f32>(v0.w, v1.xyz), al == 3u);
-    packed4[i] = select(vec4<f32>(0.0), v, vec4<u32>(x) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(wd.w_in));
+    let r = gid.x + gid.y * nwg.x * 64u;
+    if (r >= wd.rows) { return; }
+    let f = r * wd.w_in; let al = f % 4u; let last = arrayLength(&a4) - 1u;
+    var i = f / 4u; var v0 = a4[i];
+    var o = r * (wd.w_out / 4u);
+    for (var x = 0u; x < wd.w_out; x += 4u) {
+        i += 1u;
+        let v1 = a4[min(i, last)];
+        var v = select(v0, vec4<f32>(v0.yzw, v1.x), al == 1u);
+        v = select(v, vec4<f32>(v0.zw, v1.xy), al == 2u);
+        v = select(v, vec4<f32>(v0.w, v1.xyz), al == 3u);
+        packed4[o] = select(vec4<f32>(0.0), v, vec4<u32>(x) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(wd.w_in));
+        v0 = v1; o += 1u;
+    }
 }
 
 // ---- The generated kernels: one template, expanded per register tile (src/ops/template.rs
@@ -454,9 +457,14 @@ fn ${ENTRY}(
     let nq = p.n * ohw4;
     let m0 = wid.y * ${TM}u;
 //# if K > 1 || S > 1
-    let qb = ((wid.x + wid.z * nwg.x) * WX + lid.x) * ${TN}u; let qstep = 1u;
+    // A lane runs TN neighbouring quads of one output row: run `ru` of `rpr` per row. When
+    // TN does not divide the row's quads, the last run's extra quads are dead: their loads
+    // read 0 (as padding would) and they store nothing.
+    let rpr = (ow4 + ${TN - 1}u) / ${TN}u; let ru = (wid.x + wid.z * nwg.x) * WX + lid.x;
+    let orow = min(ru / rpr, p.n * p.oh - 1u); let oxr = (ru % rpr) * ${TN}u;
+    let live = ru < p.n * p.oh * rpr;
 //# else
-    let qb = (wid.x + wid.z * nwg.x) * WX * ${TN}u + lid.x; let qstep = WX;
+    let qb = (wid.x + wid.z * nwg.x) * WX * ${TN}u + lid.x;
 //# end
 //# if SG
 //# for i in 0..TM / SG
@@ -468,14 +476,17 @@ fn ${ENTRY}(
 //# end
 //# end
 //# for j in 0..TN
-    let q${j} = min(qb + ${j}u * qstep, nq - 1u); let n${j} = q${j} / ohw4; let o${j} = q${j} % ohw4;
+//# if K > 1 || S > 1
+    let n${j} = orow / p.oh; let oy${j} = i32(orow % p.oh); let ox${j} = oxr + ${j}u;
+    let o${j} = u32(oy${j}) * ow4 + ox${j}; let lv${j} = live && ox${j} < ow4;
+//# else
+    let q${j} = min(qb + ${j}u * WX, nq - 1u); let n${j} = q${j} / ohw4; let o${j} = q${j} % ohw4;
+    let lv${j} = qb + ${j}u * WX < nq;
+//# end
     let xb${j} = n${j} * p.xc * hw4;
     // Lanes of the quad inside x's real width p.ow (p.w > p.ow: x was widened); along a
     // row (K > 1) the lanes of the next quad are those less 4.
     let lim${j} = select(4, i32(p.ow) - i32((o${j} % w4) * 4u), ${K} > 1 || p.w != p.ow);
-//# if K > 1 || S > 1
-    let oy${j} = i32(o${j} / ow4); let ox${j} = o${j} % ow4;
-//# end
 //# end
 //# for i in 0..TM
 //# for j in 0..TN
@@ -520,7 +531,7 @@ fn ${ENTRY}(
 //# end
 //# for kh in 0..K
 //# for j in 0..TN
-        let y${j}_${kh} = oy${j} * ${S} + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h;
+        let y${j}_${kh} = oy${j} * ${S} + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h && lv${j};
         let rb${j}_${kh} = select(0u, xb${j} + xc + u32(y${j}_${kh}) * w4 + ${S}u * ox${j}, yok${j}_${kh});
 //# if S == 1
         let m${j}_${kh} = ${ACT}(a4[rb${j}_${kh}], c, yok${j}_${kh}, lim${j});
@@ -589,7 +600,7 @@ fn ${ENTRY}(
 //# for i in 0..TM
 //# for j in 0..TN
 //# if CROP
-    if (m0 + ${i}u < p.oc && qb + ${j}u * qstep < nq) {
+    if (m0 + ${i}u < p.oc && lv${j}) {
         let sx = (o${j} % ow4) * 4u;
         let ob = (n${j} * p.oc + m0 + ${i}u) * p.oh * p.ow + (o${j} / ow4) * p.ow + sx;
 //# for t in 0..4
@@ -597,7 +608,7 @@ fn ${ENTRY}(
 //# end
     }
 //# else
-    if (m0 + ${i}u < p.oc && qb + ${j}u * qstep < nq) { ${OUT}4[(n${j} * p.oc + m0 + ${i}u) * ohw4 + o${j}] = acc${i}_${j}; }
+    if (m0 + ${i}u < p.oc && lv${j}) { ${OUT}4[(n${j} * p.oc + m0 + ${i}u) * ohw4 + o${j}] = acc${i}_${j}; }
 //# end
 //# end
 //# end
@@ -734,8 +745,14 @@ fn ${ENTRY}(
     // covers lie past p.w (or p.w is not 2·p.ow), so stores are scalar and checked.
     let ow4 = p.ow / 4u; let ohw4 = p.oh * ow4; let nq = p.n * ohw4;
     let m0 = wid.y * ${TM}u;
-    let qb = ((wid.x + wid.z * nwg.x) * WX + lid.x) * ${TN}u;
-    let q = min(qb, nq - ${TN}u); let n = q / ohw4; let ya = (q % ohw4) / ow4; let ox = q % ow4;
+    // Runs of TN quads along a dY row, as in the direct forward kernel (dead quads past
+    // the row's end read 0 and store nothing).
+    let rpr = (ow4 + ${TN - 1}u) / ${TN}u; let ru = (wid.x + wid.z * nwg.x) * WX + lid.x;
+    let orow = min(ru / rpr, p.n * p.oh - 1u); let ox = (ru % rpr) * ${TN}u;
+    let n = orow / p.oh; let ya = orow % p.oh; let live = ru < p.n * p.oh * rpr;
+//# for j in 0..TN
+    let lv${j} = live && ox + ${j}u < ow4;
+//# end
 //# if SG
 //# for i in 0..TM / SG
     let r${i} = min(m0 + ${i}u * ${SG}u + sl, p.c - 1u) * p.kq;
@@ -754,6 +771,7 @@ fn ${ENTRY}(
     // The row below (a + 1) and the quad right of the lane's last one, 0 outside dY.
     let bok = ya + 1u < p.oh; let rok = ox + ${TN}u < ow4;
     var d = n * p.oc * ohw4 + ya * ow4 + ox;
+    let last = arrayLength(&a4) - 1u;
     for (var oc = 0u; oc < p.oc; oc++) {
 //# for i in 0..ROW_LOADS
 //# for kk in 0..K
@@ -761,12 +779,12 @@ fn ${ENTRY}(
 //# end
 //# end
 //# for j in 0..TN
-        let dm${j} = a4[d + ${j}u];
+        let dm${j} = select(vec4<f32>(0.0), a4[min(d + ${j}u, last)], lv${j});
 //# end
 //# if K > 1
         let dmr = select(0.0, a4[select(0u, d + ${TN}u, rok)].x, rok);
 //# for j in 0..TN
-        let dn${j} = select(vec4<f32>(0.0), a4[select(0u, d + ow4 + ${j}u, bok)], bok);
+        let dn${j} = select(vec4<f32>(0.0), a4[select(0u, d + ow4 + ${j}u, bok && lv${j})], bok && lv${j});
 //# end
         let dnr = select(0.0, a4[select(0u, d + ow4 + ${TN}u, bok && rok)].x, bok && rok);
         // dY at columns b + 1 of rows a (`dms`) and a + 1 (`dns`).
@@ -801,11 +819,12 @@ fn ${ENTRY}(
 //# end
         d += ohw4;
     }
-    let live = qb < nq; let y0 = 2u * ya; let row1 = y0 + 1u < p.h;
+    let y0 = 2u * ya; let row1 = y0 + 1u < p.h;
 //# for i in 0..TM
     if (live && m0 + ${i}u < p.c) {
         let base${i} = ((n * p.c + m0 + ${i}u) * p.h + y0) * p.w;
 //# for j in 0..TN
+      if (lv${j}) {
         let lo_${i}_${j} = vec4<f32>(e0_${i}_${j}.x, o0_${i}_${j}.x, e0_${i}_${j}.y, o0_${i}_${j}.y);
         let hi_${i}_${j} = vec4<f32>(e0_${i}_${j}.z, o0_${i}_${j}.z, e0_${i}_${j}.w, o0_${i}_${j}.w);
         let lo1_${i}_${j} = vec4<f32>(e1_${i}_${j}.x, o1_${i}_${j}.x, e1_${i}_${j}.y, o1_${i}_${j}.y);
@@ -826,6 +845,7 @@ fn ${ENTRY}(
             out4[(base${i} + p.w + x${i}_${j}) / 4u + 1u] = hi1_${i}_${j};
         }
 //# end
+      }
 //# end
     }
 //# end

@@ -66,6 +66,9 @@ const CASES: &[Case] = &[
     case([2, 3, 6, 6], [37, 3, 3, 3], 2, 1, true),
     case([3, 2, 7, 5], [9, 2, 1, 1], 2, 0, false),
     case([2, 33, 8, 8], [5, 33, 1, 1], 2, 0, true),
+    // Rows of 3 quads (runs of 2 quads per lane end past the row): stride 1 and 2.
+    case([1, 3, 5, 12], [4, 3, 3, 3], 1, 1, false),
+    case([2, 3, 4, 24], [5, 3, 3, 3], 2, 1, true),
 ];
 
 /// Runs one case with `cfg`; checks forward, dX, dW and the bias gradient against the CPU.

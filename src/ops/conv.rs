@@ -507,7 +507,11 @@ fn widen(gpu: &Gpu, t: &Tensor, width: usize) -> Result<Tensor> {
             w_out: u(width),
         },
         &[t.binding(), out.binding()],
-        super::groups_1d(rows * width / 4, 256),
+        if entry == "widen_rows4" {
+            super::groups_1d(rows, 64)
+        } else {
+            super::groups_1d(rows * width / 4, 256)
+        },
     )?;
     Ok(out)
 }
@@ -668,10 +672,9 @@ fn pack(
 
 /// How the direct kernels run `g`, if they can: a square 1 × 1 (padding 0) or 3 × 3
 /// (padding 1) kernel at stride 1 or 2. Their quads of 4 positions must line up with x's
-/// rows, so a width that does not split into them runs on a copy padded with zero columns:
-/// at stride 1 a 3 × 3 kernel needs W % (4·run) == 0 and a 1 × 1 one H·W % 4 == 0; at
-/// stride 2 x's width must be twice dY's, a multiple of 4·run. Where a row's quads already
-/// line up, the run is cut to divide them instead.
+/// rows (1 × 1 at stride 1: with the flattened plane), so a width that does not split into
+/// them runs on a copy padded with zero columns to a multiple of 4 (8 for x at stride 2).
+/// A lane's run of neighbouring quads need not divide a row: the kernels skip the extra.
 #[derive(Debug, Clone, Copy)]
 struct Direct {
     k: u32,
@@ -679,53 +682,39 @@ struct Direct {
     stride: u32,
     /// The width x runs at: W, or W padded (dY's is this over the stride).
     width: usize,
-    /// Neighbouring quads per lane (the tile's columns) along a row.
+    /// Neighbouring quads per lane along a row (the tile's columns).
     run: usize,
 }
 
 impl Direct {
-    /// The plan for `g` with runs of `run` neighbouring quads per lane along a row (the
-    /// kernels' tile columns; 1 for backward weight).
+    /// The plan for `g` with runs of `run` quads per lane (the kernels' tile columns).
     fn plan(g: &Geom, run: usize) -> Option<Direct> {
         if g.stride > 2 || g.kh != g.kw || g.pad * 2 + 1 != g.kh || g.kh > 3 {
             return None;
         }
-        let run = run.max(1);
-        // dY's width `ow` as the kernel runs it, and the run: padded to whole runs, unless
-        // that wastes over a quarter (8 → 16) where the quads already line up; then a
-        // shorter run that divides them (a run of 1 costs more loads per quad than a
-        // quarter of padding: 28 → 32 with runs of 2 beats 28 with runs of 1).
-        let fit = |ow: usize| {
-            let padded = ow.next_multiple_of(4 * run);
-            if ow.is_multiple_of(4) && padded * 4 > ow * 5 {
-                let quads = ow / 4;
-                (1..=run)
-                    .rev()
-                    .find(|r| quads.is_multiple_of(*r))
-                    .map(|r| (ow, r))
-            } else {
-                Some((padded, run))
-            }
-        };
-        let (width, run) = match (g.stride, g.kh) {
-            // 1 × 1 at stride 1 runs along the flattened plane (the run is not a row's).
-            (1, 1) if (g.h * g.w).is_multiple_of(4) => (g.w, run),
-            (1, 1) => (g.w.next_multiple_of(4), run),
-            (1, _) => fit(g.w)?,
-            _ => fit(g.ow).map(|(ow, r)| (2 * ow, r))?,
+        let width = match (g.stride, g.kh) {
+            (1, 1) if (g.h * g.w).is_multiple_of(4) => g.w,
+            (1, _) => g.w.next_multiple_of(4),
+            _ => 2 * g.ow.next_multiple_of(4),
         };
         Some(Direct {
             k: g.kh as u32,
             pad: g.pad as u32,
             stride: g.stride as u32,
             width,
-            run,
+            run: run.max(1),
         })
     }
 
-    /// The quads of dY (the kernels' columns): N·OH rows of `width / stride` positions.
+    /// The kernels' columns over dY: its quads, rows of them rounded up to whole runs
+    /// where quads run along rows.
     fn quads(self, g: &Geom) -> usize {
-        g.n * g.oh * (self.width / self.stride as usize) / 4
+        let row = self.width / self.stride as usize / 4;
+        if self.k == 1 && self.stride == 1 {
+            g.n * g.oh * row
+        } else {
+            g.n * g.oh * row.next_multiple_of(self.run)
+        }
     }
 
     /// `g` at the width the kernel runs at (the output keeps its width: the kernel drops
@@ -753,14 +742,6 @@ impl Direct {
     /// 28 → 14: par), while on aligned rows they are 1.5–1.8× faster (ResNet-34 32 → 16).
     fn worth_it(self, g: &Geom, bn: bool) -> bool {
         self.stride == 1 || (!bn && self.width == g.w)
-    }
-
-    /// Tile `t` with the plan's run as its columns.
-    fn tile(self, t: Tile) -> Tile {
-        Tile {
-            cols: self.run as u32,
-            ..t
-        }
     }
 }
 
@@ -854,7 +835,7 @@ fn forward_direct(
         return Ok(None);
     };
     let xw = plan.widen(gpu, wide, x, false)?;
-    forward_direct_kernel(gpu, &xw, w, g, plan, flip, plan.tile(t), bn).map(Some)
+    forward_direct_kernel(gpu, &xw, w, g, plan, flip, t, bn).map(Some)
 }
 
 fn forward(
@@ -907,7 +888,7 @@ fn backward_data_direct(
     let Some(plan) = Direct::plan(g, t.cols as usize).filter(|p| p.stride == 2) else {
         return Ok(None);
     };
-    let t = plan.tile(t).resolve(gpu)?.fit_rows(g.c);
+    let t = t.resolve(gpu)?.fit_rows(g.c);
     let dyw = plan.widen(gpu, wide, dy, true)?;
     let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true, g.kw)?;
     let dx = Tensor::empty(gpu, &[g.n, g.c, g.h, g.w])?;
