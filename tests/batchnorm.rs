@@ -31,6 +31,8 @@ fn forward_case(gpu: &isomax::Gpu) {
         // H·W a multiple of 4: the vec4 kernels.
         (2, 3, 4, 4),
         (3, 5, 1, 8),
+        // Planes of at least 64 positions (vec4s), walked with constant strides.
+        (2, 3, 16, 17),
         // Several samples per split of the real-GPU reductions, the last split partial.
         (40, 65, 1, 2),
         (43, 70, 2, 2),
@@ -123,6 +125,10 @@ fn gradient_case(gpu: &isomax::Gpu) {
         (33, 40, 1, 1),
         // vec4 planes, chunks of 8 samples with a remainder (CPU tunings).
         (35, 17, 2, 2),
+        // Planes of fewer positions than a workgroup's 64 invocations (several samples
+        // per pass) above, and of more: scalar, vec4.
+        (2, 2, 9, 9),
+        (1, 2, 16, 17),
     ] {
         let hw = h * w;
         let x = rand_vec(n * c * hw, 5);
