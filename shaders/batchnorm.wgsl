@@ -77,64 +77,89 @@ fn walk(lid: u32, positions: u32) -> Walk {
 @group(0) @binding(3) var<storage, read_write> st_running_mean: array<f32>;
 @group(0) @binding(4) var<storage, read_write> st_running_var: array<f32>;
 
-// This invocation's share of Σ x (or, with `centred`, of Σ (x − mean)²) over channel c.
-fn stats_share(c: u32, lid: u32, mean: f32, centred: bool) -> f32 {
-    var s = 0.0;
+// Count, mean and M2 = Σ (x − mean)² of some values of a channel. One pass: each invocation
+// updates its own (Welford's update; no cancellation, unlike E[x²] − E[x]²) and the
+// workgroup merges them in a fixed tree (Chan et al.), so x is read once, not twice.
+struct Moments {
+    n: f32,
+    mean: f32,
+    m2: f32,
+};
+
+fn merge(a: Moments, b: Moments) -> Moments {
+    let n = a.n + b.n;
+    if (n == 0.0) { return a; }
+    let d = b.mean - a.mean;
+    let f = b.n / n;
+    return Moments(n, a.mean + d * f, a.m2 + b.m2 + d * d * a.n * f);
+}
+
+var<workgroup> red_n: array<f32, 64>;
+
+// The merge of every invocation's moments, in a fixed tree (invocation 0 gets it).
+fn workgroup_moments(lid: u32, m: Moments) -> Moments {
+    red_n[lid] = m.n;
+    red_a[lid] = m.mean;
+    red_b[lid] = m.m2;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            let t = merge(Moments(red_n[lid], red_a[lid], red_b[lid]),
+                          Moments(red_n[lid + s], red_a[lid + s], red_b[lid + s]));
+            red_n[lid] = t.n;
+            red_a[lid] = t.mean;
+            red_b[lid] = t.m2;
+        }
+        workgroupBarrier();
+    }
+    return Moments(red_n[0], red_a[0], red_b[0]);
+}
+
+@compute @workgroup_size(64)
+fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = p.c_off + wid.x;
+    var k = 0.0;
+    var mean = 0.0;
+    var m2 = 0.0;
     let w = walk(lid, p.hw);
     for (var n = w.r; n < p.n; n += w.rows) {
         let b = x_plane(n, c);
         for (var j = w.j0; j < p.hw; j += w.q) {
-            let d = st_x[b + j] - select(0.0, mean, centred);
-            s += select(d, d * d, centred);
+            let x = st_x[b + j];
+            k += 1.0;
+            let d = x - mean;
+            mean += d / k;
+            m2 += d * (x - mean);
         }
     }
-    return s;
+    let t = workgroup_moments(lid, Moments(k, mean, m2));
+    if (lid == 0u) { write_stats(c, t.mean, t.m2 / t.n); }
 }
 
-// Two passes, the second over centred values (no cancellation, unlike E[x²] − E[x]²),
-// each reduced over the workgroup in a fixed tree.
-@compute @workgroup_size(64)
-fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let m = f32(p.n * p.hw);
-    let c = p.c_off + wid.x;
-    let mean = workgroup_sum(lid, stats_share(c, lid, 0.0, false)) / m;
-    workgroupBarrier();
-    let var_b = workgroup_sum(lid, stats_share(c, lid, mean, true)) / m;
-    if (lid == 0u) { write_stats(c, mean, var_b); }
-}
-
-// HW a multiple of 4: the same with vec4 loads.
+// HW a multiple of 4: the same with vec4 loads (four interleaved sequences, merged).
 @group(0) @binding(1) var<storage, read> st_x4: array<vec4<f32>>;
 
-fn stats_share4(c: u32, lid: u32, mean: f32, centred: bool) -> f32 {
-    var s = vec4<f32>(0.0);
+@compute @workgroup_size(64)
+fn bn_stats_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = p.c_off + wid.x;
+    var k = 0.0;
+    var mean = vec4<f32>(0.0);
+    var m2 = vec4<f32>(0.0);
     let w = walk(lid, p.hw / 4u);
     for (var n = w.r; n < p.n; n += w.rows) {
         let b = x_plane(n, c) / 4u;
         for (var j = w.j0; j * 4u < p.hw; j += w.q) {
-            let d = st_x4[b + j] - select(0.0, mean, centred);
-            s += select(d, d * d, centred);
+            let x = st_x4[b + j];
+            k += 1.0;
+            let d = x - mean;
+            mean += d / k;
+            m2 += d * (x - mean);
         }
     }
-    return (s.x + s.y) + (s.z + s.w);
-}
-
-@compute @workgroup_size(64)
-fn bn_stats_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let m = f32(p.n * p.hw);
-    let c = p.c_off + wid.x;
-    let mean = workgroup_sum(lid, stats_share4(c, lid, 0.0, false)) / m;
-    workgroupBarrier();
-    let var_b = workgroup_sum(lid, stats_share4(c, lid, mean, true)) / m;
-    if (lid == 0u) { write_stats(c, mean, var_b); }
-}
-
-// Σ over the workgroup of each invocation's `v`, in a fixed tree (every invocation gets it).
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    red_a[lid] = v;
-    red_b[lid] = 0.0;
-    reduce2(lid);
-    return red_a[0];
+    let own = merge(merge(Moments(k, mean.x, m2.x), Moments(k, mean.y, m2.y)),
+                    merge(Moments(k, mean.z, m2.z), Moments(k, mean.w, m2.w)));
+    let t = workgroup_moments(lid, own);
+    if (lid == 0u) { write_stats(c, t.mean, t.m2 / t.n); }
 }
 
 // Mean, 1/sqrt(var + eps) and the running averages of channel c (biased variance var_b);
