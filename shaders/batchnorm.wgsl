@@ -19,7 +19,12 @@ struct Params {
     c_off: u32,     // statistics kernels: first channel of x to reduce (0 but in cache mode)
     cache: u32,     // statistics kernels: 1 = write [mean | biased var] of channels c_off..c_off+c
                     // into a cache laid out [mean (C_STRIDE) | var (C_STRIDE)], no running update
-    accumulate: u32, // bn_backward_apply: 1 = dx += (add into the caller's gradient buffer)
+    slot: u32,      // bn_backward_reduce*, bn_gpu_dfinish: with `defer`, the slot of the coefficients
+    defer: u32,     // bn_backward_reduce*, bn_gpu_dfinish: 1 = also write the deferred-apply coefficients
+    dc0: u32,       // bn_backward_deferred*: channels of each slot's dy [N, dcS, HW]
+    dc1: u32,
+    dc2: u32,
+    dc3: u32,
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -46,68 +51,115 @@ fn reduce2(lid: u32) {
     }
 }
 
+// How an invocation of the CPU adapters' reductions walks its channel: positions j0,
+// j0 + q, … of samples r, r + rows, … With SMALL_PLANES (fewer positions, vec4s in the vec4
+// kernels, than WG) q is the largest power of two ≤ the positions and rows = WG / q, so that
+// every invocation has work (an 8×8 plane of vec4s kept 16 of 64 busy, at the cost of the
+// whole loop); larger planes keep the plain walk, with constant strides.
+struct Walk {
+    j0: u32,
+    q: u32,
+    r: u32,
+    rows: u32,
+};
+
+override SMALL_PLANES: bool = false;
+
+fn walk(lid: u32, positions: u32) -> Walk {
+    if (!SMALL_PLANES) { return Walk(lid, WG, 0u, 1u); }
+    let q = 1u << firstLeadingBit(clamp(positions, 1u, WG));
+    return Walk(lid % q, q, lid / q, WG / q);
+}
+
 // ---- statistics: mean, 1/sqrt(var + eps), running averages ----
 @group(0) @binding(1) var<storage, read> st_x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> st_stats: array<f32>;
 @group(0) @binding(3) var<storage, read_write> st_running_mean: array<f32>;
 @group(0) @binding(4) var<storage, read_write> st_running_var: array<f32>;
 
-// This invocation's share of Σ x (or, with `centred`, of Σ (x − mean)²) over channel c.
-fn stats_share(c: u32, lid: u32, mean: f32, centred: bool) -> f32 {
-    var s = 0.0;
-    for (var n = 0u; n < p.n; n++) {
-        let b = x_plane(n, c);
-        for (var j = lid; j < p.hw; j += WG) {
-            let d = st_x[b + j] - select(0.0, mean, centred);
-            s += select(d, d * d, centred);
-        }
-    }
-    return s;
+// Count, mean and M2 = Σ (x − mean)² of some values of a channel. One pass: each invocation
+// updates its own (Welford's update; no cancellation, unlike E[x²] − E[x]²) and the
+// workgroup merges them in a fixed tree (Chan et al.), so x is read once, not twice.
+struct Moments {
+    n: f32,
+    mean: f32,
+    m2: f32,
+};
+
+fn merge(a: Moments, b: Moments) -> Moments {
+    let n = a.n + b.n;
+    if (n == 0.0) { return a; }
+    let d = b.mean - a.mean;
+    let f = b.n / n;
+    return Moments(n, a.mean + d * f, a.m2 + b.m2 + d * d * a.n * f);
 }
 
-// Two passes, the second over centred values (no cancellation, unlike E[x²] − E[x]²),
-// each reduced over the workgroup in a fixed tree.
+var<workgroup> red_n: array<f32, 64>;
+
+// The merge of every invocation's moments, in a fixed tree (invocation 0 gets it).
+fn workgroup_moments(lid: u32, m: Moments) -> Moments {
+    red_n[lid] = m.n;
+    red_a[lid] = m.mean;
+    red_b[lid] = m.m2;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            let t = merge(Moments(red_n[lid], red_a[lid], red_b[lid]),
+                          Moments(red_n[lid + s], red_a[lid + s], red_b[lid + s]));
+            red_n[lid] = t.n;
+            red_a[lid] = t.mean;
+            red_b[lid] = t.m2;
+        }
+        workgroupBarrier();
+    }
+    return Moments(red_n[0], red_a[0], red_b[0]);
+}
+
 @compute @workgroup_size(64)
 fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let m = f32(p.n * p.hw);
     let c = p.c_off + wid.x;
-    let mean = workgroup_sum(lid, stats_share(c, lid, 0.0, false)) / m;
-    workgroupBarrier();
-    let var_b = workgroup_sum(lid, stats_share(c, lid, mean, true)) / m;
-    if (lid == 0u) { write_stats(c, mean, var_b); }
-}
-
-// HW a multiple of 4: the same with vec4 loads.
-@group(0) @binding(1) var<storage, read> st_x4: array<vec4<f32>>;
-
-fn stats_share4(c: u32, lid: u32, mean: f32, centred: bool) -> f32 {
-    var s = vec4<f32>(0.0);
-    for (var n = 0u; n < p.n; n++) {
-        let b = x_plane(n, c) / 4u;
-        for (var j = lid; j * 4u < p.hw; j += WG) {
-            let d = st_x4[b + j] - select(0.0, mean, centred);
-            s += select(d, d * d, centred);
+    var k = 0.0;
+    var mean = 0.0;
+    var m2 = 0.0;
+    let w = walk(lid, p.hw);
+    for (var n = w.r; n < p.n; n += w.rows) {
+        let b = x_plane(n, c);
+        for (var j = w.j0; j < p.hw; j += w.q) {
+            let x = st_x[b + j];
+            k += 1.0;
+            let d = x - mean;
+            mean += d / k;
+            m2 += d * (x - mean);
         }
     }
-    return (s.x + s.y) + (s.z + s.w);
+    let t = workgroup_moments(lid, Moments(k, mean, m2));
+    if (lid == 0u) { write_stats(c, t.mean, t.m2 / t.n); }
 }
+
+// HW a multiple of 4: the same with vec4 loads (four interleaved sequences, merged).
+@group(0) @binding(1) var<storage, read> st_x4: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
 fn bn_stats_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let m = f32(p.n * p.hw);
     let c = p.c_off + wid.x;
-    let mean = workgroup_sum(lid, stats_share4(c, lid, 0.0, false)) / m;
-    workgroupBarrier();
-    let var_b = workgroup_sum(lid, stats_share4(c, lid, mean, true)) / m;
-    if (lid == 0u) { write_stats(c, mean, var_b); }
-}
-
-// Σ over the workgroup of each invocation's `v`, in a fixed tree (every invocation gets it).
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    red_a[lid] = v;
-    red_b[lid] = 0.0;
-    reduce2(lid);
-    return red_a[0];
+    var k = 0.0;
+    var mean = vec4<f32>(0.0);
+    var m2 = vec4<f32>(0.0);
+    let w = walk(lid, p.hw / 4u);
+    for (var n = w.r; n < p.n; n += w.rows) {
+        let b = x_plane(n, c) / 4u;
+        for (var j = w.j0; j * 4u < p.hw; j += w.q) {
+            let x = st_x4[b + j];
+            k += 1.0;
+            let d = x - mean;
+            mean += d / k;
+            m2 += d * (x - mean);
+        }
+    }
+    let own = merge(merge(Moments(k, mean.x, m2.x), Moments(k, mean.y, m2.y)),
+                    merge(Moments(k, mean.z, m2.z), Moments(k, mean.w, m2.w)));
+    let t = workgroup_moments(lid, own);
+    if (lid == 0u) { write_stats(c, t.mean, t.m2 / t.n); }
 }
 
 // Mean, 1/sqrt(var + eps) and the running averages of channel c (biased variance var_b);
@@ -248,6 +300,7 @@ fn bn_apply_add_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(5) var<storage, read> br_beta: array<f32>;
 @group(0) @binding(6) var<storage, read_write> br_dgamma: array<f32>;
 @group(0) @binding(7) var<storage, read_write> br_dbeta: array<f32>;
+@group(0) @binding(8) var<storage, read_write> br_coef: array<f32>;
 
 @compute @workgroup_size(64)
 fn bn_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -258,10 +311,11 @@ fn bn_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
     var sdyx = 0.0;
     let g = br_gamma[c];
     let b = br_beta[c];
-    for (var n = 0u; n < p.n; n++) {
+    let w = walk(lid, p.hw);
+    for (var n = w.r; n < p.n; n += w.rows) {
         let xb = x_plane(n, c);
         let db = dense_plane(n, c);
-        for (var j = lid; j < p.hw; j += WG) {
+        for (var j = w.j0; j < p.hw; j += w.q) {
             let xhat = (br_x[xb + j] - mean) * inv;
             // ReLU mask recomputed from x rather than stored.
             let dy = select(br_dy[db + j], 0.0, p.relu == 1u && xhat * g + b <= 0.0);
@@ -279,6 +333,10 @@ fn write_dsums(c: u32, lid: u32, sdy: f32, sdyx: f32) {
     if (lid == 0u) {
         br_dbeta[c] = red_a[0];
         br_dgamma[c] = red_b[0];
+        if (p.defer == 1u) {
+            let k = deferred_coef(br_stats[c], br_stats[p.c + c], br_gamma[c], br_beta[c], red_a[0], red_b[0]);
+            for (var i = 0u; i < 6u; i++) { br_coef[coef_index(c) + i] = k[i]; }
+        }
     }
 }
 
@@ -296,10 +354,11 @@ fn bn_backward_reduce_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
     let g = br_gamma[c];
     let b = br_beta[c];
     let relu = vec4<bool>(p.relu == 1u);
-    for (var n = 0u; n < p.n; n++) {
+    let w = walk(lid, p.hw / 4u);
+    for (var n = w.r; n < p.n; n += w.rows) {
         let xb = x_plane(n, c) / 4u;
         let db = dense_plane(n, c) / 4u;
-        for (var j = lid; j * 4u < p.hw; j += WG) {
+        for (var j = w.j0; j * 4u < p.hw; j += w.q) {
             let xhat = (br_x4[xb + j] - mean) * inv;
             let dy = select(br_dy4[db + j], vec4<f32>(0.0), relu & (xhat * g + b <= vec4<f32>(0.0)));
             sdy += dy;
@@ -310,8 +369,7 @@ fn bn_backward_reduce_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
 }
 
 // ---- dx = gamma·invstd/M · (M·dy − Σdy − x̂·Σdy·x̂)   (frozen: dx = gamma·invstd·dy) ----
-// dx has x's layout (strided when C_STRIDE > C; the caller zeroes the other channels, or,
-// with `accumulate`, dx is added into a gradient buffer of x's layout that it owns).
+// dx has x's layout (strided when C_STRIDE > C; the caller zeroes the other channels).
 @group(0) @binding(1) var<storage, read> bd_x: array<f32>;
 @group(0) @binding(2) var<storage, read> bd_dy: array<f32>;
 @group(0) @binding(3) var<storage, read> bd_stats: array<f32>;
@@ -355,8 +413,7 @@ fn bn_backward_apply(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var n = gid.z * p.chunk; n < split_end(gid.z); n++) {
         let k = x_plane(n, gid.y) + gid.x;
         let dy = bd_dy[dense_plane(n, gid.y) + gid.x];
-        let dx = backward4(vec4<f32>(bd_x[k]), vec4<f32>(dy), kc).x;
-        if (p.accumulate == 1u) { bd_dx[k] += dx; } else { bd_dx[k] = dx; }
+        bd_dx[k] = backward4(vec4<f32>(bd_x[k]), vec4<f32>(dy), kc).x;
     }
 }
 
@@ -371,8 +428,7 @@ fn bn_backward_apply_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var n = gid.z * p.chunk; n < split_end(gid.z); n++) {
         let k = x_plane(n, gid.y) / 4u + gid.x;
         let dy = bd_dy4[dense_plane(n, gid.y) / 4u + gid.x];
-        let dx = backward4(bd_x4[k], dy, kc);
-        if (p.accumulate == 1u) { bd_dx4[k] += dx; } else { bd_dx4[k] = dx; }
+        bd_dx4[k] = backward4(bd_x4[k], dy, kc);
     }
 }
 
@@ -536,8 +592,12 @@ fn bn_gpu_dsums_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
 }
 
 @group(0) @binding(1) var<storage, read> gdf_partial: array<f32>;
-@group(0) @binding(2) var<storage, read_write> gdf_dgamma: array<f32>;
-@group(0) @binding(3) var<storage, read_write> gdf_dbeta: array<f32>;
+@group(0) @binding(2) var<storage, read> gdf_stats: array<f32>;
+@group(0) @binding(3) var<storage, read> gdf_gamma: array<f32>;
+@group(0) @binding(4) var<storage, read> gdf_beta: array<f32>;
+@group(0) @binding(5) var<storage, read_write> gdf_dgamma: array<f32>;
+@group(0) @binding(6) var<storage, read_write> gdf_dbeta: array<f32>;
+@group(0) @binding(7) var<storage, read_write> gdf_coef: array<f32>;
 
 // One invocation per channel: dbeta = Σ dy, dgamma = Σ dy·x̂ over the splits in order.
 @compute @workgroup_size(64)
@@ -552,4 +612,118 @@ fn bn_gpu_dfinish(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     gdf_dbeta[c] = sdy;
     gdf_dgamma[c] = sdyx;
+    if (p.defer == 1u) {
+        let k = deferred_coef(gdf_stats[c], gdf_stats[p.c + c], gdf_gamma[c], gdf_beta[c], sdy, sdyx);
+        for (var i = 0u; i < 6u; i++) { gdf_coef[coef_index(c) + i] = k[i]; }
+    }
+}
+
+// ---- Deferred backward apply (DenseNet): several batch norms over prefixes of one block
+// buffer x, their dx added into one gradient buffer of x's layout. Each layer's reduction
+// stores six constants per channel in its slot of a coefficient buffer; one pass then adds
+// the dx of up to four layers, reading x and the gradient once for all of them instead of
+// once per layer:
+//   dx = keep · K · dy + E + F · (x − mean),  keep = (x − mean) · a + b > 0
+// with a = gamma·invstd, b = beta (no ReLU: a = 0, b = 1), K = gamma·invstd, and (training)
+// E = −gamma·invstd/M · Σdy, F = −gamma·invstd²/M · Σdy·x̂ (frozen: E = F = 0) — the same dx
+// as bn_backward_apply, regrouped. ----
+
+// Start of the constants of channel c in slot p.slot: [mean, a, b, K, E, F].
+fn coef_index(c: u32) -> u32 { return (p.slot * p.c_stride + c) * 6u; }
+
+fn deferred_coef(mean: f32, inv: f32, g: f32, b: f32, sdy: f32, sdyx: f32) -> array<f32, 6> {
+    let relu = p.relu == 1u;
+    let a = select(0.0, g * inv, relu);
+    let bb = select(1.0, b, relu);
+    if (p.frozen == 1u) { return array<f32, 6>(mean, a, bb, g * inv, 0.0, 0.0); }
+    let scale = g * inv / f32(p.n * p.hw);
+    return array<f32, 6>(mean, a, bb, g * inv, -scale * sdy, -scale * sdyx * inv);
+}
+
+@group(0) @binding(1) var<storage, read> df_x: array<f32>;
+@group(0) @binding(1) var<storage, read> df_x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> df_coef: array<f32>;
+@group(0) @binding(3) var<storage, read> df_dy0: array<f32>;
+@group(0) @binding(3) var<storage, read> df_dy04: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> df_dy1: array<f32>;
+@group(0) @binding(4) var<storage, read> df_dy14: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> df_dy2: array<f32>;
+@group(0) @binding(5) var<storage, read> df_dy24: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> df_dy3: array<f32>;
+@group(0) @binding(6) var<storage, read> df_dy34: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> df_grad: array<f32>;
+@group(0) @binding(7) var<storage, read_write> df_grad4: array<vec4<f32>>;
+
+struct Deferred {
+    mean: f32,
+    a: f32,
+    b: f32,
+    k: f32,
+    e: f32,
+    f: f32,
+};
+
+fn deferred(slot: u32, c: u32) -> Deferred {
+    let i = (slot * p.c_stride + c) * 6u;
+    return Deferred(df_coef[i], df_coef[i + 1u], df_coef[i + 2u], df_coef[i + 3u], df_coef[i + 4u], df_coef[i + 5u]);
+}
+
+// One layer's dx for four values of a channel.
+fn deferred4(x: vec4<f32>, dy: vec4<f32>, d: Deferred) -> vec4<f32> {
+    let xc = x - d.mean;
+    let keep = xc * d.a + d.b > vec4<f32>(0.0);
+    return select(vec4<f32>(0.0), d.k * dy, keep) + (d.e + d.f * xc);
+}
+
+// Pending layers (slots 0..LAYERS), a pipeline constant so that unused slots cost nothing
+// (llvmpipe runs both sides of a branch under a mask).
+override LAYERS: u32 = 1u;
+
+// Start of plane (n, c) of a slot's dy, dense [N, dc, HW].
+fn dy_plane(n: u32, c: u32, dc: u32) -> u32 { return (n * dc + c) * p.hw; }
+
+// grad += Σ over the pending layers of their dx, over channels c_off.. c_off + C (grid y),
+// positions (grid x) and chunks of samples (grid z).
+@compute @workgroup_size(64)
+fn bn_backward_deferred(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x >= p.hw) { return; }
+    let c = p.c_off + gid.y;
+    let k0 = deferred(0u, c);
+    var k1: Deferred;
+    var k2: Deferred;
+    var k3: Deferred;
+    if (LAYERS > 1u) { k1 = deferred(1u, c); }
+    if (LAYERS > 2u) { k2 = deferred(2u, c); }
+    if (LAYERS > 3u) { k3 = deferred(3u, c); }
+    for (var n = gid.z * p.chunk; n < split_end(gid.z); n++) {
+        let i = x_plane(n, c) + gid.x;
+        let x = vec4<f32>(df_x[i]);
+        var g = df_grad[i] + deferred4(x, vec4<f32>(df_dy0[dy_plane(n, c, p.dc0) + gid.x]), k0).x;
+        if (LAYERS > 1u) { g += deferred4(x, vec4<f32>(df_dy1[dy_plane(n, c, p.dc1) + gid.x]), k1).x; }
+        if (LAYERS > 2u) { g += deferred4(x, vec4<f32>(df_dy2[dy_plane(n, c, p.dc2) + gid.x]), k2).x; }
+        if (LAYERS > 3u) { g += deferred4(x, vec4<f32>(df_dy3[dy_plane(n, c, p.dc3) + gid.x]), k3).x; }
+        df_grad[i] = g;
+    }
+}
+
+@compute @workgroup_size(64)
+fn bn_backward_deferred_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x * 4u >= p.hw) { return; }
+    let c = p.c_off + gid.y;
+    let k0 = deferred(0u, c);
+    var k1: Deferred;
+    var k2: Deferred;
+    var k3: Deferred;
+    if (LAYERS > 1u) { k1 = deferred(1u, c); }
+    if (LAYERS > 2u) { k2 = deferred(2u, c); }
+    if (LAYERS > 3u) { k3 = deferred(3u, c); }
+    for (var n = gid.z * p.chunk; n < split_end(gid.z); n++) {
+        let i = x_plane(n, c) / 4u + gid.x;
+        let x = df_x4[i];
+        var g = df_grad4[i] + deferred4(x, df_dy04[dy_plane(n, c, p.dc0) / 4u + gid.x], k0);
+        if (LAYERS > 1u) { g += deferred4(x, df_dy14[dy_plane(n, c, p.dc1) / 4u + gid.x], k1); }
+        if (LAYERS > 2u) { g += deferred4(x, df_dy24[dy_plane(n, c, p.dc2) / 4u + gid.x], k2); }
+        if (LAYERS > 3u) { g += deferred4(x, df_dy34[dy_plane(n, c, p.dc3) / 4u + gid.x], k3); }
+        df_grad4[i] = g;
+    }
 }

@@ -22,23 +22,28 @@ fn training_forward_and_running_stats_match_cpu() {
 }
 
 fn forward_case(gpu: &isomax::Gpu) {
-    for (n, c, h, w) in [
-        (1, 1, 1, 2),
-        (2, 3, 5, 7),
-        (4, 17, 3, 3),
-        (3, 2, 1, 1),
-        (1, 65, 9, 11),
+    for (n, c, h, w, offset) in [
+        (1, 1, 1, 2, 0.7),
+        (2, 3, 5, 7, 0.7),
+        (4, 17, 3, 3, 0.7),
+        (3, 2, 1, 1, 0.7),
+        (1, 65, 9, 11, 0.7),
         // H·W a multiple of 4: the vec4 kernels.
-        (2, 3, 4, 4),
-        (3, 5, 1, 8),
+        (2, 3, 4, 4, 0.7),
+        (3, 5, 1, 8, 0.7),
+        // Planes of at least 64 positions (vec4s), walked with constant strides.
+        (2, 3, 16, 17, 0.7),
         // Several samples per split of the real-GPU reductions, the last split partial.
-        (40, 65, 1, 2),
-        (43, 70, 2, 2),
+        (40, 65, 1, 2, 0.7),
+        (43, 70, 2, 2, 0.7),
+        // A mean far from zero beside a small spread: E[x²] − E[x]² would cancel.
+        (5, 3, 3, 5, 500.0),
+        (5, 3, 4, 5, -800.0),
     ] {
         let hw = h * w;
         let x: Vec<f32> = rand_vec(n * c * hw, 1)
             .iter()
-            .map(|v| v * 3.0 + 0.7)
+            .map(|v| v * 3.0 + offset)
             .collect();
         let (gamma, beta) = (rand_vec(c, 2), rand_vec(c, 3));
         let tx = Tensor::from_slice(gpu, &x, &[n, c, h, w]).unwrap();
@@ -123,6 +128,10 @@ fn gradient_case(gpu: &isomax::Gpu) {
         (33, 40, 1, 1),
         // vec4 planes, chunks of 8 samples with a remainder (CPU tunings).
         (35, 17, 2, 2),
+        // Planes of fewer positions than a workgroup's 64 invocations (several samples
+        // per pass) above, and of more: scalar, vec4.
+        (2, 2, 9, 9),
+        (1, 2, 16, 17),
     ] {
         let hw = h * w;
         let x = rand_vec(n * c * hw, 5);

@@ -238,44 +238,43 @@ fn paper_models_have_the_published_parameter_counts() {
 fn densenet_block_buffer_path_matches_plain_concatenation() {
     // The memory-efficient DenseNet (each block one taped op over one buffer, prefix batch norm
     // with batch statistics cached per channel, BN-ReLU-conv recomputed in backward, gradients
-    // accumulated in place) must compute exactly what concat + BN + ReLU + conv computes:
-    // features, every parameter gradient, every running statistic after the step, and the
-    // eval-mode features. Under every tuning (the real-GPU split reductions too), with an odd
-    // spatial size (no vec4 kernels), batch 1, and an even one.
-    use isomax::nn::{Module, Role};
+    // accumulated in place, several layers' batch-norm gradients added in one deferred pass)
+    // must compute exactly what concat + BN + ReLU + conv computes: features, every parameter
+    // gradient, every running statistic after the step, and the eval-mode features. Under
+    // every tuning (the real-GPU split reductions too), with an odd spatial size (no vec4
+    // kernels), batch 1, and an even one; DenseNet-tiny (2 layers per block: fewer layers than
+    // the deferred pass takes) and 6 layers per block (a full deferred pass, then a partial one).
+    use isomax::nn::densenet::DenseNet;
+    use isomax::nn::layers::Seeds;
     let gpu = common::gpu();
     for tuning in common::tunings(&gpu) {
-        for (hw, batch) in [(8, 3), (9, 1), (5, 2)] {
-            isomax::ops::with_tuning(tuning, || densenet_paths_case(&gpu, hw, batch));
+        for (hw, batch, layers) in [(8, 3, 2), (9, 1, 2), (5, 2, 2), (9, 1, 6), (6, 2, 6)] {
+            isomax::ops::with_tuning(tuning, || {
+                let net = DenseNet::new(&gpu, 2, 4, layers, &mut Seeds::new(5)).unwrap();
+                densenet_paths_case(&gpu, &net, hw, batch)
+            });
         }
     }
 
-    fn densenet_paths_case(gpu: &Gpu, hw: usize, batch: usize) {
-        let cfg = ModelConfig {
-            arch: Arch::DensenetTiny,
-            head: HeadKind::SoftMax,
-            in_channels: 2,
-            height: hw,
-            width: hw,
-            num_classes: 3,
-            mean: vec![0.0; 2],
-            std: vec![1.0; 2],
-        };
-        let model = Model::new(gpu, cfg, 5).unwrap();
-        let net = model.densenet().unwrap();
-        let buffers = || {
+    fn densenet_paths_case(gpu: &Gpu, net: &DenseNet, hw: usize, batch: usize) {
+        use isomax::nn::{Module, Role};
+        let tensors = |role: Role| {
             let mut v = Vec::new();
-            model.visit("", &mut |_, t, r| {
-                if r == Role::Buffer {
+            net.visit("", &mut |_, t, r| {
+                if r == role {
                     v.push(t.clone())
                 }
             });
             v
         };
-        let initial: Vec<Vec<f32>> = buffers().iter().map(|t| t.to_vec().unwrap()).collect();
+        let initial: Vec<Vec<f32>> = tensors(Role::Buffer)
+            .iter()
+            .map(|t| t.to_vec().unwrap())
+            .collect();
+        let params = tensors(Role::Param);
         let x = Tensor::randn(gpu, &[batch, 2, hw, hw], 0.0, 1.0, 9).unwrap();
         let run = |fast: bool| {
-            for (t, v) in buffers().iter().zip(&initial) {
+            for (t, v) in tensors(Role::Buffer).iter().zip(&initial) {
                 t.write(v).unwrap();
             }
             let f = if fast {
@@ -286,13 +285,15 @@ fn densenet_block_buffer_path_matches_plain_concatenation() {
             .unwrap();
             let w = Tensor::randn(gpu, f.shape(), 0.0, 1.0, 4).unwrap();
             let grads = f.mul(&w).unwrap().sum().unwrap().backward().unwrap();
-            let grads: Vec<Vec<f32>> = model
-                .params()
+            let grads: Vec<Vec<f32>> = params
                 .iter()
                 .filter_map(|p| grads.get(p).cloned())
                 .map(|g| g.to_vec().unwrap())
                 .collect();
-            let running: Vec<Vec<f32>> = buffers().iter().map(|t| t.to_vec().unwrap()).collect();
+            let running: Vec<Vec<f32>> = tensors(Role::Buffer)
+                .iter()
+                .map(|t| t.to_vec().unwrap())
+                .collect();
             let eval = isomax::no_grad(|| {
                 if fast {
                     net.forward(&x, false)
@@ -306,9 +307,9 @@ fn densenet_block_buffer_path_matches_plain_concatenation() {
         let (f1, g1, r1, e1) = run(true);
         let (f2, g2, r2, e2) = run(false);
         common::assert_close(&f1, &f2, 1e-4, 1e-5);
-        assert_eq!(g1.len(), g2.len());
-        // Every backbone parameter (all but the head's weight and bias) got a gradient.
-        assert_eq!(g1.len(), model.params().len() - 2);
+        // Every parameter got a gradient on both paths.
+        assert_eq!(g1.len(), params.len());
+        assert_eq!(g2.len(), params.len());
         for (a, b) in g1.iter().zip(&g2) {
             common::assert_close(a, b, 1e-3, 1e-4);
         }

@@ -9,10 +9,10 @@ use crate::tensor::Tensor;
 const STATS: KernelSpec = kernel!("batchnorm", "bn_stats", 1, 3);
 const EVAL_STATS: KernelSpec = kernel!("batchnorm", "bn_eval_stats", 2, 1);
 const APPLY: KernelSpec = kernel!("batchnorm", "bn_apply", 4, 1);
-const BACKWARD_REDUCE: KernelSpec = kernel!("batchnorm", "bn_backward_reduce", 5, 2);
+const BACKWARD_REDUCE: KernelSpec = kernel!("batchnorm", "bn_backward_reduce", 5, 3);
 const BACKWARD_APPLY: KernelSpec = kernel!("batchnorm", "bn_backward_apply", 7, 1);
 const STATS_VEC4: KernelSpec = kernel!("batchnorm", "bn_stats_vec4", 1, 3);
-const BACKWARD_REDUCE_VEC4: KernelSpec = kernel!("batchnorm", "bn_backward_reduce_vec4", 5, 2);
+const BACKWARD_REDUCE_VEC4: KernelSpec = kernel!("batchnorm", "bn_backward_reduce_vec4", 5, 3);
 const APPLY_VEC4: KernelSpec = kernel!("batchnorm", "bn_apply_vec4", 4, 1);
 const BACKWARD_APPLY_VEC4: KernelSpec = kernel!("batchnorm", "bn_backward_apply_vec4", 7, 1);
 const GPU_SUMS: KernelSpec = kernel!("batchnorm", "bn_gpu_sums", 2, 1);
@@ -20,10 +20,20 @@ const GPU_SUMS_VEC4: KernelSpec = kernel!("batchnorm", "bn_gpu_sums_vec4", 2, 1)
 const GPU_STATS: KernelSpec = kernel!("batchnorm", "bn_gpu_stats", 1, 3);
 const GPU_DSUMS: KernelSpec = kernel!("batchnorm", "bn_gpu_dsums", 5, 1);
 const GPU_DSUMS_VEC4: KernelSpec = kernel!("batchnorm", "bn_gpu_dsums_vec4", 5, 1);
-const GPU_DFINISH: KernelSpec = kernel!("batchnorm", "bn_gpu_dfinish", 1, 2);
+const GPU_DFINISH: KernelSpec = kernel!("batchnorm", "bn_gpu_dfinish", 4, 3);
 const APPLY_ADD: KernelSpec = kernel!("batchnorm", "bn_apply_add", 5, 1);
 const APPLY_ADD_VEC4: KernelSpec = kernel!("batchnorm", "bn_apply_add_vec4", 5, 1);
 const CACHED_STATS: KernelSpec = kernel!("batchnorm", "bn_cached_stats", 1, 3);
+const DEFERRED: KernelSpec = kernel!("batchnorm", "bn_backward_deferred", 6, 1);
+const DEFERRED_VEC4: KernelSpec = kernel!("batchnorm", "bn_backward_deferred_vec4", 6, 1);
+
+/// Layers one deferred backward apply handles ([`bn_backward_deferred`]; each takes a
+/// storage binding for its dy, and x, the coefficients and the gradient take three more of
+/// the eight a stage may have).
+pub(crate) const DEFER_SLOTS: usize = 4;
+
+/// Constants per channel and slot of the deferred apply (`shaders/batchnorm.wgsl`).
+const DEFER_COEFS: usize = 6;
 
 /// Target number of workgroups for the real-GPU reductions: each channel's sums are split
 /// over samples until about this many run.
@@ -127,6 +137,13 @@ impl BnGeom {
         }
     }
 
+    /// Pipeline constants of the CPU adapters' reductions: whether a plane has fewer
+    /// positions (vec4s in the vec4 kernels) than the workgroup has invocations.
+    fn reduce_constants(&self) -> [(&'static str, f64); 1] {
+        let positions = if self.vec4() { self.hw / 4 } else { self.hw };
+        [("SMALL_PLANES", f64::from(u8::from(positions < 64)))]
+    }
+
     /// The real-GPU reductions' split of each channel's samples: `(splits, chunk)`, or
     /// `None` to use one workgroup per channel (the CPU adapters' kernels).
     fn gpu_split(&self, gpu: &crate::Gpu) -> Option<(usize, usize)> {
@@ -164,7 +181,12 @@ kernel_params! {
         centred: u32,
         c_off: u32,
         cache: u32,
-        accumulate: u32,
+        slot: u32,
+        defer: u32,
+        dc0: u32,
+        dc1: u32,
+        dc2: u32,
+        dc3: u32,
     }
 }
 
@@ -254,7 +276,7 @@ pub(crate) fn bn_cache_stats(
     } else {
         gpu.dispatch(
             if g.vec4() { &STATS_VEC4 } else { &STATS },
-            &[],
+            &g.reduce_constants(),
             &params(None, false),
             &[
                 x.binding(),
@@ -418,7 +440,7 @@ pub(crate) fn bn_stats(
     } else if training {
         gpu.dispatch(
             if g.vec4() { &STATS_VEC4 } else { &STATS },
-            &[],
+            &g.reduce_constants(),
             &g.params(),
             &[
                 x.binding(),
@@ -505,36 +527,87 @@ pub(crate) fn bn_backward(
     beta: &Tensor,
     g: BnGeom,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let (dx, dgamma, dbeta) = bn_backward_into(x, dy, stats, gamma, beta, g, None)?;
-    Ok((
-        dx.expect("dx is returned when no buffer is given"),
-        dgamma,
-        dbeta,
-    ))
+    let (dgamma, dbeta) = bn_backward_sums(x, dy, stats, gamma, beta, g, None)?;
+    let gpu = x.gpu();
+    // A prefix's gradient lives in x's full layout, zero past the prefix.
+    let dx = if g.c < g.c_stride {
+        Tensor::zeros(gpu, x.shape())?
+    } else {
+        Tensor::empty(gpu, x.shape())?
+    };
+    let (spec, grid, params) = plane_grid(gpu, &g, &BACKWARD_APPLY, &BACKWARD_APPLY_VEC4)?;
+    gpu.dispatch(
+        spec,
+        &[],
+        &params,
+        &[
+            x.binding(),
+            dy.binding(),
+            stats.binding(),
+            gamma.binding(),
+            beta.binding(),
+            dgamma.binding(),
+            dbeta.binding(),
+            dx.binding(),
+        ],
+        grid,
+    )?;
+    Ok((dx, dgamma, dbeta))
 }
 
-/// [`bn_backward`]; with `into` (x's shape), dx is added into its first `c` channels in
-/// place (no zero-filled full-size dx, no separate add) and `None` is returned for it.
-pub(crate) fn bn_backward_into(
+/// The coefficient buffer of [`bn_backward_deferred`] for batch norms over prefixes of `x`.
+pub(crate) fn bn_defer_buffer(x: &Tensor) -> Result<Tensor> {
+    let c = x.shape().get(1).copied().unwrap_or(0);
+    Tensor::empty(x.gpu(), &[DEFER_SLOTS * c * DEFER_COEFS])
+}
+
+/// The reduction half of the backward: `(dgamma, dbeta)`. With `defer = (coef, slot)` it
+/// also stores this batch norm's constants in slot `slot` of `coef` (from
+/// [`bn_defer_buffer`]), so that [`bn_backward_deferred`] can add its dx later.
+pub(crate) fn bn_backward_sums(
     x: &Tensor,
     dy: &Tensor,
     stats: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
     g: BnGeom,
-    into: Option<&Tensor>,
-) -> Result<(Option<Tensor>, Tensor, Tensor)> {
-    if let Some(t) = into
-        && t.shape() != x.shape()
-    {
+    defer: Option<(&Tensor, usize)>,
+) -> Result<(Tensor, Tensor)> {
+    let want = [g.n, g.c, g.hw];
+    if dy.numel() != g.n * g.c * g.hw || dy.shape().first() != Some(&g.n) {
         return Err(Error::shape(
             "batch_norm",
-            format!("gradient buffer {:?} vs input {:?}", t.shape(), x.shape()),
+            format!(
+                "gradient {:?} vs {want:?} (samples, channels, positions)",
+                dy.shape()
+            ),
         ));
     }
     let gpu = x.gpu();
     let dgamma = Tensor::empty(gpu, &[g.c])?;
     let dbeta = Tensor::empty(gpu, &[g.c])?;
+    let (coef, slot) = match defer {
+        Some((coef, slot)) => {
+            if slot >= DEFER_SLOTS || coef.numel() != DEFER_SLOTS * g.c_stride * DEFER_COEFS {
+                return Err(Error::shape(
+                    "batch_norm",
+                    format!(
+                        "deferred-apply slot {slot} of a buffer {:?} for {} channels",
+                        coef.shape(),
+                        g.c_stride
+                    ),
+                ));
+            }
+            (coef.clone(), slot)
+        }
+        // The kernels still bind a buffer.
+        None => (Tensor::empty(gpu, &[1])?, 0),
+    };
+    let deferring = BnParams {
+        slot: u(slot),
+        defer: defer.is_some().into(),
+        ..Default::default()
+    };
     if let Some(split) = g.gpu_split(gpu) {
         let partial = Tensor::empty(gpu, &[g.c * split.0 * 2])?;
         gpu.dispatch(
@@ -558,8 +631,20 @@ pub(crate) fn bn_backward_into(
         gpu.dispatch(
             &GPU_DFINISH,
             &[],
-            &g.gpu_params(split, false),
-            &[partial.binding(), dgamma.binding(), dbeta.binding()],
+            &BnParams {
+                slot: deferring.slot,
+                defer: deferring.defer,
+                ..g.gpu_params(split, false)
+            },
+            &[
+                partial.binding(),
+                stats.binding(),
+                gamma.binding(),
+                beta.binding(),
+                dgamma.binding(),
+                dbeta.binding(),
+                coef.binding(),
+            ],
             [g.c.div_ceil(64) as u32, 1, 1],
         )?;
     } else {
@@ -569,8 +654,12 @@ pub(crate) fn bn_backward_into(
             } else {
                 &BACKWARD_REDUCE
             },
-            &[],
-            &g.params(),
+            &g.reduce_constants(),
+            &BnParams {
+                slot: deferring.slot,
+                defer: deferring.defer,
+                ..g.params()
+            },
             &[
                 x.binding(),
                 dy.binding(),
@@ -579,37 +668,93 @@ pub(crate) fn bn_backward_into(
                 beta.binding(),
                 dgamma.binding(),
                 dbeta.binding(),
+                coef.binding(),
             ],
             [g.c as u32, 1, 1],
         )?;
     }
-    // A prefix's gradient lives in x's full layout, zero past the prefix.
-    let dx = match into {
-        Some(t) => t.clone(),
-        None if g.c < g.c_stride => Tensor::zeros(gpu, x.shape())?,
-        None => Tensor::empty(gpu, x.shape())?,
+    Ok((dgamma, dbeta))
+}
+
+/// Adds into `grad` (x's shape), over `channels` of x, the input gradients of the batch
+/// norms whose reductions stored their constants in slots `0..dys.len()` of `coef`
+/// ([`bn_backward_sums`]); `dys[s]` is slot s's output gradient `[N, c_s, ...]`, and every
+/// `c_s` covers `channels`. One pass reads x and `grad` once for all of them (a DenseNet
+/// block's layers each normalise a prefix of the block and add into its gradient).
+pub(crate) fn bn_backward_deferred(
+    x: &Tensor,
+    grad: &Tensor,
+    coef: &Tensor,
+    dys: &[&Tensor],
+    channels: std::ops::Range<usize>,
+) -> Result<()> {
+    let s = x.shape();
+    let (n, c_stride) = (s[0], s[1]);
+    let hw: usize = s[2..].iter().product();
+    let bad = |detail: String| Err(Error::shape("batch_norm", detail));
+    if grad.shape() != s || coef.numel() != DEFER_SLOTS * c_stride * DEFER_COEFS {
+        return bad(format!(
+            "gradient buffer {:?} and coefficients {:?} vs input {s:?}",
+            grad.shape(),
+            coef.shape()
+        ));
+    }
+    if dys.is_empty() || dys.len() > DEFER_SLOTS || channels.end > c_stride {
+        return bad(format!(
+            "{} deferred layers over channels {channels:?} of input {s:?}",
+            dys.len()
+        ));
+    }
+    let mut dc = [0u32; DEFER_SLOTS];
+    for (slot, dy) in dys.iter().enumerate() {
+        let c = dy.shape().get(1).copied().unwrap_or(0);
+        if dy.shape()[0] != n || dy.numel() != n * c * hw || c < channels.end {
+            return bad(format!(
+                "deferred gradient {:?} over channels {channels:?} of input {s:?}",
+                dy.shape()
+            ));
+        }
+        dc[slot] = u(c);
+    }
+    if channels.is_empty() {
+        return Ok(());
+    }
+    let g = BnGeom {
+        n,
+        c: channels.len(),
+        hw,
+        c_stride,
+        eps: 0.0,
+        momentum: 0.0,
+        frozen: false,
+        relu: false,
     };
-    let (spec, grid, params) = plane_grid(gpu, &g, &BACKWARD_APPLY, &BACKWARD_APPLY_VEC4)?;
+    let gpu = x.gpu();
+    let (spec, grid, params) = plane_grid(gpu, &g, &DEFERRED, &DEFERRED_VEC4)?;
+    // Unused slots bind slot 0's gradient (never read).
+    let dy = |slot: usize| dys.get(slot).unwrap_or(&dys[0]).binding();
     gpu.dispatch(
         spec,
-        &[],
+        &[("LAYERS", dys.len() as f64)],
         &BnParams {
-            accumulate: into.is_some().into(),
+            c_off: u(channels.start),
+            dc0: dc[0],
+            dc1: dc[1],
+            dc2: dc[2],
+            dc3: dc[3],
             ..params
         },
         &[
             x.binding(),
-            dy.binding(),
-            stats.binding(),
-            gamma.binding(),
-            beta.binding(),
-            dgamma.binding(),
-            dbeta.binding(),
-            dx.binding(),
+            coef.binding(),
+            dy(0),
+            dy(1),
+            dy(2),
+            dy(3),
+            grad.binding(),
         ],
         grid,
-    )?;
-    Ok((into.is_none().then_some(dx), dgamma, dbeta))
+    )
 }
 
 impl Tensor {
@@ -845,13 +990,15 @@ mod tests {
                 let rv = 0.9 * rvv[ch] + 0.1 * var[ch] * m / (m - 1.0).max(1.0);
                 close(&[rm1[ch], rv1[ch]], &[rm, rv], 1e-5, "running vs cpu");
             }
-            // Backward: accumulate into a buffer that already holds a gradient.
-            let dy = t(&rand(n * c * hw, 6), &[n, c, hw]);
+            // The deferred backward adds exactly the plain backward's dx into a buffer
+            // that already holds a gradient.
             let before = rand(n * cs * hw, 7);
             let acc = t(&before, &[n, cs, hw]);
-            let (none, dg1, db1) =
-                bn_backward_into(&x, &dy, &stats, &gamma, &beta, g, Some(&acc)).unwrap();
-            assert!(none.is_none());
+            let coef = bn_defer_buffer(&x).unwrap();
+            let dy = t(&rand(n * c * hw, 6), &[n, c, hw]);
+            let (dg1, db1) =
+                bn_backward_sums(&x, &dy, &stats, &gamma, &beta, g, Some((&coef, 0))).unwrap();
+            bn_backward_deferred(&x, &acc, &coef, &[&dy], 0..c).unwrap();
             let (dx, dg2, db2) = bn_backward(&x, &dy, &stats, &gamma, &beta, g).unwrap();
             let want: Vec<f32> = dx
                 .to_vec()
@@ -860,12 +1007,84 @@ mod tests {
                 .zip(&before)
                 .map(|(d, b)| d + b)
                 .collect();
-            close(&acc.to_vec().unwrap(), &want, 1e-6, "accumulated dx");
+            close(&acc.to_vec().unwrap(), &want, 1e-6, "deferred dx");
             assert_eq!(dg1.to_vec().unwrap(), dg2.to_vec().unwrap());
             assert_eq!(db1.to_vec().unwrap(), db2.to_vec().unwrap());
             let wrong = t(&before[..n * c * hw], &[n, c, hw]);
-            let e = bn_backward_into(&x, &dy, &stats, &gamma, &beta, g, Some(&wrong));
+            let e = bn_backward_deferred(&x, &wrong, &coef, &[&dy], 0..c);
             assert!(e.is_err() || c == cs);
+            assert!(bn_backward_deferred(&x, &acc, &coef, &[&dy], 0..c + 1).is_err());
+        }
+    }
+
+    /// Several batch norms over prefixes of one input (a DenseNet block's layers), with and
+    /// without ReLU, training and frozen, their dx added by deferred passes over channel
+    /// ranges in any grouping (1 to 4 layers at once), give the sum of the plain backward
+    /// passes' dx. Odd planes (scalar kernels), multiples of 4 (vec4), batch 1, every tuning.
+    #[test]
+    fn deferred_backward_adds_the_plain_gradients_of_several_layers() {
+        let gpu = crate::Gpu::portable().expect("an adapter");
+        for tuning in [Tuning::Gpu, Tuning::Cpu] {
+            for (n, cs, hw) in [(2, 9, 9), (1, 7, 4), (3, 6, 1), (19, 5, 12)] {
+                with_tuning(tuning, || case(&gpu, n, cs, hw));
+            }
+        }
+
+        fn case(gpu: &crate::Gpu, n: usize, cs: usize, hw: usize) {
+            let t = |v: &[f32], shape: &[usize]| Tensor::from_slice(gpu, v, shape).unwrap();
+            let x = t(&rand(n * cs * hw, 1), &[n, cs, hw]);
+            let before = rand(n * cs * hw, 2);
+            let acc = t(&before, &[n, cs, hw]);
+            let mut want = before.clone();
+            let coef = bn_defer_buffer(&x).unwrap();
+            // Five layers over narrowing prefixes, grouped as a DenseNet block's backward
+            // groups them: before a layer joins, the waiting ones are added over the
+            // channels past its prefix; a full group is added over the rest, split in two
+            // ranges here; the last group at the end.
+            let prefixes = [cs, cs - 1, cs - 2, cs - 2, cs - 3];
+            let mut group: Vec<Tensor> = Vec::new();
+            let mut low = cs;
+            let add = |group: &[Tensor], range: std::ops::Range<usize>| {
+                let dys: Vec<&Tensor> = group.iter().collect();
+                bn_backward_deferred(&x, &acc, &coef, &dys, range).unwrap();
+            };
+            for (l, &c) in prefixes.iter().enumerate() {
+                if !group.is_empty() {
+                    add(&group, c..low);
+                }
+                low = c;
+                let (relu, training) = (l != 1, l != 2);
+                let seed = 10 * l as u64;
+                let (gamma, beta) = (t(&rand(c, seed), &[c]), t(&rand(c, seed + 1), &[c]));
+                let rm = t(&rand(c, seed + 2), &[c]);
+                let rv = t(&vec![1.5; c], &[c]);
+                let st = BatchNormStats {
+                    running_mean: &rm,
+                    running_var: &rv,
+                    momentum: 0.1,
+                    eps: 1e-5,
+                };
+                let (_, stats, g) = bn_forward(&x, c, relu, &gamma, &beta, &st, training).unwrap();
+                let dy = t(&rand(n * c * hw, seed + 3), &[n, c, hw]);
+                let (dx, _, _) = bn_backward(&x, &dy, &stats, &gamma, &beta, g).unwrap();
+                for (w, d) in want.iter_mut().zip(dx.to_vec().unwrap()) {
+                    *w += d;
+                }
+                let slot = Some((&coef, group.len()));
+                bn_backward_sums(&x, &dy, &stats, &gamma, &beta, g, slot).unwrap();
+                group.push(dy);
+                if group.len() == DEFER_SLOTS || l + 1 == prefixes.len() {
+                    add(&group, c / 2..c);
+                    add(&group, 0..c / 2);
+                    group.clear();
+                }
+            }
+            close(
+                &acc.to_vec().unwrap(),
+                &want,
+                1e-5,
+                "deferred dx of five layers",
+            );
         }
     }
 }
