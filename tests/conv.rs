@@ -69,6 +69,11 @@ const CASES: &[Case] = &[
     // Rows of 3 quads (runs of 2 quads per lane end past the row): stride 1 and 2.
     case([1, 3, 5, 12], [4, 3, 3, 3], 1, 1, false),
     case([2, 3, 4, 24], [5, 3, 3, 3], 2, 1, true),
+    case([2, 5, 3, 3], [4, 5, 3, 3], 1, 1, true),
+    case([2, 16, 3, 3], [4, 16, 3, 3], 1, 1, false),
+    // 1×1 over a plane whose rows do not hold whole quads (H·W % 4 == 0, W % 4 != 0).
+    case([2, 26, 6, 6], [16, 26, 1, 1], 1, 0, false),
+    case([2, 16, 6, 6], [4, 16, 3, 3], 1, 1, false),
 ];
 
 /// Runs one case with `cfg`; checks forward, dX, dW and the bias gradient against the CPU.
@@ -390,7 +395,9 @@ fn conv_through_batch_norm_relu_matches_cpu() {
     // prefixes, widened widths, 1×1 and 3×3, batch 1; every tuning (None where a tuning
     // has no direct kernel).
     let gpu = gpu();
-    let cases: [([usize; 4], usize, [usize; 4], usize); 5] = [
+    let cases: [([usize; 4], usize, [usize; 4], usize); 7] = [
+        ([2, 26, 6, 6], 18, [4, 18, 3, 3], 1),
+        ([2, 10, 3, 3], 6, [4, 6, 3, 3], 1),
         ([2, 7, 6, 8], 5, [9, 5, 3, 3], 1),
         ([1, 4, 5, 7], 4, [6, 4, 3, 3], 1),
         ([3, 9, 3, 4], 6, [10, 6, 1, 1], 0),

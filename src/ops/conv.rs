@@ -709,11 +709,11 @@ impl Direct {
     /// The kernels' columns over dY: its quads, rows of them rounded up to whole runs
     /// where quads run along rows.
     fn quads(self, g: &Geom) -> usize {
-        let row = self.width / self.stride as usize / 4;
         if self.k == 1 && self.stride == 1 {
-            g.n * g.oh * row
+            // Quads of the flattened plane (H·W % 4 == 0; a row need not hold whole quads).
+            g.n * g.oh * self.width / 4
         } else {
-            g.n * g.oh * row.next_multiple_of(self.run)
+            g.n * g.oh * (self.width / self.stride as usize / 4).next_multiple_of(self.run)
         }
     }
 
