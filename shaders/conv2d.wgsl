@@ -811,9 +811,10 @@ fn ${ENTRY}(
         e0_${i}_${j} = fma(wt${i}_00, dm${j}, e0_${i}_${j});
 //# else
         e0_${i}_${j} = fma(wt${i}_11, dm${j}, e0_${i}_${j});
-        o0_${i}_${j} = fma(wt${i}_10, dms${j}, fma(wt${i}_12, dm${j}, o0_${i}_${j}));
-        e1_${i}_${j} = fma(wt${i}_01, dn${j}, fma(wt${i}_21, dm${j}, e1_${i}_${j}));
-        o1_${i}_${j} = fma(wt${i}_00, dns${j}, fma(wt${i}_02, dn${j}, fma(wt${i}_20, dms${j}, fma(wt${i}_22, dm${j}, o1_${i}_${j}))));
+        // Taps in ascending (y, x) order per oc, as the gather kernel sums them.
+        o0_${i}_${j} = fma(wt${i}_12, dm${j}, fma(wt${i}_10, dms${j}, o0_${i}_${j}));
+        e1_${i}_${j} = fma(wt${i}_21, dm${j}, fma(wt${i}_01, dn${j}, e1_${i}_${j}));
+        o1_${i}_${j} = fma(wt${i}_22, dm${j}, fma(wt${i}_20, dms${j}, fma(wt${i}_02, dn${j}, fma(wt${i}_00, dns${j}, o1_${i}_${j}))));
 //# end
 //# end
 //# end
