@@ -224,14 +224,39 @@ fn bn_cached_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
 // channel, chunk of `p.chunk` samples): an invocation loads its channel's constants once
 // and loops over its samples (on llvmpipe every storage access is a loop over the SIMD
 // lanes, and the constants were most of the accesses).
+// Per component, so that one vec4 may span two channels (the quad kernels below).
 struct ApplyConst {
-    mean: f32,
-    a: f32,   // invstd · gamma
-    b: f32,   // beta
+    mean: vec4<f32>,
+    a: vec4<f32>,   // invstd · gamma
+    b: vec4<f32>,   // beta
 };
 
+fn apply_const1(c: u32) -> vec3<f32> {
+    return vec3<f32>(ap_stats[c], ap_stats[p.c + c] * ap_gamma[c], ap_beta[c]);
+}
+
 fn apply_const(c: u32) -> ApplyConst {
-    return ApplyConst(ap_stats[c], ap_stats[p.c + c] * ap_gamma[c], ap_beta[c]);
+    let k = apply_const1(c);
+    return ApplyConst(vec4<f32>(k.x), vec4<f32>(k.y), vec4<f32>(k.z));
+}
+
+// Planes whose H·W is not a multiple of 4 but whose channels come in fours (C and C_STRIDE
+// multiples of 4, as in resnet-tiny's 7×7 stage): four channels of a sample are contiguous,
+// 4·HW long, and start at a multiple of 4, so the "quad" kernels read them as HW vec4s
+// (grid x: vec4 of the quad, y: quad, z: chunk of samples). A vec4's components may belong
+// to different channels: each invocation finds them and gathers their constants once.
+fn quad_channels(quad: u32, v: u32) -> vec4<u32> {
+    let e = 4u * v;
+    return 4u * quad + vec4<u32>(e / p.hw, (e + 1u) / p.hw, (e + 2u) / p.hw, (e + 3u) / p.hw);
+}
+
+fn apply_const_quad(ch: vec4<u32>) -> ApplyConst {
+    let k0 = apply_const1(ch.x);
+    let k1 = apply_const1(ch.y);
+    let k2 = apply_const1(ch.z);
+    let k3 = apply_const1(ch.w);
+    return ApplyConst(vec4<f32>(k0.x, k1.x, k2.x, k3.x), vec4<f32>(k0.y, k1.y, k2.y, k3.y),
+                      vec4<f32>(k0.z, k1.z, k2.z, k3.z));
 }
 
 // bn(x) for four values (the scalar entries use lane x); ReLU if p.relu.
@@ -265,6 +290,16 @@ fn bn_apply_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
+@compute @workgroup_size(64)
+fn bn_apply_quad(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x >= p.hw) { return; }
+    let k = apply_const_quad(quad_channels(gid.y, gid.x));
+    for (var n = gid.z * p.chunk; n < split_end(gid.z); n++) {
+        let x = ap_x4[x_plane(n, 4u * gid.y) / 4u + gid.x];
+        ap_y4[dense_plane(n, 4u * gid.y) / 4u + gid.x] = apply4(x, k);
+    }
+}
+
 // ---- y = relu(bn(x) + skip) (ResNet's block output; x, skip and y dense [N, C, HW]):
 // the same arithmetic as bn_apply, the add and the ReLU in one pass over memory ----
 @group(0) @binding(5) var<storage, read> aa_skip: array<f32>;
@@ -288,6 +323,16 @@ fn bn_apply_add_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let kc = apply_const(gid.y);
     for (var n = gid.z * p.chunk; n < split_end(gid.z); n++) {
         let k = x_plane(n, gid.y) / 4u + gid.x;
+        aa_y4[k] = max(apply4(ap_x4[k], kc) + aa_skip4[k], vec4<f32>(0.0));
+    }
+}
+
+@compute @workgroup_size(64)
+fn bn_apply_add_quad(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x >= p.hw) { return; }
+    let kc = apply_const_quad(quad_channels(gid.y, gid.x));
+    for (var n = gid.z * p.chunk; n < split_end(gid.z); n++) {
+        let k = x_plane(n, 4u * gid.y) / 4u + gid.x;
         aa_y4[k] = max(apply4(ap_x4[k], kc) + aa_skip4[k], vec4<f32>(0.0));
     }
 }
@@ -379,22 +424,38 @@ fn bn_backward_reduce_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
 @group(0) @binding(7) var<storage, read> bd_dbeta: array<f32>;
 @group(0) @binding(8) var<storage, read_write> bd_dx: array<f32>;
 
-// A channel's constants for dx.
+// The constants for dx, per component (a quad's vec4 may span two channels).
 struct BwdConst {
-    mean: f32,
-    inv: f32,
-    gamma: f32,
-    beta: f32,
-    scale: f32,   // gamma·invstd (frozen), else gamma·invstd/M
-    sdy: f32,     // Σ dy
-    sdyx: f32,    // Σ dy·x̂
+    mean: vec4<f32>,
+    inv: vec4<f32>,
+    gamma: vec4<f32>,
+    beta: vec4<f32>,
+    scale: vec4<f32>,   // gamma·invstd (frozen), else gamma·invstd/M
+    sdy: vec4<f32>,     // Σ dy
+    sdyx: vec4<f32>,    // Σ dy·x̂
 };
 
 fn bwd_const(c: u32) -> BwdConst {
     let inv = bd_stats[p.c + c];
     let g = bd_gamma[c];
     let scale = select(g * inv / f32(p.n * p.hw), g * inv, p.frozen == 1u);
-    return BwdConst(bd_stats[c], inv, g, bd_beta[c], scale, bd_dbeta[c], bd_dgamma[c]);
+    return BwdConst(vec4<f32>(bd_stats[c]), vec4<f32>(inv), vec4<f32>(g), vec4<f32>(bd_beta[c]),
+                    vec4<f32>(scale), vec4<f32>(bd_dbeta[c]), vec4<f32>(bd_dgamma[c]));
+}
+
+fn bwd_const_quad(ch: vec4<u32>) -> BwdConst {
+    let inv = vec4<f32>(bd_stats[p.c + ch.x], bd_stats[p.c + ch.y], bd_stats[p.c + ch.z], bd_stats[p.c + ch.w]);
+    let g = vec4<f32>(bd_gamma[ch.x], bd_gamma[ch.y], bd_gamma[ch.z], bd_gamma[ch.w]);
+    let scale = select(g * inv / f32(p.n * p.hw), g * inv, p.frozen == 1u);
+    return BwdConst(
+        vec4<f32>(bd_stats[ch.x], bd_stats[ch.y], bd_stats[ch.z], bd_stats[ch.w]),
+        inv,
+        g,
+        vec4<f32>(bd_beta[ch.x], bd_beta[ch.y], bd_beta[ch.z], bd_beta[ch.w]),
+        scale,
+        vec4<f32>(bd_dbeta[ch.x], bd_dbeta[ch.y], bd_dbeta[ch.z], bd_dbeta[ch.w]),
+        vec4<f32>(bd_dgamma[ch.x], bd_dgamma[ch.y], bd_dgamma[ch.z], bd_dgamma[ch.w]),
+    );
 }
 
 // dx for four values of one channel (frozen: statistics are constants).
@@ -428,6 +489,17 @@ fn bn_backward_apply_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var n = gid.z * p.chunk; n < split_end(gid.z); n++) {
         let k = x_plane(n, gid.y) / 4u + gid.x;
         let dy = bd_dy4[dense_plane(n, gid.y) / 4u + gid.x];
+        bd_dx4[k] = backward4(bd_x4[k], dy, kc);
+    }
+}
+
+@compute @workgroup_size(64)
+fn bn_backward_apply_quad(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x >= p.hw) { return; }
+    let kc = bwd_const_quad(quad_channels(gid.y, gid.x));
+    for (var n = gid.z * p.chunk; n < split_end(gid.z); n++) {
+        let k = x_plane(n, 4u * gid.y) / 4u + gid.x;
+        let dy = bd_dy4[dense_plane(n, 4u * gid.y) / 4u + gid.x];
         bd_dx4[k] = backward4(bd_x4[k], dy, kc);
     }
 }

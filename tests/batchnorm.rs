@@ -36,6 +36,13 @@ fn forward_case(gpu: &isomax::Gpu) {
         // Several samples per split of the real-GPU reductions, the last split partial.
         (40, 65, 1, 2, 0.7),
         (43, 70, 2, 2, 0.7),
+        // Planes not a multiple of 4 with channels in fours: the quad kernels (a vec4
+        // spanning two channels, four, or three; chunks of samples with a remainder).
+        (3, 8, 3, 3, 0.7),
+        (2, 4, 1, 1, 0.7),
+        (2, 8, 1, 3, 0.7),
+        (3, 4, 1, 2, 0.7),
+        (71, 8, 3, 3, 0.7),
         // A mean far from zero beside a small spread: E[x²] − E[x]² would cancel.
         (5, 3, 3, 5, 500.0),
         (5, 3, 4, 5, -800.0),
@@ -132,6 +139,10 @@ fn gradient_case(gpu: &isomax::Gpu) {
         // per pass) above, and of more: scalar, vec4.
         (2, 2, 9, 9),
         (1, 2, 16, 17),
+        // Channels in fours on planes not a multiple of 4 (quad kernels), batch 1.
+        (2, 4, 3, 3),
+        (1, 8, 1, 3),
+        (3, 4, 1, 2),
     ] {
         let hw = h * w;
         let x = rand_vec(n * c * hw, 5);
@@ -209,8 +220,14 @@ fn fused_prefix_bn_relu_matches_slice_then_bn_then_relu() {
 }
 
 fn prefix_case(gpu: &isomax::Gpu) {
-    // The DenseNet path: normalise channels 0..3 of a 5-channel tensor in place of a copy.
-    let (n, c_all, c, h, w) = (3, 5, 3, 4, 3);
+    // The DenseNet path: normalise channels 0..c of a c_all-channel tensor in place of a
+    // copy; scalar planes, and channels in fours (quad kernels).
+    for (n, c_all, c, h, w) in [(3, 5, 3, 4, 3), (2, 8, 4, 3, 3), (2, 12, 8, 1, 3)] {
+        prefix_shape_case(gpu, n, c_all, c, h, w);
+    }
+}
+
+fn prefix_shape_case(gpu: &isomax::Gpu, n: usize, c_all: usize, c: usize, h: usize, w: usize) {
     for training in [true, false] {
         let x = param(gpu, &[n, c_all, h, w], 11);
         let gamma = param(gpu, &[c], 12);
@@ -269,7 +286,16 @@ fn fused_bn_add_relu_matches_cpu_and_bn_then_add_then_relu() {
     // (scalar kernel), planes of a multiple of 4 (vec4), batch 1; training and eval.
     let gpu = gpu();
     for tuning in tunings(&gpu) {
-        for (n, c, h, w) in [(3, 5, 3, 3), (1, 4, 2, 2), (2, 3, 1, 5), (4, 2, 2, 4)] {
+        for (n, c, h, w) in [
+            (3, 5, 3, 3),
+            (1, 4, 2, 2),
+            (2, 3, 1, 5),
+            (4, 2, 2, 4),
+            // Channels in fours on planes not a multiple of 4 (quad kernel).
+            (2, 4, 3, 3),
+            (1, 8, 1, 3),
+            (3, 4, 1, 1),
+        ] {
             with_tuning(tuning, || add_relu_case(&gpu, n, c, h, w));
         }
     }

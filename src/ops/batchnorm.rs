@@ -23,6 +23,9 @@ const GPU_DSUMS_VEC4: KernelSpec = kernel!("batchnorm", "bn_gpu_dsums_vec4", 5, 
 const GPU_DFINISH: KernelSpec = kernel!("batchnorm", "bn_gpu_dfinish", 4, 3);
 const APPLY_ADD: KernelSpec = kernel!("batchnorm", "bn_apply_add", 5, 1);
 const APPLY_ADD_VEC4: KernelSpec = kernel!("batchnorm", "bn_apply_add_vec4", 5, 1);
+const APPLY_QUAD: KernelSpec = kernel!("batchnorm", "bn_apply_quad", 4, 1);
+const APPLY_ADD_QUAD: KernelSpec = kernel!("batchnorm", "bn_apply_add_quad", 5, 1);
+const BACKWARD_APPLY_QUAD: KernelSpec = kernel!("batchnorm", "bn_backward_apply_quad", 7, 1);
 const CACHED_STATS: KernelSpec = kernel!("batchnorm", "bn_cached_stats", 1, 3);
 const DEFERRED: KernelSpec = kernel!("batchnorm", "bn_backward_deferred", 6, 1);
 const DEFERRED_VEC4: KernelSpec = kernel!("batchnorm", "bn_backward_deferred_vec4", 6, 1);
@@ -49,7 +52,9 @@ const CPU_CHUNK: usize = 16;
 const CPU_MIN_WORKGROUPS: usize = 64;
 
 /// The elementwise kernels run over (position, channel, chunk of samples); with HW a
-/// multiple of 4, four positions per invocation as vec4s. Each invocation loads its
+/// multiple of 4, four positions per invocation as vec4s; else, where the channels come in
+/// fours, over (vec4 of four channels' planes, quad of channels, chunk) with the `quad`
+/// variant if there is one (see `quad_channels` in the shader). Each invocation loads its
 /// channel's constants once and loops over its chunk's samples: on CPU adapters up to
 /// [`CPU_CHUNK`] samples, on real GPUs one (parallelism first). Returns the variant to use,
 /// its grid and the parameters with the chunk set.
@@ -58,6 +63,7 @@ fn plane_grid(
     g: &BnGeom,
     scalar: &'static KernelSpec,
     vec4: &'static KernelSpec,
+    quad: Option<&'static KernelSpec>,
 ) -> Result<(&'static KernelSpec, [u32; 3], BnParams)> {
     if g.c > 65535 || g.n > 65535 {
         return Err(Error::Limit {
@@ -65,17 +71,21 @@ fn plane_grid(
             detail: format!("{} samples × {} channels: at most 65535 of each", g.n, g.c),
         });
     }
-    let (spec, per) = if g.vec4() { (vec4, 4) } else { (scalar, 1) };
+    let (spec, per, rows) = match quad {
+        _ if g.vec4() => (vec4, 4, g.c),
+        Some(quad) if g.quads() => (quad, 1, g.c / 4),
+        _ => (scalar, 1, g.c),
+    };
     let x_groups = g.hw.div_ceil(per * 64);
     let mut chunk = if super::tuning(gpu) == super::Tuning::Gpu {
         1
     } else {
         CPU_CHUNK.min(g.n).max(1)
     };
-    while chunk > 1 && x_groups * g.c * g.n.div_ceil(chunk) < CPU_MIN_WORKGROUPS {
+    while chunk > 1 && x_groups * rows * g.n.div_ceil(chunk) < CPU_MIN_WORKGROUPS {
         chunk /= 2;
     }
-    let grid = [x_groups as u32, g.c as u32, g.n.div_ceil(chunk) as u32];
+    let grid = [x_groups as u32, rows as u32, g.n.div_ceil(chunk) as u32];
     let params = BnParams {
         chunk: u(chunk),
         ..g.params()
@@ -121,6 +131,12 @@ impl BnGeom {
     /// Whether the kernels can read whole planes as vec4s (H·W a multiple of 4).
     fn vec4(&self) -> bool {
         self.hw.is_multiple_of(4)
+    }
+
+    /// Whether the elementwise kernels can read four channels' planes as vec4s (the
+    /// channels normalised and those of the input multiples of 4).
+    fn quads(&self) -> bool {
+        self.c.is_multiple_of(4) && self.c_stride.is_multiple_of(4)
     }
 
     fn params(&self) -> BnParams {
@@ -502,7 +518,7 @@ pub(crate) fn bn_apply_into(
             ),
         ));
     }
-    let (spec, grid, params) = plane_grid(x.gpu(), &g, &APPLY, &APPLY_VEC4)?;
+    let (spec, grid, params) = plane_grid(x.gpu(), &g, &APPLY, &APPLY_VEC4, Some(&APPLY_QUAD))?;
     x.gpu().dispatch(
         spec,
         &[],
@@ -535,7 +551,13 @@ pub(crate) fn bn_backward(
     } else {
         Tensor::empty(gpu, x.shape())?
     };
-    let (spec, grid, params) = plane_grid(gpu, &g, &BACKWARD_APPLY, &BACKWARD_APPLY_VEC4)?;
+    let (spec, grid, params) = plane_grid(
+        gpu,
+        &g,
+        &BACKWARD_APPLY,
+        &BACKWARD_APPLY_VEC4,
+        Some(&BACKWARD_APPLY_QUAD),
+    )?;
     gpu.dispatch(
         spec,
         &[],
@@ -730,7 +752,7 @@ pub(crate) fn bn_backward_deferred(
         relu: false,
     };
     let gpu = x.gpu();
-    let (spec, grid, params) = plane_grid(gpu, &g, &DEFERRED, &DEFERRED_VEC4)?;
+    let (spec, grid, params) = plane_grid(gpu, &g, &DEFERRED, &DEFERRED_VEC4, None)?;
     // Unused slots bind slot 0's gradient (never read).
     let dy = |slot: usize| dys.get(slot).unwrap_or(&dys[0]).binding();
     gpu.dispatch(
@@ -820,7 +842,13 @@ impl Tensor {
             BatchStats::Compute,
         )?;
         let y = Tensor::empty(self.gpu(), self.shape())?;
-        let (spec, grid, params) = plane_grid(self.gpu(), &g, &APPLY_ADD, &APPLY_ADD_VEC4)?;
+        let (spec, grid, params) = plane_grid(
+            self.gpu(),
+            &g,
+            &APPLY_ADD,
+            &APPLY_ADD_VEC4,
+            Some(&APPLY_ADD_QUAD),
+        )?;
         self.gpu().dispatch(
             spec,
             &[],
