@@ -379,7 +379,7 @@ fn write_dsums(c: u32, lid: u32, sdy: f32, sdyx: f32) {
         br_dbeta[c] = red_a[0];
         br_dgamma[c] = red_b[0];
         if (p.defer == 1u) {
-            let k = deferred_coef(br_stats[c], br_stats[p.c + c], br_gamma[c], br_beta[c], red_a[0], red_b[0]);
+            let k = deferred_coef(br_stats[c], br_stats[p.c + c], br_gamma[c], br_beta[c], red_a[0], red_b[0], p.relu == 1u, p.frozen == 1u);
             for (var i = 0u; i < 6u; i++) { br_coef[coef_index(c) + i] = k[i]; }
         }
     }
@@ -685,7 +685,7 @@ fn bn_gpu_dfinish(@builtin(global_invocation_id) gid: vec3<u32>) {
     gdf_dbeta[c] = sdy;
     gdf_dgamma[c] = sdyx;
     if (p.defer == 1u) {
-        let k = deferred_coef(gdf_stats[c], gdf_stats[p.c + c], gdf_gamma[c], gdf_beta[c], sdy, sdyx);
+        let k = deferred_coef(gdf_stats[c], gdf_stats[p.c + c], gdf_gamma[c], gdf_beta[c], sdy, sdyx, p.relu == 1u, p.frozen == 1u);
         for (var i = 0u; i < 6u; i++) { gdf_coef[coef_index(c) + i] = k[i]; }
     }
 }
@@ -703,11 +703,10 @@ fn bn_gpu_dfinish(@builtin(global_invocation_id) gid: vec3<u32>) {
 // Start of the constants of channel c in slot p.slot: [mean, a, b, K, E, F].
 fn coef_index(c: u32) -> u32 { return (p.slot * p.c_stride + c) * 6u; }
 
-fn deferred_coef(mean: f32, inv: f32, g: f32, b: f32, sdy: f32, sdyx: f32) -> array<f32, 6> {
-    let relu = p.relu == 1u;
+fn deferred_coef(mean: f32, inv: f32, g: f32, b: f32, sdy: f32, sdyx: f32, relu: bool, frozen: bool) -> array<f32, 6> {
     let a = select(0.0, g * inv, relu);
     let bb = select(1.0, b, relu);
-    if (p.frozen == 1u) { return array<f32, 6>(mean, a, bb, g * inv, 0.0, 0.0); }
+    if (frozen) { return array<f32, 6>(mean, a, bb, g * inv, 0.0, 0.0); }
     let scale = g * inv / f32(p.n * p.hw);
     return array<f32, 6>(mean, a, bb, g * inv, -scale * sdy, -scale * sdyx * inv);
 }
@@ -798,4 +797,205 @@ fn bn_backward_deferred_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
         if (LAYERS > 3u) { g += deferred4(x, df_dy34[dy_plane(n, c, p.dc3) / 4u + gid.x], k3); }
         df_grad4[i] = g;
     }
+}
+
+// ---- Fused deferred backward (CPU adapters): one workgroup per channel of a range, for up
+// to four waiting layers at once. Pass 1 reduces Σdy and Σdy·x̂ of every layer, reading x
+// once for all of them; pass 2 adds their dx (as bn_backward_deferred) into the gradient. No
+// separate reduction pass over x per layer. Per slot and channel, the layer's
+// [mean, invstd, gamma, beta], [relu, frozen, 0, 0] (bn_defer_prepare) in; its
+// [dgamma | dbeta] out in `sums`
+// ([slot][2][C_STRIDE], split per layer by bn_defer_split). ----
+@group(0) @binding(2) var<storage, read> fd_consts: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> fd_sums: array<f32>;
+
+var<workgroup> fd_red_a: array<vec4<f32>, 64>;
+var<workgroup> fd_red_b: array<vec4<f32>, 64>;
+
+// Slot s's constants for channel c, with the sums still zero (pass 1 reads only the mask).
+fn fd_slot(s: u32, c: u32) -> Deferred {
+    return fd_final(s, c, 0.0, 0.0);
+}
+
+// Slot s's constants for channel c given its sums.
+fn fd_final(s: u32, c: u32, sdy: f32, sdyx: f32) -> Deferred {
+    let i = 2u * (s * p.c_stride + c);
+    let k = fd_consts[i];
+    let mode = fd_consts[i + 1u];
+    let d = deferred_coef(k.x, k.y, k.z, k.w, sdy, sdyx, mode.x != 0.0, mode.y != 0.0);
+    return Deferred(d[0], d[1], d[2], d[3], d[4], d[5]);
+}
+
+// dy masked by the layer's ReLU (the same test as deferred4).
+fn fd_keep(x: vec4<f32>, dy: vec4<f32>, d: Deferred) -> vec4<f32> {
+    return select(vec4<f32>(0.0), dy, (x - d.mean) * d.a + d.b > vec4<f32>(0.0));
+}
+
+fn hsum(v: vec4<f32>) -> f32 { return (v.x + v.y) + (v.z + v.w); }
+
+// The workgroup's sums of (Σdy, Σdy·(x − mean)) per slot, in a fixed tree; then each
+// slot's final constants (invstd turns Σdy·(x − mean) into Σdy·x̂); invocation 0 writes the
+// sums.
+fn fd_finish(lid: u32, c: u32, sdy: vec4<f32>, sdyc: vec4<f32>) -> array<Deferred, 4> {
+    fd_red_a[lid] = sdy;
+    fd_red_b[lid] = sdyc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            fd_red_a[lid] += fd_red_a[lid + s];
+            fd_red_b[lid] += fd_red_b[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let a = fd_red_a[0];
+    var inv = vec4<f32>(0.0);
+    for (var s = 0u; s < LAYERS; s++) { inv[s] = fd_consts[2u * (s * p.c_stride + c)].y; }
+    let b = fd_red_b[0] * inv;
+    if (lid == 0u) {
+        for (var s = 0u; s < LAYERS; s++) {
+            fd_sums[2u * s * p.c_stride + c] = b[s];
+            fd_sums[(2u * s + 1u) * p.c_stride + c] = a[s];
+        }
+    }
+    return array<Deferred, 4>(fd_final(0u, c, a.x, b.x), fd_final(min(1u, LAYERS - 1u), c, a.y, b.y),
+                              fd_final(min(2u, LAYERS - 1u), c, a.z, b.z), fd_final(min(3u, LAYERS - 1u), c, a.w, b.w));
+}
+
+@compute @workgroup_size(64)
+fn bn_backward_fused_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = p.c_off + wid.x;
+    let d0 = fd_slot(0u, c);
+    var d1: Deferred;
+    var d2: Deferred;
+    var d3: Deferred;
+    if (LAYERS > 1u) { d1 = fd_slot(1u, c); }
+    if (LAYERS > 2u) { d2 = fd_slot(2u, c); }
+    if (LAYERS > 3u) { d3 = fd_slot(3u, c); }
+    // Per slot (component s), summed over each vec4 as it is read: two accumulators
+    // instead of eight vec4s keep llvmpipe's registers from spilling.
+    var a = vec4<f32>(0.0);
+    var b = vec4<f32>(0.0);
+    let w = walk(lid, p.hw / 4u);
+    for (var n = w.r; n < p.n; n += w.rows) {
+        let xb = x_plane(n, c) / 4u;
+        for (var j = w.j0; j * 4u < p.hw; j += w.q) {
+            let x = df_x4[xb + j];
+            let y0 = fd_keep(x, df_dy04[dy_plane(n, c, p.dc0) / 4u + j], d0);
+            a.x += hsum(y0);
+            b.x += dot(y0, x - d0.mean);
+            if (LAYERS > 1u) {
+                let y = fd_keep(x, df_dy14[dy_plane(n, c, p.dc1) / 4u + j], d1);
+                a.y += hsum(y);
+                b.y += dot(y, x - d1.mean);
+            }
+            if (LAYERS > 2u) {
+                let y = fd_keep(x, df_dy24[dy_plane(n, c, p.dc2) / 4u + j], d2);
+                a.z += hsum(y);
+                b.z += dot(y, x - d2.mean);
+            }
+            if (LAYERS > 3u) {
+                let y = fd_keep(x, df_dy34[dy_plane(n, c, p.dc3) / 4u + j], d3);
+                a.w += hsum(y);
+                b.w += dot(y, x - d3.mean);
+            }
+        }
+    }
+    let k = fd_finish(lid, c, a, b);
+    for (var n = w.r; n < p.n; n += w.rows) {
+        let xb = x_plane(n, c) / 4u;
+        for (var j = w.j0; j * 4u < p.hw; j += w.q) {
+            let x = df_x4[xb + j];
+            var g = df_grad4[xb + j] + deferred4(x, df_dy04[dy_plane(n, c, p.dc0) / 4u + j], k[0]);
+            if (LAYERS > 1u) { g += deferred4(x, df_dy14[dy_plane(n, c, p.dc1) / 4u + j], k[1]); }
+            if (LAYERS > 2u) { g += deferred4(x, df_dy24[dy_plane(n, c, p.dc2) / 4u + j], k[2]); }
+            if (LAYERS > 3u) { g += deferred4(x, df_dy34[dy_plane(n, c, p.dc3) / 4u + j], k[3]); }
+            df_grad4[xb + j] = g;
+        }
+    }
+}
+
+// H·W not a multiple of 4: the same with scalars (as lane x of the vec4 helpers).
+@compute @workgroup_size(64)
+fn bn_backward_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = p.c_off + wid.x;
+    let d0 = fd_slot(0u, c);
+    var d1: Deferred;
+    var d2: Deferred;
+    var d3: Deferred;
+    if (LAYERS > 1u) { d1 = fd_slot(1u, c); }
+    if (LAYERS > 2u) { d2 = fd_slot(2u, c); }
+    if (LAYERS > 3u) { d3 = fd_slot(3u, c); }
+    var a = vec4<f32>(0.0);
+    var b = vec4<f32>(0.0);
+    let w = walk(lid, p.hw);
+    for (var n = w.r; n < p.n; n += w.rows) {
+        let xb = x_plane(n, c);
+        for (var j = w.j0; j < p.hw; j += w.q) {
+            let x = vec4<f32>(df_x[xb + j]);
+            let y0 = fd_keep(x, vec4<f32>(df_dy0[dy_plane(n, c, p.dc0) + j]), d0).x;
+            a.x += y0;
+            b.x += y0 * (x.x - d0.mean);
+            if (LAYERS > 1u) {
+                let y = fd_keep(x, vec4<f32>(df_dy1[dy_plane(n, c, p.dc1) + j]), d1).x;
+                a.y += y;
+                b.y += y * (x.x - d1.mean);
+            }
+            if (LAYERS > 2u) {
+                let y = fd_keep(x, vec4<f32>(df_dy2[dy_plane(n, c, p.dc2) + j]), d2).x;
+                a.z += y;
+                b.z += y * (x.x - d2.mean);
+            }
+            if (LAYERS > 3u) {
+                let y = fd_keep(x, vec4<f32>(df_dy3[dy_plane(n, c, p.dc3) + j]), d3).x;
+                a.w += y;
+                b.w += y * (x.x - d3.mean);
+            }
+        }
+    }
+    let k = fd_finish(lid, c, a, b);
+    for (var n = w.r; n < p.n; n += w.rows) {
+        let xb = x_plane(n, c);
+        for (var j = w.j0; j < p.hw; j += w.q) {
+            let x = vec4<f32>(df_x[xb + j]);
+            var g = df_grad[xb + j] + deferred4(x, vec4<f32>(df_dy0[dy_plane(n, c, p.dc0) + j]), k[0]).x;
+            if (LAYERS > 1u) { g += deferred4(x, vec4<f32>(df_dy1[dy_plane(n, c, p.dc1) + j]), k[1]).x; }
+            if (LAYERS > 2u) { g += deferred4(x, vec4<f32>(df_dy2[dy_plane(n, c, p.dc2) + j]), k[2]).x; }
+            if (LAYERS > 3u) { g += deferred4(x, vec4<f32>(df_dy3[dy_plane(n, c, p.dc3) + j]), k[3]).x; }
+            df_grad[xb + j] = g;
+        }
+    }
+}
+
+// A waiting layer's [mean, invstd, gamma, beta], [relu, frozen, 0, 0] per channel into slot
+// p.slot.
+@group(0) @binding(1) var<storage, read> pr_stats: array<f32>;
+@group(0) @binding(2) var<storage, read> pr_gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> pr_beta: array<f32>;
+@group(0) @binding(4) var<storage, read_write> pr_consts: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn bn_defer_prepare(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if (c >= p.c) { return; }
+    let i = 2u * (p.slot * p.c_stride + c);
+    pr_consts[i] = vec4<f32>(pr_stats[c], pr_stats[p.c + c], pr_gamma[c], pr_beta[c]);
+    pr_consts[i + 1u] = vec4<f32>(f32(p.relu), f32(p.frozen), 0.0, 0.0);
+}
+
+// Each slot's dgamma (p.slot = 0) or dbeta (1) out of `sums`, its first dcS channels.
+@group(0) @binding(1) var<storage, read> sp_sums: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sp_out0: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sp_out1: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sp_out2: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sp_out3: array<f32>;
+
+fn sp_at(s: u32, c: u32) -> f32 { return sp_sums[(2u * s + p.slot) * p.c_stride + c]; }
+
+@compute @workgroup_size(64)
+fn bn_defer_split(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if (c < p.dc0) { sp_out0[c] = sp_at(0u, c); }
+    if (LAYERS > 1u && c < p.dc1) { sp_out1[c] = sp_at(1u, c); }
+    if (LAYERS > 2u && c < p.dc2) { sp_out2[c] = sp_at(2u, c); }
+    if (LAYERS > 3u && c < p.dc3) { sp_out3[c] = sp_at(3u, c); }
 }

@@ -20,8 +20,8 @@ use super::layers::{BatchNorm2d, Conv2d, Module, Role, Seeds, join};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::ops::batchnorm::{
-    BatchStats, BnGeom, DEFER_SLOTS, bn_apply, bn_apply_into, bn_backward, bn_backward_deferred,
-    bn_backward_sums, bn_cache_stats, bn_defer_buffer, bn_forward_from, bn_stats,
+    BatchStats, BnGeom, DeferredBackward, bn_apply, bn_apply_into, bn_backward, bn_cache_stats,
+    bn_forward_from, bn_stats,
 };
 use crate::ops::concat::copy as copy_channels;
 use crate::ops::conv::ConvConfig;
@@ -293,20 +293,15 @@ fn block_backward(
     } else {
         Some(Tensor::empty(gpu, &with_channels(widest))?)
     };
-    // Each layer's bn1 adds its input gradient into the prefix it read. That add is
-    // deferred: up to DEFER_SLOTS layers' gradients wait (their dy and constants kept) and
-    // one pass adds them all, reading the block and its gradient once for all of them. A
-    // layer's new channels must be complete before its own backward, so the waiting
-    // layers are added there first (channel range [s.c, s.c + k)).
-    let coef = bn_defer_buffer(block)?;
-    let mut waiting: Vec<Tensor> = Vec::with_capacity(DEFER_SLOTS);
+    // Each layer's bn1 adds its input gradient into the prefix it read; those backward
+    // passes are deferred and run a few layers at a time (see DeferredBackward). A layer's
+    // new channels must be complete before its own backward: the waiting layers are added
+    // over them first.
+    let mut bn1 = DeferredBackward::new(block, grad)?;
     let mut per_layer = Vec::with_capacity(layers.len());
     for (l, s) in layers.iter().zip(saved).rev() {
         let k = l.w2.shape()[0];
-        if !waiting.is_empty() {
-            let dys: Vec<&Tensor> = waiting.iter().collect();
-            bn_backward_deferred(block, grad, &coef, &dys, s.c..s.c + k)?;
-        }
+        bn1.complete(s.c..s.c + k)?;
         // The new channels' gradient is complete: only later layers and the block's
         // consumer read them.
         let dnew = Tensor::empty(gpu, &with_channels(k))?;
@@ -328,27 +323,17 @@ fn block_backward(
         let dw1 = conv_of_bn_relu_dw(&dh1, block, st1, g1, b1, l.w1.shape(), l.conv1, sc)?;
         let dt1 = dh1.conv2d_backward_data(&l.w1, &t1_shape, stride, pad, cfg)?;
         drop(dh1);
-        let slot = Some((&coef, waiting.len()));
-        let (dgamma1, dbeta1) = bn_backward_sums(block, &dt1, &s.stats1, g1, b1, s.g1, slot)?;
-        waiting.push(dt1);
-        // Every waiting layer has been added over channels s.c.. already.
-        if waiting.len() == DEFER_SLOTS {
-            let dys: Vec<&Tensor> = waiting.iter().collect();
-            bn_backward_deferred(block, grad, &coef, &dys, 0..s.c)?;
-            waiting.clear();
-        }
-        per_layer.push([dgamma1, dbeta1, dw1, dgamma2, dbeta2, dw2]);
+        bn1.push(&dt1, &s.stats1, g1, b1, s.g1)?;
+        per_layer.push([dw1, dgamma2, dbeta2, dw2]);
     }
-    if !waiting.is_empty() {
-        let dys: Vec<&Tensor> = waiting.iter().collect();
-        bn_backward_deferred(block, grad, &coef, &dys, 0..c0)?;
-    }
+    let bn1 = bn1.finish()?;
     drop(scratch);
     let dx = Tensor::empty(gpu, &with_channels(c0))?;
     copy_channels(grad, 0, &dx, 0, c0)?;
     let mut grads = vec![Some(dx)];
-    for g in per_layer.into_iter().rev() {
-        grads.extend(g.into_iter().map(Some));
+    // Both lists run from the last layer to the first.
+    for ([dw1, dgamma2, dbeta2, dw2], (dgamma1, dbeta1)) in per_layer.into_iter().zip(bn1).rev() {
+        grads.extend([dgamma1, dbeta1, dw1, dgamma2, dbeta2, dw2].map(Some));
     }
     Ok(grads)
 }

@@ -29,6 +29,10 @@ const BACKWARD_APPLY_QUAD: KernelSpec = kernel!("batchnorm", "bn_backward_apply_
 const CACHED_STATS: KernelSpec = kernel!("batchnorm", "bn_cached_stats", 1, 3);
 const DEFERRED: KernelSpec = kernel!("batchnorm", "bn_backward_deferred", 6, 1);
 const DEFERRED_VEC4: KernelSpec = kernel!("batchnorm", "bn_backward_deferred_vec4", 6, 1);
+const FUSED: KernelSpec = kernel!("batchnorm", "bn_backward_fused", 6, 2);
+const FUSED_VEC4: KernelSpec = kernel!("batchnorm", "bn_backward_fused_vec4", 6, 2);
+const DEFER_PREPARE: KernelSpec = kernel!("batchnorm", "bn_defer_prepare", 3, 1);
+const DEFER_SPLIT: KernelSpec = kernel!("batchnorm", "bn_defer_split", 1, 4);
 
 /// Layers one deferred backward apply handles ([`bn_backward_deferred`]; each takes a
 /// storage binding for its dy, and x, the coefficients and the gradient take three more of
@@ -577,16 +581,10 @@ pub(crate) fn bn_backward(
     Ok((dx, dgamma, dbeta))
 }
 
-/// The coefficient buffer of [`bn_backward_deferred`] for batch norms over prefixes of `x`.
-pub(crate) fn bn_defer_buffer(x: &Tensor) -> Result<Tensor> {
-    let c = x.shape().get(1).copied().unwrap_or(0);
-    Tensor::empty(x.gpu(), &[DEFER_SLOTS * c * DEFER_COEFS])
-}
-
 /// The reduction half of the backward: `(dgamma, dbeta)`. With `defer = (coef, slot)` it
-/// also stores this batch norm's constants in slot `slot` of `coef` (from
-/// [`bn_defer_buffer`]), so that [`bn_backward_deferred`] can add its dx later.
-pub(crate) fn bn_backward_sums(
+/// also stores this batch norm's dx constants in slot `slot` of `coef`, so that a deferred
+/// pass ([`DeferredBackward`]) can add its dx later.
+fn bn_backward_sums(
     x: &Tensor,
     dy: &Tensor,
     stats: &Tensor,
@@ -698,15 +696,26 @@ pub(crate) fn bn_backward_sums(
     Ok((dgamma, dbeta))
 }
 
-/// Adds into `grad` (x's shape), over `channels` of x, the input gradients of the batch
-/// norms whose reductions stored their constants in slots `0..dys.len()` of `coef`
-/// ([`bn_backward_sums`]); `dys[s]` is slot s's output gradient `[N, c_s, ...]`, and every
-/// `c_s` covers `channels`. One pass reads x and `grad` once for all of them (a DenseNet
-/// block's layers each normalise a prefix of the block and add into its gradient).
-pub(crate) fn bn_backward_deferred(
+/// How a deferred pass finds its layers' constants.
+enum Pass<'a> {
+    /// Each layer's reduction stored its dx constants in `coef` ([`bn_backward_sums`]).
+    Apply(&'a Tensor),
+    /// The pass reduces the layers itself (CPU adapters): their constants in `consts`
+    /// (`bn_defer_prepare`), their sums out in `sums`.
+    Fused {
+        consts: &'a Tensor,
+        sums: &'a Tensor,
+    },
+}
+
+/// Adds into `grad` (x's shape), over `channels` of x, the input gradients of the waiting
+/// batch norms in slots `0..dys.len()`; `dys[s]` is slot s's output gradient
+/// `[N, c_s, ...]`, and every `c_s` covers `channels`. One pass reads x and `grad` once for
+/// all of them.
+fn deferred_pass(
     x: &Tensor,
     grad: &Tensor,
-    coef: &Tensor,
+    pass: Pass,
     dys: &[&Tensor],
     channels: std::ops::Range<usize>,
 ) -> Result<()> {
@@ -714,12 +723,8 @@ pub(crate) fn bn_backward_deferred(
     let (n, c_stride) = (s[0], s[1]);
     let hw: usize = s[2..].iter().product();
     let bad = |detail: String| Err(Error::shape("batch_norm", detail));
-    if grad.shape() != s || coef.numel() != DEFER_SLOTS * c_stride * DEFER_COEFS {
-        return bad(format!(
-            "gradient buffer {:?} and coefficients {:?} vs input {s:?}",
-            grad.shape(),
-            coef.shape()
-        ));
+    if grad.shape() != s {
+        return bad(format!("gradient buffer {:?} vs input {s:?}", grad.shape()));
     }
     if dys.is_empty() || dys.len() > DEFER_SLOTS || channels.end > c_stride {
         return bad(format!(
@@ -752,31 +757,273 @@ pub(crate) fn bn_backward_deferred(
         relu: false,
     };
     let gpu = x.gpu();
-    let (spec, grid, params) = plane_grid(gpu, &g, &DEFERRED, &DEFERRED_VEC4, None)?;
+    let layers = ("LAYERS", dys.len() as f64);
     // Unused slots bind slot 0's gradient (never read).
     let dy = |slot: usize| dys.get(slot).unwrap_or(&dys[0]).binding();
-    gpu.dispatch(
-        spec,
-        &[("LAYERS", dys.len() as f64)],
-        &BnParams {
-            c_off: u(channels.start),
-            dc0: dc[0],
-            dc1: dc[1],
-            dc2: dc[2],
-            dc3: dc[3],
-            ..params
-        },
-        &[
-            x.binding(),
-            coef.binding(),
-            dy(0),
-            dy(1),
-            dy(2),
-            dy(3),
-            grad.binding(),
-        ],
-        grid,
-    )
+    let dys = [dy(0), dy(1), dy(2), dy(3)];
+    let with_slots = |params: BnParams| BnParams {
+        c_off: u(channels.start),
+        dc0: dc[0],
+        dc1: dc[1],
+        dc2: dc[2],
+        dc3: dc[3],
+        ..params
+    };
+    match pass {
+        Pass::Apply(coef) => {
+            if coef.numel() != DEFER_SLOTS * c_stride * DEFER_COEFS {
+                return bad(format!("coefficients {:?} vs input {s:?}", coef.shape()));
+            }
+            let (spec, grid, params) = plane_grid(gpu, &g, &DEFERRED, &DEFERRED_VEC4, None)?;
+            let [d0, d1, d2, d3] = dys;
+            gpu.dispatch(
+                spec,
+                &[layers],
+                &with_slots(params),
+                &[x.binding(), coef.binding(), d0, d1, d2, d3, grad.binding()],
+                grid,
+            )
+        }
+        Pass::Fused { consts, sums } => {
+            if consts.numel() != DEFER_SLOTS * c_stride * 8
+                || sums.numel() != DEFER_SLOTS * 2 * c_stride
+            {
+                return bad(format!(
+                    "constants {:?} and sums {:?} vs input {s:?}",
+                    consts.shape(),
+                    sums.shape()
+                ));
+            }
+            let [d0, d1, d2, d3] = dys;
+            gpu.dispatch(
+                if g.vec4() { &FUSED_VEC4 } else { &FUSED },
+                &[layers, g.reduce_constants()[0]],
+                &with_slots(g.params()),
+                &[
+                    x.binding(),
+                    consts.binding(),
+                    d0,
+                    d1,
+                    d2,
+                    d3,
+                    grad.binding(),
+                    sums.binding(),
+                ],
+                [channels.len() as u32, 1, 1],
+            )
+        }
+    }
+}
+
+/// The backward passes of batch norms over prefixes of one input whose input gradients all
+/// add into one buffer (a DenseNet block's bn1 of every layer), deferred: up to
+/// [`DEFER_SLOTS`] layers wait, and one pass per channel range adds them all, reading the
+/// input and the gradient once for all of them. On CPU adapters the pass also does the
+/// layers' reductions (reading the input once for all of them too); on real GPUs each
+/// layer's reduction runs when it joins (split reductions).
+///
+/// Layers join widest prefix first ([`DeferredBackward::push`]); before the channels past a
+/// joining layer's prefix are read, [`DeferredBackward::complete`] adds the waiting layers
+/// over them.
+pub(crate) struct DeferredBackward {
+    x: Tensor,
+    grad: Tensor,
+    fused: bool,
+    /// Fused: [mean, invstd, gamma, beta], [relu, frozen, 0, 0] per slot and channel;
+    /// else the dx constants.
+    consts: Tensor,
+    /// Fused: this group's [dgamma | dbeta] per slot.
+    sums: Tensor,
+    waiting: Vec<Waiting>,
+    /// (dgamma, dbeta) of each settled layer, in joining order.
+    done: Vec<(Tensor, Tensor)>,
+    /// The waiting layers have been added over channels `low..` already.
+    low: usize,
+}
+
+struct Waiting {
+    dy: Tensor,
+    g: BnGeom,
+    /// Not fused: the layer's (dgamma, dbeta), reduced when it joined.
+    sums: Option<(Tensor, Tensor)>,
+}
+
+impl DeferredBackward {
+    /// For batch norms over prefixes of `x`, adding into `grad` (x's shape).
+    pub(crate) fn new(x: &Tensor, grad: &Tensor) -> Result<DeferredBackward> {
+        let (gpu, s) = (x.gpu(), x.shape());
+        if s.len() < 2 || grad.shape() != s {
+            return Err(Error::shape(
+                "batch_norm",
+                format!("gradient buffer {:?} vs input {s:?}", grad.shape()),
+            ));
+        }
+        let fused = super::tuning(gpu) != super::Tuning::Gpu;
+        let per = if fused { 8 } else { DEFER_COEFS };
+        Ok(DeferredBackward {
+            x: x.clone(),
+            grad: grad.clone(),
+            fused,
+            consts: Tensor::empty(gpu, &[DEFER_SLOTS * s[1] * per])?,
+            sums: Tensor::empty(gpu, &[DEFER_SLOTS * 2 * s[1]])?,
+            waiting: Vec::with_capacity(DEFER_SLOTS),
+            done: Vec::new(),
+            low: s[1],
+        })
+    }
+
+    /// Adds the waiting layers over `channels` (past the prefix of the next layer to join).
+    pub(crate) fn complete(&mut self, channels: std::ops::Range<usize>) -> Result<()> {
+        if self.waiting.is_empty() {
+            return Ok(());
+        }
+        if channels.end != self.low {
+            return Err(Error::shape(
+                "batch_norm",
+                format!(
+                    "deferred pass over {channels:?}, waiting layers added from {}",
+                    self.low
+                ),
+            ));
+        }
+        let dys: Vec<&Tensor> = self.waiting.iter().map(|w| &w.dy).collect();
+        let pass = if self.fused {
+            Pass::Fused {
+                consts: &self.consts,
+                sums: &self.sums,
+            }
+        } else {
+            Pass::Apply(&self.consts)
+        };
+        deferred_pass(&self.x, &self.grad, pass, &dys, channels.clone())?;
+        self.low = channels.start;
+        Ok(())
+    }
+
+    /// A batch norm over the first `g.channels()` channels of the input, with output
+    /// gradient `dy`, joins; it must not be wider than the layers waiting. A full group is
+    /// added over the rest of its channels at once.
+    pub(crate) fn push(
+        &mut self,
+        dy: &Tensor,
+        stats: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        g: BnGeom,
+    ) -> Result<()> {
+        let c = g.c;
+        if !self.waiting.is_empty() && c != self.low {
+            return Err(Error::shape(
+                "batch_norm",
+                format!(
+                    "deferred layer of {c} channels joins layers added from {}",
+                    self.low
+                ),
+            ));
+        }
+        if dy.numel() != g.n * c * g.hw || g.c_stride != self.x.shape()[1] {
+            return Err(Error::shape(
+                "batch_norm",
+                format!(
+                    "gradient {:?} for {c} channels of {:?}",
+                    dy.shape(),
+                    self.x.shape()
+                ),
+            ));
+        }
+        let slot = self.waiting.len();
+        let gpu = self.x.gpu();
+        let sums = if self.fused {
+            gpu.dispatch(
+                &DEFER_PREPARE,
+                &[],
+                &BnParams {
+                    slot: u(slot),
+                    ..g.params()
+                },
+                &[
+                    stats.binding(),
+                    gamma.binding(),
+                    beta.binding(),
+                    self.consts.binding(),
+                ],
+                [c.div_ceil(64) as u32, 1, 1],
+            )?;
+            None
+        } else {
+            let defer = Some((&self.consts, slot));
+            Some(bn_backward_sums(&self.x, dy, stats, gamma, beta, g, defer)?)
+        };
+        self.waiting.push(Waiting {
+            dy: dy.clone(),
+            g,
+            sums,
+        });
+        self.low = c;
+        if self.waiting.len() == DEFER_SLOTS {
+            self.complete(0..c)?;
+            self.settle()?;
+        }
+        Ok(())
+    }
+
+    /// The waiting layers are complete: keep their parameter gradients, free their slots.
+    fn settle(&mut self) -> Result<()> {
+        let waiting = std::mem::take(&mut self.waiting);
+        if !self.fused {
+            self.done.extend(waiting.into_iter().filter_map(|w| w.sums));
+            return Ok(());
+        }
+        let gpu = self.x.gpu();
+        let mut outs: Vec<(Tensor, Tensor)> = Vec::with_capacity(waiting.len());
+        let mut dc = [0u32; DEFER_SLOTS];
+        for (slot, w) in waiting.iter().enumerate() {
+            outs.push((Tensor::empty(gpu, &[w.g.c])?, Tensor::empty(gpu, &[w.g.c])?));
+            dc[slot] = u(w.g.c);
+        }
+        let widest = waiting.iter().map(|w| w.g.c).max().unwrap_or(1);
+        for which in 0..2 {
+            // Unused slots bind slot 0's output (never written).
+            let out = |slot: usize| {
+                let (dgamma, dbeta) = outs.get(slot).unwrap_or(&outs[0]);
+                if which == 0 { dgamma } else { dbeta }
+            };
+            gpu.dispatch(
+                &DEFER_SPLIT,
+                &[("LAYERS", outs.len() as f64)],
+                &BnParams {
+                    slot: which,
+                    c_stride: u(self.x.shape()[1]),
+                    dc0: dc[0],
+                    dc1: dc[1],
+                    dc2: dc[2],
+                    dc3: dc[3],
+                    ..Default::default()
+                },
+                &[
+                    self.sums.binding(),
+                    out(0).binding(),
+                    out(1).binding(),
+                    out(2).binding(),
+                    out(3).binding(),
+                ],
+                [widest.div_ceil(64) as u32, 1, 1],
+            )?;
+        }
+        // The next group's passes overwrite the sums after the split has read them.
+        self.done.extend(outs);
+        Ok(())
+    }
+
+    /// Adds the layers still waiting over the rest of their channels; the `(dgamma, dbeta)`
+    /// of every layer, in joining order.
+    pub(crate) fn finish(mut self) -> Result<Vec<(Tensor, Tensor)>> {
+        if !self.waiting.is_empty() {
+            self.complete(0..self.low)?;
+            self.settle()?;
+        }
+        Ok(self.done)
+    }
 }
 
 impl Tensor {
@@ -1018,15 +1265,14 @@ mod tests {
                 let rv = 0.9 * rvv[ch] + 0.1 * var[ch] * m / (m - 1.0).max(1.0);
                 close(&[rm1[ch], rv1[ch]], &[rm, rv], 1e-5, "running vs cpu");
             }
-            // The deferred backward adds exactly the plain backward's dx into a buffer
-            // that already holds a gradient.
+            // The deferred backward adds the plain backward's dx into a buffer that
+            // already holds a gradient, with the same parameter gradients.
             let before = rand(n * cs * hw, 7);
             let acc = t(&before, &[n, cs, hw]);
-            let coef = bn_defer_buffer(&x).unwrap();
             let dy = t(&rand(n * c * hw, 6), &[n, c, hw]);
-            let (dg1, db1) =
-                bn_backward_sums(&x, &dy, &stats, &gamma, &beta, g, Some((&coef, 0))).unwrap();
-            bn_backward_deferred(&x, &acc, &coef, &[&dy], 0..c).unwrap();
+            let mut deferred = DeferredBackward::new(&x, &acc).unwrap();
+            deferred.push(&dy, &stats, &gamma, &beta, g).unwrap();
+            let sums = deferred.finish().unwrap();
             let (dx, dg2, db2) = bn_backward(&x, &dy, &stats, &gamma, &beta, g).unwrap();
             let want: Vec<f32> = dx
                 .to_vec()
@@ -1035,25 +1281,37 @@ mod tests {
                 .zip(&before)
                 .map(|(d, b)| d + b)
                 .collect();
-            close(&acc.to_vec().unwrap(), &want, 1e-6, "deferred dx");
-            assert_eq!(dg1.to_vec().unwrap(), dg2.to_vec().unwrap());
-            assert_eq!(db1.to_vec().unwrap(), db2.to_vec().unwrap());
+            close(&acc.to_vec().unwrap(), &want, 1e-5, "deferred dx");
+            assert_eq!(sums.len(), 1);
+            close(
+                &sums[0].0.to_vec().unwrap(),
+                &dg2.to_vec().unwrap(),
+                1e-5,
+                "dgamma",
+            );
+            close(
+                &sums[0].1.to_vec().unwrap(),
+                &db2.to_vec().unwrap(),
+                1e-5,
+                "dbeta",
+            );
             let wrong = t(&before[..n * c * hw], &[n, c, hw]);
-            let e = bn_backward_deferred(&x, &wrong, &coef, &[&dy], 0..c);
-            assert!(e.is_err() || c == cs);
-            assert!(bn_backward_deferred(&x, &acc, &coef, &[&dy], 0..c + 1).is_err());
+            assert!(DeferredBackward::new(&x, &wrong).is_err() || c == cs);
         }
     }
 
     /// Several batch norms over prefixes of one input (a DenseNet block's layers), with and
-    /// without ReLU, training and frozen, their dx added by deferred passes over channel
-    /// ranges in any grouping (1 to 4 layers at once), give the sum of the plain backward
-    /// passes' dx. Odd planes (scalar kernels), multiples of 4 (vec4), batch 1, every tuning.
+    /// without ReLU, training and frozen, their backward passes deferred as a block defers
+    /// them (a full group of 4, then 1; the waiting layers completed over the channels past
+    /// each joining layer's prefix), give the sum of the plain backward passes' dx and their
+    /// parameter gradients. Odd planes (scalar kernels), multiples of 4 (vec4), planes of
+    /// more positions than a workgroup has invocations, batch 1, every tuning (CPU: the
+    /// fused passes; real GPUs: reductions at once, applies deferred).
     #[test]
     fn deferred_backward_adds_the_plain_gradients_of_several_layers() {
         let gpu = crate::Gpu::portable().expect("an adapter");
         for tuning in [Tuning::Gpu, Tuning::Cpu] {
-            for (n, cs, hw) in [(2, 9, 9), (1, 7, 4), (3, 6, 1), (19, 5, 12)] {
+            for (n, cs, hw) in [(2, 9, 9), (1, 7, 4), (3, 6, 1), (19, 5, 12), (2, 5, 300)] {
                 with_tuning(tuning, || case(&gpu, n, cs, hw));
             }
         }
@@ -1064,22 +1322,12 @@ mod tests {
             let before = rand(n * cs * hw, 2);
             let acc = t(&before, &[n, cs, hw]);
             let mut want = before.clone();
-            let coef = bn_defer_buffer(&x).unwrap();
-            // Five layers over narrowing prefixes, grouped as a DenseNet block's backward
-            // groups them: before a layer joins, the waiting ones are added over the
-            // channels past its prefix; a full group is added over the rest, split in two
-            // ranges here; the last group at the end.
+            let mut deferred = DeferredBackward::new(&x, &acc).unwrap();
             let prefixes = [cs, cs - 1, cs - 2, cs - 2, cs - 3];
-            let mut group: Vec<Tensor> = Vec::new();
             let mut low = cs;
-            let add = |group: &[Tensor], range: std::ops::Range<usize>| {
-                let dys: Vec<&Tensor> = group.iter().collect();
-                bn_backward_deferred(&x, &acc, &coef, &dys, range).unwrap();
-            };
+            let mut plain = Vec::new();
             for (l, &c) in prefixes.iter().enumerate() {
-                if !group.is_empty() {
-                    add(&group, c..low);
-                }
+                deferred.complete(c..low).unwrap();
                 low = c;
                 let (relu, training) = (l != 1, l != 2);
                 let seed = 10 * l as u64;
@@ -1094,18 +1342,18 @@ mod tests {
                 };
                 let (_, stats, g) = bn_forward(&x, c, relu, &gamma, &beta, &st, training).unwrap();
                 let dy = t(&rand(n * c * hw, seed + 3), &[n, c, hw]);
-                let (dx, _, _) = bn_backward(&x, &dy, &stats, &gamma, &beta, g).unwrap();
+                let (dx, dgamma, dbeta) = bn_backward(&x, &dy, &stats, &gamma, &beta, g).unwrap();
                 for (w, d) in want.iter_mut().zip(dx.to_vec().unwrap()) {
                     *w += d;
                 }
-                let slot = Some((&coef, group.len()));
-                bn_backward_sums(&x, &dy, &stats, &gamma, &beta, g, slot).unwrap();
-                group.push(dy);
-                if group.len() == DEFER_SLOTS || l + 1 == prefixes.len() {
-                    add(&group, c / 2..c);
-                    add(&group, 0..c / 2);
-                    group.clear();
-                }
+                plain.push((dgamma.to_vec().unwrap(), dbeta.to_vec().unwrap()));
+                deferred.push(&dy, &stats, &gamma, &beta, g).unwrap();
+            }
+            let sums = deferred.finish().unwrap();
+            assert_eq!(sums.len(), prefixes.len());
+            for ((dg, db), (want_dg, want_db)) in sums.iter().zip(&plain) {
+                close(&dg.to_vec().unwrap(), want_dg, 1e-4, "dgamma");
+                close(&db.to_vec().unwrap(), want_db, 1e-4, "dbeta");
             }
             close(
                 &acc.to_vec().unwrap(),
