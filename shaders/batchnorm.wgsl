@@ -872,13 +872,14 @@ fn bn_backward_fused_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     if (LAYERS > 2u) { d2 = fd_slot(2u, c); }
     if (LAYERS > 3u) { d3 = fd_slot(3u, c); }
     // Per slot (component s), summed over each vec4 as it is read: two accumulators
-    // instead of eight vec4s keep llvmpipe's registers from spilling.
+    // instead of eight vec4s keep llvmpipe's registers from spilling. Positions outer,
+    // samples inner (measured 7 % faster than the other order here, on DenseNet-BC-100).
     var a = vec4<f32>(0.0);
     var b = vec4<f32>(0.0);
     let w = walk(lid, p.hw / 4u);
-    for (var n = w.r; n < p.n; n += w.rows) {
-        let xb = x_plane(n, c) / 4u;
-        for (var j = w.j0; j * 4u < p.hw; j += w.q) {
+    for (var j = w.j0; j * 4u < p.hw; j += w.q) {
+        for (var n = w.r; n < p.n; n += w.rows) {
+            let xb = x_plane(n, c) / 4u;
             let x = df_x4[xb + j];
             let y0 = fd_keep(x, df_dy04[dy_plane(n, c, p.dc0) / 4u + j], d0);
             a.x += hsum(y0);
@@ -901,9 +902,9 @@ fn bn_backward_fused_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
         }
     }
     let k = fd_finish(lid, c, a, b);
-    for (var n = w.r; n < p.n; n += w.rows) {
-        let xb = x_plane(n, c) / 4u;
-        for (var j = w.j0; j * 4u < p.hw; j += w.q) {
+    for (var j = w.j0; j * 4u < p.hw; j += w.q) {
+        for (var n = w.r; n < p.n; n += w.rows) {
+            let xb = x_plane(n, c) / 4u;
             let x = df_x4[xb + j];
             var g = df_grad4[xb + j] + deferred4(x, df_dy04[dy_plane(n, c, p.dc0) / 4u + j], k[0]);
             if (LAYERS > 1u) { g += deferred4(x, df_dy14[dy_plane(n, c, p.dc1) / 4u + j], k[1]); }
@@ -928,9 +929,9 @@ fn bn_backward_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     var a = vec4<f32>(0.0);
     var b = vec4<f32>(0.0);
     let w = walk(lid, p.hw);
-    for (var n = w.r; n < p.n; n += w.rows) {
-        let xb = x_plane(n, c);
-        for (var j = w.j0; j < p.hw; j += w.q) {
+    for (var j = w.j0; j < p.hw; j += w.q) {
+        for (var n = w.r; n < p.n; n += w.rows) {
+            let xb = x_plane(n, c);
             let x = vec4<f32>(df_x[xb + j]);
             let y0 = fd_keep(x, vec4<f32>(df_dy0[dy_plane(n, c, p.dc0) + j]), d0).x;
             a.x += y0;
@@ -953,9 +954,9 @@ fn bn_backward_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         }
     }
     let k = fd_finish(lid, c, a, b);
-    for (var n = w.r; n < p.n; n += w.rows) {
-        let xb = x_plane(n, c);
-        for (var j = w.j0; j < p.hw; j += w.q) {
+    for (var j = w.j0; j < p.hw; j += w.q) {
+        for (var n = w.r; n < p.n; n += w.rows) {
+            let xb = x_plane(n, c);
             let x = vec4<f32>(df_x[xb + j]);
             var g = df_grad[xb + j] + deferred4(x, vec4<f32>(df_dy0[dy_plane(n, c, p.dc0) + j]), k[0]).x;
             if (LAYERS > 1u) { g += deferred4(x, vec4<f32>(df_dy1[dy_plane(n, c, p.dc1) + j]), k[1]).x; }
