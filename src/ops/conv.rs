@@ -279,7 +279,7 @@ impl ConvConfig {
             pointwise: Tile::subgroup(64, 1),
             weight: Tile::subgroup(32, 2),
             pointwise_weight: Tile::subgroup(32, 4),
-            strided_data: Tile::subgroup(16, 1),
+            strided_data: Tile::subgroup(32, 2),
         }),
     };
 
