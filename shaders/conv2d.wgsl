@@ -442,15 +442,16 @@ fn ${ENTRY}(
     // is [OC, 4·kq] (4 channels per vec4). K > 1: quads run along a row (W % 4 == 0); the
     // taps of a row come from the quad and its neighbours (`l`, `m`, `r`) by swizzles; the
     // packed weight is [OC, C, K, 4] (one vec4 per kernel row, the last lanes 0). A lane's
-    // TN quads are neighbours in one row (the caller makes W/4 a multiple of TN), so each
-    // quad's `m` is the next one's `l` and the previous one's `r`: TN + 2 loads, not 3·TN.
-    // S == 2 (quads along a row, also for K == 1; W % 8 == 0): output quad (oy, ox) reads
-    // x's vec4s `u` and `v` at 2·ox and 2·ox + 1 of row 2·oy + kh − PAD, and `l` (the
-    // previous quad's `v`) on its left; the taps are their even or odd lanes.
+    // TN quads are neighbours in one row, so each quad's `m` is the next one's `l` and the
+    // previous one's `r`: TN + 2 loads, not 3·TN.
+    // S == 2 (quads along a row, also for K == 1; W % 4 == 0): output quad (oy, ox) reads
+    // x's vec4s `u` and `v` at 2·ox and 2·ox + 1 of row 2·oy + kh − PAD (`v` is 0 past the
+    // row: W % 8 == 4), and `l` (the previous quad's `v`) on its left; the taps are their
+    // even or odd lanes. A row has ⌈p.ow / 4⌉ quads; CROP stores the part inside p.ow.
     let hw4 = p.h * p.w / 4u; let w4 = p.w / 4u;
     // dY's quads per row and per plane (1 × 1 at stride 1: quads of the flattened plane).
 //# if K > 1 || S > 1
-    let ow4 = p.w / ${4 * S}u; let ohw4 = p.oh * ow4;
+    let ow4 = (p.ow + 3u) / 4u; let ohw4 = p.oh * ow4;
 //# else
     let ow4 = w4; let ohw4 = hw4;
 //# end
@@ -537,7 +538,8 @@ fn ${ENTRY}(
         let m${j}_${kh} = ${ACT}(a4[rb${j}_${kh}], c, yok${j}_${kh}, lim${j});
 //# else
         let u${j}_${kh} = ${ACT}(a4[rb${j}_${kh}], c, yok${j}_${kh}, 4);
-        let v${j}_${kh} = ${ACT}(a4[rb${j}_${kh} + 1u], c, yok${j}_${kh}, 4);
+        let vok${j}_${kh} = yok${j}_${kh} && ${S}u * ox${j} + 1u < w4;
+        let v${j}_${kh} = ${ACT}(a4[select(0u, rb${j}_${kh} + 1u, vok${j}_${kh})], c, vok${j}_${kh}, 4);
 //# end
 //# end
 //# if S == 2 && PAD > 0
@@ -595,8 +597,8 @@ fn ${ENTRY}(
 //# end
     }
 //# end
-    // CROP: p.w / S is the width the kernel runs at, p.ow the output's (smaller: x was
-    // widened with zero columns, and the outputs past p.ow are dropped).
+    // CROP: p.ow is not a multiple of 4 (x was widened at stride 1, or the last quad
+    // sticks out at stride 2): the outputs past p.ow are dropped.
 //# for i in 0..TM
 //# for j in 0..TN
 //# if CROP
@@ -617,11 +619,11 @@ fn ${ENTRY}(
     // Backward weight, direct (the direct forward kernel's shapes): rows = output channels,
     // cols = input channels (spread over lanes), each with its K × K taps; the invocation
     // sums over the output quads of its split (workgroup_id.z, `chunk` quads each), with
-    // dY (`a4`, p.w / S wide) and x (`b4`) read as vec4s; out = [splits, OC, C, K, K].
+    // dY (`a4`, 4·⌈p.ow / 4⌉ wide) and x (`b4`) read as vec4s; out = [splits, OC, C, K, K].
     let hw4 = p.h * p.w / 4u; let w4 = p.w / 4u;
     // dY's quads per row and per plane (as in the forward kernel).
 //# if K > 1 || S > 1
-    let ow4 = p.w / ${4 * S}u; let ohw4 = p.oh * ow4;
+    let ow4 = (p.ow + 3u) / 4u; let ohw4 = p.oh * ow4;
 //# else
     let ow4 = w4; let ohw4 = hw4;
 //# end
@@ -669,7 +671,8 @@ fn ${ENTRY}(
         let rb${j}_${kh} = select(0u, xn + xo${j} + u32(y${j}_${kh}) * w4 + ${S}u * ox, yok${j}_${kh});
 //# if S == 2
         let u${j}_${kh} = ${ACT}(b4[rb${j}_${kh}], c${j}, yok${j}_${kh}, 4);
-        let v${j}_${kh} = ${ACT}(b4[rb${j}_${kh} + 1u], c${j}, yok${j}_${kh}, 4);
+        let vok${j}_${kh} = yok${j}_${kh} && ${S}u * ox + 1u < w4;
+        let v${j}_${kh} = ${ACT}(b4[select(0u, rb${j}_${kh} + 1u, vok${j}_${kh})], c${j}, vok${j}_${kh}, 4);
 //# else
         let m${j}_${kh} = ${ACT}(b4[rb${j}_${kh}], c${j}, yok${j}_${kh}, lim);
 //# end

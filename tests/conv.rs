@@ -69,6 +69,10 @@ const CASES: &[Case] = &[
     // Rows of 3 quads (runs of 2 quads per lane end past the row): stride 1 and 2.
     case([1, 3, 5, 12], [4, 3, 3, 3], 1, 1, false),
     case([2, 3, 4, 24], [5, 3, 3, 3], 2, 1, true),
+    // Stride 2 on W % 8 == 4 (no widening: the last quad's right half of x is past the row).
+    case([2, 3, 5, 12], [5, 3, 3, 3], 2, 1, false),
+    case([2, 5, 7, 20], [3, 5, 3, 3], 2, 1, true),
+    case([1, 4, 6, 4], [6, 4, 1, 1], 2, 0, false),
     case([2, 5, 3, 3], [4, 5, 3, 3], 1, 1, true),
     case([2, 16, 3, 3], [4, 16, 3, 3], 1, 1, false),
     // 1×1 over a plane whose rows do not hold whole quads (H·W % 4 == 0, W % 4 != 0).

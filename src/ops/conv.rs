@@ -279,7 +279,7 @@ impl ConvConfig {
             pointwise: Tile::subgroup(64, 1),
             weight: Tile::subgroup(32, 2),
             pointwise_weight: Tile::subgroup(32, 4),
-            strided_data: Tile::subgroup(32, 2),
+            strided_data: Tile::subgroup(16, 1),
         }),
     };
 
@@ -673,15 +673,18 @@ fn pack(
 /// How the direct kernels run `g`, if they can: a square 1 × 1 (padding 0) or 3 × 3
 /// (padding 1) kernel at stride 1 or 2. Their quads of 4 positions must line up with x's
 /// rows (1 × 1 at stride 1: with the flattened plane), so a width that does not split into
-/// them runs on a copy padded with zero columns to a multiple of 4 (8 for x at stride 2).
-/// A lane's run of neighbouring quads need not divide a row: the kernels skip the extra.
+/// them runs on a copy padded with zero columns to a multiple of 4 (at stride 2: to twice
+/// dY's padded width); dY is read 4·⌈OW / 4⌉ wide. A lane's run of neighbouring quads need
+/// not divide a row: the kernels skip the extra.
 #[derive(Debug, Clone, Copy)]
 struct Direct {
     k: u32,
     pad: u32,
     stride: u32,
-    /// The width x runs at: W, or W padded (dY's is this over the stride).
+    /// The width x runs at: W, or W padded.
     width: usize,
+    /// The width dY is read at.
+    dy_width: usize,
     /// Neighbouring quads per lane along a row (the tile's columns).
     run: usize,
 }
@@ -692,9 +695,10 @@ impl Direct {
         if g.stride > 2 || g.kh != g.kw || g.pad * 2 + 1 != g.kh || g.kh > 3 {
             return None;
         }
-        let width = match (g.stride, g.kh) {
-            (1, 1) if (g.h * g.w).is_multiple_of(4) => g.w,
-            (1, _) => g.w.next_multiple_of(4),
+        let plane = g.stride == 1 && g.kh == 1 && (g.h * g.w).is_multiple_of(4);
+        let width = match g.stride {
+            _ if plane || g.w.is_multiple_of(4) => g.w,
+            1 => g.w.next_multiple_of(4),
             _ => 2 * g.ow.next_multiple_of(4),
         };
         Some(Direct {
@@ -702,6 +706,7 @@ impl Direct {
             pad: g.pad as u32,
             stride: g.stride as u32,
             width,
+            dy_width: if plane { g.w } else { g.ow.next_multiple_of(4) },
             run: run.max(1),
         })
     }
@@ -711,9 +716,9 @@ impl Direct {
     fn quads(self, g: &Geom) -> usize {
         if self.k == 1 && self.stride == 1 {
             // Quads of the flattened plane (H·W % 4 == 0; a row need not hold whole quads).
-            g.n * g.oh * self.width / 4
+            g.n * g.oh * self.dy_width / 4
         } else {
-            g.n * g.oh * (self.width / self.stride as usize / 4).next_multiple_of(self.run)
+            g.n * g.oh * (self.dy_width / 4).next_multiple_of(self.run)
         }
     }
 
@@ -728,11 +733,7 @@ impl Direct {
 
     /// `t` (x, or dY when `dy`) padded to the kernel's width (as is when it has it).
     fn widen(self, gpu: &Gpu, wide: &Widened, t: &Tensor, dy: bool) -> Result<Tensor> {
-        let width = if dy {
-            self.width / self.stride as usize
-        } else {
-            self.width
-        };
+        let width = if dy { self.dy_width } else { self.width };
         wide.get(gpu, t, width)
     }
 
@@ -773,7 +774,7 @@ fn forward_direct_kernel(
                 k: plan.k,
                 pad: plan.pad,
                 stride: plan.stride,
-                crop: g.ow != g.w / g.stride,
+                crop: g.ow != plan.dy_width,
                 affine: bn.is_some(),
             },
             t,
@@ -897,13 +898,13 @@ fn backward_data_direct(
         &spec(
             Kind::DirectData {
                 k: plan.k,
-                crop: g.w != plan.width,
+                crop: g.w != 2 * plan.dy_width,
             },
             t,
         )?,
         &wx(t),
         &ConvParams {
-            ow: u(plan.width / 2),
+            ow: u(plan.dy_width),
             kq: u(wp.shape()[1] / 4),
             ..g.params()
         },
