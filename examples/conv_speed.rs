@@ -66,21 +66,25 @@ fn main() -> Result<()> {
         "{:<34} {:<10} {:>14} {:>14} {:>14}",
         "shape", "tile", "forward", "backward-data", "backward-wt"
     );
-    // resnet-tiny's 16-channel stage, a wide 3×3, DenseNet-BC's bottleneck 1×1 and 3×3.
+    // A wide 3×3, resnet-tiny's 16-channel stage, DenseNet-BC's bottleneck 1×1 and 3×3;
+    // then stride 2: resnet-tiny's 3×3 and 1×1 shortcut (28 → 14, 14 → 7), ResNet-34's.
     let shapes = [
-        ([64, 64, 32, 32], [64, 64, 3, 3], 1),
-        ([64, 16, 28, 28], [16, 16, 3, 3], 1),
-        ([64, 120, 32, 32], [48, 120, 1, 1], 0),
-        ([64, 48, 32, 32], [12, 48, 3, 3], 1),
+        ([64, 64, 32, 32], [64, 64, 3, 3], 1, 1),
+        ([64, 16, 28, 28], [16, 16, 3, 3], 1, 1),
+        ([64, 120, 32, 32], [48, 120, 1, 1], 1, 0),
+        ([64, 48, 32, 32], [12, 48, 3, 3], 1, 1),
+        ([64, 16, 28, 28], [32, 16, 3, 3], 2, 1),
+        ([64, 16, 28, 28], [32, 16, 1, 1], 2, 0),
+        ([64, 32, 14, 14], [64, 32, 3, 3], 2, 1),
+        ([64, 64, 32, 32], [128, 64, 3, 3], 2, 1),
     ];
     let only: Option<usize> = std::env::var("CONV_SHAPE")
         .ok()
         .and_then(|v| v.parse().ok());
-    for (si, (xs, ws, pad)) in shapes.into_iter().enumerate() {
+    for (si, (xs, ws, stride, pad)) in shapes.into_iter().enumerate() {
         if only.is_some_and(|o| o != si) {
             continue;
         }
-        let stride = 1;
         let x = Tensor::uniform(&gpu, &xs, -1.0, 1.0, 1)?;
         let w = Tensor::uniform(&gpu, &ws, -1.0, 1.0, 2)?;
         let (oh, ow) = (
@@ -135,7 +139,7 @@ fn main() -> Result<()> {
             };
             println!(
                 "{:<34} {:<10} {:>14} {:>14} {:>14}",
-                format!("x{xs:?} w{ws:?}"),
+                format!("x{xs:?} w{ws:?} s{stride}"),
                 name,
                 gf(f),
                 gf(d),

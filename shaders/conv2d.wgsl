@@ -133,14 +133,37 @@ fn widen_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     packed4[i] = v;
 }
 
+// widen_rows for a source whose length is a multiple of 4, read as vec4s: one row per
+// invocation, so no index needs a division (integer division is a scalar loop on
+// llvmpipe's SIMD lanes, and it dominated the per-vec4 form). The 4 inputs of an output
+// vec4 lie in two neighbouring aligned vec4s, the second of which is the next one's first.
+@compute @workgroup_size(64)
+fn widen_rows4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = gid.x + gid.y * nwg.x * 64u;
+    if (r >= wd.rows) { return; }
+    let f = r * wd.w_in; let al = f % 4u; let last = arrayLength(&a4) - 1u;
+    var i = f / 4u; var v0 = a4[i];
+    var o = r * (wd.w_out / 4u);
+    for (var x = 0u; x < wd.w_out; x += 4u) {
+        i += 1u;
+        let v1 = a4[min(i, last)];
+        var v = select(v0, vec4<f32>(v0.yzw, v1.x), al == 1u);
+        v = select(v, vec4<f32>(v0.zw, v1.xy), al == 2u);
+        v = select(v, vec4<f32>(v0.w, v1.xyz), al == 3u);
+        packed4[o] = select(vec4<f32>(0.0), v, vec4<u32>(x) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(wd.w_in));
+        v0 = v1; o += 1u;
+    }
+}
+
 // ---- The generated kernels: one template, expanded per register tile (src/ops/template.rs
 // documents the substitution). Variables: ENTRY (the entry point's name), KIND (1 forward,
-// 2 backward data, 3 backward weight, 4 direct forward, 5 direct backward weight; 0
-// expands only the code above, for pack_rows), TM × TN (accumulators per invocation,
-// `acc{row}_{col}`; for KIND 4 a column is a vec4 quad of positions, for KIND 5 an input
-// channel with its K × K taps), SG (the subgroup width of a subgroup variant, 0 for the
-// plain one), VEC4 (backward weight: dY read as vec4s), K and PAD (KIND 4 and 5: the
-// square kernel's size and padding), CROP (KIND 4: the output is narrower than x), AFFINE
+// 2 backward data, 3 backward weight, 4 direct forward, 5 direct backward weight, 6 direct
+// stride-2 backward data; 0 expands only the code above, for pack_rows), TM × TN
+// (accumulators per invocation, `acc{row}_{col}`; for KIND 4 and 6 a column is a vec4 quad
+// of positions, for KIND 5 an input channel with its K × K taps), SG (the subgroup width
+// of a subgroup variant, 0 for the plain one), VEC4 (backward weight: dY read as vec4s),
+// K, PAD and S (KIND 4 to 6: the square kernel's size, padding and stride), CROP (KIND 4
+// and 6: the output is narrower than the kernel's running width), AFFINE
 // (KIND 4 and 5: x read through relu(batch norm), `ACT` = bn_relu4, else keep4; the output
 // `OUT` is then `dst` at binding 6, else `out`).
 // Row operands (weights, or dY for backward weight): the plain variant loads row i as
@@ -410,8 +433,9 @@ fn ${ENTRY}(
 //# end
 //# end
 //# if KIND == 4
-    // Forward, direct (stride 1, K × K taps, padding PAD, output as large as the input):
-    // each column is a quad of 4 neighbouring output positions, read and written as vec4s,
+    // Forward, direct (stride S of 1 or 2, K × K taps, padding PAD, output 1/S of the
+    // input's size): each column is a quad of 4 neighbouring output positions, read and
+    // written as vec4s,
     // so a lane fetches 4 inputs per load instead of 1 (on llvmpipe a load whose address
     // differs per lane is a loop over the lanes: the costliest step of the gather kernel).
     // K == 1: quads run along the flattened (h, w) plane (H·W % 4 == 0); the packed weight
@@ -420,12 +444,27 @@ fn ${ENTRY}(
     // packed weight is [OC, C, K, 4] (one vec4 per kernel row, the last lanes 0). A lane's
     // TN quads are neighbours in one row (the caller makes W/4 a multiple of TN), so each
     // quad's `m` is the next one's `l` and the previous one's `r`: TN + 2 loads, not 3·TN.
-    let hw4 = p.h * p.w / 4u; let w4 = p.w / 4u; let nq = p.n * hw4;
-    let m0 = wid.y * ${TM}u;
-//# if K > 1
-    let qb = ((wid.x + wid.z * nwg.x) * WX + lid.x) * ${TN}u; let qstep = 1u;
+    // S == 2 (quads along a row, also for K == 1; W % 8 == 0): output quad (oy, ox) reads
+    // x's vec4s `u` and `v` at 2·ox and 2·ox + 1 of row 2·oy + kh − PAD, and `l` (the
+    // previous quad's `v`) on its left; the taps are their even or odd lanes.
+    let hw4 = p.h * p.w / 4u; let w4 = p.w / 4u;
+    // dY's quads per row and per plane (1 × 1 at stride 1: quads of the flattened plane).
+//# if K > 1 || S > 1
+    let ow4 = p.w / ${4 * S}u; let ohw4 = p.oh * ow4;
 //# else
-    let qb = (wid.x + wid.z * nwg.x) * WX * ${TN}u + lid.x; let qstep = WX;
+    let ow4 = w4; let ohw4 = hw4;
+//# end
+    let nq = p.n * ohw4;
+    let m0 = wid.y * ${TM}u;
+//# if K > 1 || S > 1
+    // A lane runs TN neighbouring quads of one output row: run `ru` of `rpr` per row. When
+    // TN does not divide the row's quads, the last run's extra quads are dead: their loads
+    // read 0 (as padding would) and they store nothing.
+    let rpr = (ow4 + ${TN - 1}u) / ${TN}u; let ru = (wid.x + wid.z * nwg.x) * WX + lid.x;
+    let orow = min(ru / rpr, p.n * p.oh - 1u); let oxr = (ru % rpr) * ${TN}u;
+    let live = ru < p.n * p.oh * rpr;
+//# else
+    let qb = (wid.x + wid.z * nwg.x) * WX * ${TN}u + lid.x;
 //# end
 //# if SG
 //# for i in 0..TM / SG
@@ -437,21 +476,24 @@ fn ${ENTRY}(
 //# end
 //# end
 //# for j in 0..TN
-    let q${j} = min(qb + ${j}u * qstep, nq - 1u); let n${j} = q${j} / hw4; let o${j} = q${j} % hw4;
+//# if K > 1 || S > 1
+    let n${j} = orow / p.oh; let oy${j} = i32(orow % p.oh); let ox${j} = oxr + ${j}u;
+    let o${j} = u32(oy${j}) * ow4 + ox${j}; let lv${j} = live && ox${j} < ow4;
+//# else
+    let q${j} = min(qb + ${j}u * WX, nq - 1u); let n${j} = q${j} / ohw4; let o${j} = q${j} % ohw4;
+    let lv${j} = qb + ${j}u * WX < nq;
+//# end
     let xb${j} = n${j} * p.xc * hw4;
     // Lanes of the quad inside x's real width p.ow (p.w > p.ow: x was widened); along a
     // row (K > 1) the lanes of the next quad are those less 4.
     let lim${j} = select(4, i32(p.ow) - i32((o${j} % w4) * 4u), ${K} > 1 || p.w != p.ow);
-//# if K > 1
-    let oy${j} = i32(o${j} / w4); let ox${j} = o${j} % w4;
-//# end
 //# end
 //# for i in 0..TM
 //# for j in 0..TN
     var acc${i}_${j} = vec4<f32>(0.0);
 //# end
 //# end
-//# if K == 1
+//# if K == 1 && S == 1
     for (var kv = 0u; kv < p.kq; kv++) {
 //# for i in 0..ROW_LOADS
         let w${i} = b4[r${i} + kv];
@@ -489,10 +531,23 @@ fn ${ENTRY}(
 //# end
 //# for kh in 0..K
 //# for j in 0..TN
-        let y${j}_${kh} = oy${j} + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h;
-        let rb${j}_${kh} = select(0u, xb${j} + xc + u32(y${j}_${kh}) * w4 + ox${j}, yok${j}_${kh});
+        let y${j}_${kh} = oy${j} * ${S} + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h && lv${j};
+        let rb${j}_${kh} = select(0u, xb${j} + xc + u32(y${j}_${kh}) * w4 + ${S}u * ox${j}, yok${j}_${kh});
+//# if S == 1
         let m${j}_${kh} = ${ACT}(a4[rb${j}_${kh}], c, yok${j}_${kh}, lim${j});
+//# else
+        let u${j}_${kh} = ${ACT}(a4[rb${j}_${kh}], c, yok${j}_${kh}, 4);
+        let v${j}_${kh} = ${ACT}(a4[rb${j}_${kh} + 1u], c, yok${j}_${kh}, 4);
 //# end
+//# end
+//# if S == 2 && PAD > 0
+        let lok0_${kh} = yok0_${kh} && ox0 > 0u;
+        let l0_${kh} = ${ACT}(a4[select(0u, rb0_${kh} - 1u, lok0_${kh})], c, lok0_${kh}, 4);
+//# for j in 1..TN
+        let l${j}_${kh} = v${j - 1}_${kh};
+//# end
+//# end
+//# if S == 1
 //# for j in 0..TN
 //# if PAD > 0 && j > 0
         let l${j}_${kh} = m${j - 1}_${kh};
@@ -510,11 +565,17 @@ fn ${ENTRY}(
 //# end
 //# end
 //# end
-        // Tap kw of the quad: inputs ow + kw − PAD + (0..4), from the 12 values l, m, r.
+//# end
+        // Tap kw of the quad: inputs S·ow + kw − PAD + S·(0..4), from the 12 values l, m, r
+        // (S = 1) or l, u, v (S = 2).
 //# for kh in 0..K
 //# for kw in 0..K
 //# for j in 0..TN
+//# if S == 1
         let x${j}_${kh}_${kw} = vec4<f32>(${(4 + kw - PAD) / 4:lmr}${j}_${kh}.${(4 + kw - PAD) % 4:xyzw}, ${(5 + kw - PAD) / 4:lmr}${j}_${kh}.${(5 + kw - PAD) % 4:xyzw}, ${(6 + kw - PAD) / 4:lmr}${j}_${kh}.${(6 + kw - PAD) % 4:xyzw}, ${(7 + kw - PAD) / 4:lmr}${j}_${kh}.${(7 + kw - PAD) % 4:xyzw});
+//# else
+        let x${j}_${kh}_${kw} = vec4<f32>(${(4 + kw - PAD) / 4:luv}${j}_${kh}.${(4 + kw - PAD) % 4:xyzw}, ${(6 + kw - PAD) / 4:luv}${j}_${kh}.${(6 + kw - PAD) % 4:xyzw}, ${(8 + kw - PAD) / 4:luv}${j}_${kh}.${(8 + kw - PAD) % 4:xyzw}, ${(10 + kw - PAD) / 4:luv}${j}_${kh}.${(10 + kw - PAD) % 4:xyzw});
+//# end
 //# end
 //# end
 //# end
@@ -534,20 +595,20 @@ fn ${ENTRY}(
 //# end
     }
 //# end
-    // CROP: p.w is the width the kernel runs at, p.ow the output's (smaller: x was widened
-    // with zero columns, and the outputs past p.ow are dropped).
+    // CROP: p.w / S is the width the kernel runs at, p.ow the output's (smaller: x was
+    // widened with zero columns, and the outputs past p.ow are dropped).
 //# for i in 0..TM
 //# for j in 0..TN
 //# if CROP
-    if (m0 + ${i}u < p.oc && qb + ${j}u * qstep < nq) {
-        let sx = (o${j} % w4) * 4u;
-        let ob = (n${j} * p.oc + m0 + ${i}u) * p.oh * p.ow + (o${j} / w4) * p.ow + sx;
+    if (m0 + ${i}u < p.oc && lv${j}) {
+        let sx = (o${j} % ow4) * 4u;
+        let ob = (n${j} * p.oc + m0 + ${i}u) * p.oh * p.ow + (o${j} / ow4) * p.ow + sx;
 //# for t in 0..4
         if (sx + ${t}u < p.ow) { ${OUT}[ob + ${t}u] = acc${i}_${j}.${t:xyzw}; }
 //# end
     }
 //# else
-    if (m0 + ${i}u < p.oc && qb + ${j}u * qstep < nq) { ${OUT}4[(n${j} * p.oc + m0 + ${i}u) * hw4 + o${j}] = acc${i}_${j}; }
+    if (m0 + ${i}u < p.oc && lv${j}) { ${OUT}4[(n${j} * p.oc + m0 + ${i}u) * ohw4 + o${j}] = acc${i}_${j}; }
 //# end
 //# end
 //# end
@@ -556,17 +617,23 @@ fn ${ENTRY}(
     // Backward weight, direct (the direct forward kernel's shapes): rows = output channels,
     // cols = input channels (spread over lanes), each with its K × K taps; the invocation
     // sums over the output quads of its split (workgroup_id.z, `chunk` quads each), with
-    // dY (`a4`) and x (`b4`) read as vec4s; out = [splits, OC, C, K, K].
+    // dY (`a4`, p.w / S wide) and x (`b4`) read as vec4s; out = [splits, OC, C, K, K].
     let hw4 = p.h * p.w / 4u; let w4 = p.w / 4u;
+    // dY's quads per row and per plane (as in the forward kernel).
+//# if K > 1 || S > 1
+    let ow4 = p.w / ${4 * S}u; let ohw4 = p.oh * ow4;
+//# else
+    let ow4 = w4; let ohw4 = hw4;
+//# end
     let m0 = wid.y * ${TM}u;
     let cb = wid.x * WX * ${TN}u + lid.x;
 //# if SG
 //# for i in 0..TM / SG
-    let r${i} = min(m0 + ${i}u * ${SG}u + sl, p.oc - 1u) * hw4;
+    let r${i} = min(m0 + ${i}u * ${SG}u + sl, p.oc - 1u) * ohw4;
 //# end
 //# else
 //# for i in 0..TM
-    let r${i} = min(m0 + ${i}u, p.oc - 1u) * hw4;
+    let r${i} = min(m0 + ${i}u, p.oc - 1u) * ohw4;
 //# end
 //# end
 //# for j in 0..TN
@@ -581,31 +648,36 @@ fn ${ENTRY}(
 //# end
 //# end
 //# end
-    let qbeg = wid.z * p.chunk; let qend = min(qbeg + p.chunk, p.n * hw4);
+    let qbeg = wid.z * p.chunk; let qend = min(qbeg + p.chunk, p.n * ohw4);
     for (var q = qbeg; q < qend; q++) {
-        let n = q / hw4; let o = q % hw4;
-        let db = n * p.oc * hw4 + o; let xn = n * p.xc * hw4;
+        let n = q / ohw4; let o = q % ohw4;
+        let db = n * p.oc * ohw4 + o; let xn = n * p.xc * hw4;
         // Lanes of the quad inside x's real width (as in the forward kernel).
         let lim = select(4, i32(p.ow) - i32((o % w4) * 4u), ${K} > 1 || p.w != p.ow);
 //# for i in 0..ROW_LOADS
         let d${i} = a4[db + r${i}];
 //# end
-//# if K == 1
+//# if K == 1 && S == 1
 //# for j in 0..TN
         let x${j}_0_0 = ${ACT}(b4[xn + xo${j} + o], c${j}, true, lim);
 //# end
 //# else
-        let oy = i32(o / w4); let ox = o % w4;
+        let oy = i32(o / ow4); let ox = o % ow4;
 //# for kh in 0..K
 //# for j in 0..TN
-        let y${j}_${kh} = oy + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h;
-        let rb${j}_${kh} = select(0u, xn + xo${j} + u32(y${j}_${kh}) * w4 + ox, yok${j}_${kh});
+        let y${j}_${kh} = oy * ${S} + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h;
+        let rb${j}_${kh} = select(0u, xn + xo${j} + u32(y${j}_${kh}) * w4 + ${S}u * ox, yok${j}_${kh});
+//# if S == 2
+        let u${j}_${kh} = ${ACT}(b4[rb${j}_${kh}], c${j}, yok${j}_${kh}, 4);
+        let v${j}_${kh} = ${ACT}(b4[rb${j}_${kh} + 1u], c${j}, yok${j}_${kh}, 4);
+//# else
         let m${j}_${kh} = ${ACT}(b4[rb${j}_${kh}], c${j}, yok${j}_${kh}, lim);
+//# end
 //# if PAD > 0
         let lok${j}_${kh} = yok${j}_${kh} && ox > 0u;
         let l${j}_${kh} = ${ACT}(b4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], c${j}, lok${j}_${kh}, 4);
 //# end
-//# if K - 1 - PAD > 0
+//# if K - 1 - PAD > 0 && S == 1
         let rok${j}_${kh} = yok${j}_${kh} && ox + 1u < w4;
         let r${j}_${kh} = ${ACT}(b4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], c${j}, rok${j}_${kh}, lim - 4);
 //# end
@@ -614,7 +686,11 @@ fn ${ENTRY}(
 //# for kh in 0..K
 //# for kw in 0..K
 //# for j in 0..TN
+//# if S == 1
         let x${j}_${kh}_${kw} = vec4<f32>(${(4 + kw - PAD) / 4:lmr}${j}_${kh}.${(4 + kw - PAD) % 4:xyzw}, ${(5 + kw - PAD) / 4:lmr}${j}_${kh}.${(5 + kw - PAD) % 4:xyzw}, ${(6 + kw - PAD) / 4:lmr}${j}_${kh}.${(6 + kw - PAD) % 4:xyzw}, ${(7 + kw - PAD) / 4:lmr}${j}_${kh}.${(7 + kw - PAD) % 4:xyzw});
+//# else
+        let x${j}_${kh}_${kw} = vec4<f32>(${(4 + kw - PAD) / 4:luv}${j}_${kh}.${(4 + kw - PAD) % 4:xyzw}, ${(6 + kw - PAD) / 4:luv}${j}_${kh}.${(6 + kw - PAD) % 4:xyzw}, ${(8 + kw - PAD) / 4:luv}${j}_${kh}.${(8 + kw - PAD) % 4:xyzw}, ${(10 + kw - PAD) / 4:luv}${j}_${kh}.${(10 + kw - PAD) % 4:xyzw});
+//# end
 //# end
 //# end
 //# end
@@ -647,6 +723,132 @@ fn ${ENTRY}(
 //# end
     }
 //# end
+//# end
+//# end
+//# if KIND == 6
+    // Backward data of a stride-2 convolution (3 × 3 with padding 1, or 1 × 1), direct:
+    // rows = input channels, cols = quads of dY (4 neighbouring positions of a row, read as
+    // vec4s; a lane's TN quads are neighbours, so they share their right-hand loads). dY
+    // position (a, b) feeds dX rows 2a, 2a + 1 and columns 2b, 2b + 1, and each of these
+    // four phases sums only the taps that reach it (no multiply by the zeros between
+    // strides); with W = the weight of one (oc, c):
+    //   dX[2a][2b]         += W11·dY[a][b]
+    //   dX[2a][2b + 1]     += W10·dY[a][b + 1] + W12·dY[a][b]
+    //   dX[2a + 1][2b]     += W01·dY[a + 1][b] + W21·dY[a][b]
+    //   dX[2a + 1][2b + 1] += W00·dY[a + 1][b + 1] + W02·dY[a + 1][b] + W20·dY[a][b + 1]
+    //                         + W22·dY[a][b]
+    // (1 × 1: only the first; the other phases stay 0). The accumulators hold the phases of
+    // the quad (`e` even columns, `o` odd, row 0 or 1), interleaved when stored. `a4` = dY,
+    // p.ow wide (a widened copy: zero past its real width); `b4` = the weight packed
+    // [C, OC, K, 4] with its taps reversed (pack_rows, flip): Wyx is lane 2 − x of vec4
+    // 2 − y of its (c, oc). p.h × p.w is dX's size; CROP: some of the 8 columns a quad
+    // covers lie past p.w (or p.w is not 2·p.ow), so stores are scalar and checked.
+    let ow4 = p.ow / 4u; let ohw4 = p.oh * ow4; let nq = p.n * ohw4;
+    let m0 = wid.y * ${TM}u;
+    // Runs of TN quads along a dY row, as in the direct forward kernel (dead quads past
+    // the row's end read 0 and store nothing).
+    let rpr = (ow4 + ${TN - 1}u) / ${TN}u; let ru = (wid.x + wid.z * nwg.x) * WX + lid.x;
+    let orow = min(ru / rpr, p.n * p.oh - 1u); let ox = (ru % rpr) * ${TN}u;
+    let n = orow / p.oh; let ya = orow % p.oh; let live = ru < p.n * p.oh * rpr;
+//# for j in 0..TN
+    let lv${j} = live && ox + ${j}u < ow4;
+//# end
+//# if SG
+//# for i in 0..TM / SG
+    let r${i} = min(m0 + ${i}u * ${SG}u + sl, p.c - 1u) * p.kq;
+//# end
+//# else
+//# for i in 0..TM
+    let r${i} = min(m0 + ${i}u, p.c - 1u) * p.kq;
+//# end
+//# end
+//# for i in 0..TM
+//# for j in 0..TN
+    var e0_${i}_${j} = vec4<f32>(0.0); var o0_${i}_${j} = vec4<f32>(0.0);
+    var e1_${i}_${j} = vec4<f32>(0.0); var o1_${i}_${j} = vec4<f32>(0.0);
+//# end
+//# end
+    // The row below (a + 1) and the quad right of the lane's last one, 0 outside dY.
+    let bok = ya + 1u < p.oh; let rok = ox + ${TN}u < ow4;
+    var d = n * p.oc * ohw4 + ya * ow4 + ox;
+    let last = arrayLength(&a4) - 1u;
+    for (var oc = 0u; oc < p.oc; oc++) {
+//# for i in 0..ROW_LOADS
+//# for kk in 0..K
+        let w${i}_${kk} = b4[r${i} + oc * ${K}u + ${kk}u];
+//# end
+//# end
+//# for j in 0..TN
+        let dm${j} = select(vec4<f32>(0.0), a4[min(d + ${j}u, last)], lv${j});
+//# end
+//# if K > 1
+        let dmr = select(0.0, a4[select(0u, d + ${TN}u, rok)].x, rok);
+//# for j in 0..TN
+        let dn${j} = select(vec4<f32>(0.0), a4[select(0u, d + ow4 + ${j}u, bok && lv${j})], bok && lv${j});
+//# end
+        let dnr = select(0.0, a4[select(0u, d + ow4 + ${TN}u, bok && rok)].x, bok && rok);
+        // dY at columns b + 1 of rows a (`dms`) and a + 1 (`dns`).
+//# for j in 0..TN
+//# if j + 1 < TN
+        let dms${j} = vec4<f32>(dm${j}.yzw, dm${j + 1}.x); let dns${j} = vec4<f32>(dn${j}.yzw, dn${j + 1}.x);
+//# else
+        let dms${j} = vec4<f32>(dm${j}.yzw, dmr); let dns${j} = vec4<f32>(dn${j}.yzw, dnr);
+//# end
+//# end
+//# end
+//# for i in 0..TM
+//# for y in 0..K
+//# for x in 0..K
+//# if SG
+        let wt${i}_${y}${x} = vec4<f32>(subgroupBroadcast(w${i / SG}_${K - 1 - y}.${K - 1 - x:xyzw}, ${i % SG}u));
+//# else
+        let wt${i}_${y}${x} = vec4<f32>(w${i}_${K - 1 - y}.${K - 1 - x:xyzw});
+//# end
+//# end
+//# end
+//# for j in 0..TN
+//# if K == 1
+        e0_${i}_${j} = fma(wt${i}_00, dm${j}, e0_${i}_${j});
+//# else
+        e0_${i}_${j} = fma(wt${i}_11, dm${j}, e0_${i}_${j});
+        // Taps in ascending (y, x) order per oc, as the gather kernel sums them.
+        o0_${i}_${j} = fma(wt${i}_12, dm${j}, fma(wt${i}_10, dms${j}, o0_${i}_${j}));
+        e1_${i}_${j} = fma(wt${i}_21, dm${j}, fma(wt${i}_01, dn${j}, e1_${i}_${j}));
+        o1_${i}_${j} = fma(wt${i}_22, dm${j}, fma(wt${i}_20, dms${j}, fma(wt${i}_02, dn${j}, fma(wt${i}_00, dns${j}, o1_${i}_${j}))));
+//# end
+//# end
+//# end
+        d += ohw4;
+    }
+    let y0 = 2u * ya; let row1 = y0 + 1u < p.h;
+//# for i in 0..TM
+    if (live && m0 + ${i}u < p.c) {
+        let base${i} = ((n * p.c + m0 + ${i}u) * p.h + y0) * p.w;
+//# for j in 0..TN
+      if (lv${j}) {
+        let lo_${i}_${j} = vec4<f32>(e0_${i}_${j}.x, o0_${i}_${j}.x, e0_${i}_${j}.y, o0_${i}_${j}.y);
+        let hi_${i}_${j} = vec4<f32>(e0_${i}_${j}.z, o0_${i}_${j}.z, e0_${i}_${j}.w, o0_${i}_${j}.w);
+        let lo1_${i}_${j} = vec4<f32>(e1_${i}_${j}.x, o1_${i}_${j}.x, e1_${i}_${j}.y, o1_${i}_${j}.y);
+        let hi1_${i}_${j} = vec4<f32>(e1_${i}_${j}.z, o1_${i}_${j}.z, e1_${i}_${j}.w, o1_${i}_${j}.w);
+        let x${i}_${j} = 8u * (ox + ${j}u);
+//# if CROP
+//# for t in 0..8
+        if (x${i}_${j} + ${t}u < p.w) {
+            out[base${i} + x${i}_${j} + ${t}u] = ${t / 4:lh}${t / 4:oi}_${i}_${j}.${t % 4:xyzw};
+            if (row1) { out[base${i} + p.w + x${i}_${j} + ${t}u] = ${t / 4:lh}${t / 4:oi}1_${i}_${j}.${t % 4:xyzw}; }
+        }
+//# end
+//# else
+        out4[(base${i} + x${i}_${j}) / 4u] = lo_${i}_${j};
+        out4[(base${i} + x${i}_${j}) / 4u + 1u] = hi_${i}_${j};
+        if (row1) {
+            out4[(base${i} + p.w + x${i}_${j}) / 4u] = lo1_${i}_${j};
+            out4[(base${i} + p.w + x${i}_${j}) / 4u + 1u] = hi1_${i}_${j};
+        }
+//# end
+      }
+//# end
+    }
 //# end
 //# end
 //# if KIND > 0 && !TILED

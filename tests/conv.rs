@@ -56,6 +56,24 @@ const CASES: &[Case] = &[
     case([3, 2, 1, 5], [3, 2, 3, 3], 1, 1, false),
     case([2, 3, 6, 1], [4, 3, 3, 3], 1, 1, false),
     case([2, 5, 3, 7], [7, 5, 1, 1], 1, 0, false),
+    // The direct stride-2 kernels (3×3 padding 1, 1×1): odd sizes (the last dX row and
+    // column have no odd phase), width 1, no widening (W = 16), channels past a tile.
+    case([1, 3, 7, 7], [5, 3, 3, 3], 2, 1, true),
+    case([2, 5, 5, 9], [7, 5, 3, 3], 2, 1, false),
+    case([2, 4, 16, 16], [6, 4, 3, 3], 2, 1, false),
+    case([1, 3, 2, 1], [4, 3, 3, 3], 2, 1, false),
+    case([2, 37, 6, 8], [3, 37, 3, 3], 2, 1, false),
+    case([2, 3, 6, 6], [37, 3, 3, 3], 2, 1, true),
+    case([3, 2, 7, 5], [9, 2, 1, 1], 2, 0, false),
+    case([2, 33, 8, 8], [5, 33, 1, 1], 2, 0, true),
+    // Rows of 3 quads (runs of 2 quads per lane end past the row): stride 1 and 2.
+    case([1, 3, 5, 12], [4, 3, 3, 3], 1, 1, false),
+    case([2, 3, 4, 24], [5, 3, 3, 3], 2, 1, true),
+    case([2, 5, 3, 3], [4, 5, 3, 3], 1, 1, true),
+    case([2, 16, 3, 3], [4, 16, 3, 3], 1, 1, false),
+    // 1×1 over a plane whose rows do not hold whole quads (H·W % 4 == 0, W % 4 != 0).
+    case([2, 26, 6, 6], [16, 26, 1, 1], 1, 0, false),
+    case([2, 16, 6, 6], [4, 16, 3, 3], 1, 1, false),
 ];
 
 /// Runs one case with `cfg`; checks forward, dX, dW and the bias gradient against the CPU.
@@ -323,8 +341,9 @@ fn bad_shapes_are_errors_naming_both_shapes() {
 
 #[test]
 fn every_direct_tile_matches_cpu() {
-    // The direct kernel (forward and stride-1 backward data) with plain tiles, and subgroup
-    // tiles where there are subgroups, on every case (the ineligible ones fall back).
+    // The direct kernels (forward, backward data, backward weight; stride 1 and 2) with
+    // plain tiles, and subgroup tiles where there are subgroups, on every case (the
+    // ineligible ones fall back).
     let gpu = gpu();
     let mut tiles = vec![Tile::new(8, 1, 16), Tile::new(3, 2, 5), Tile::new(1, 3, 64)];
     if let Some(sg) = gpu.subgroup_size() {
@@ -376,7 +395,9 @@ fn conv_through_batch_norm_relu_matches_cpu() {
     // prefixes, widened widths, 1×1 and 3×3, batch 1; every tuning (None where a tuning
     // has no direct kernel).
     let gpu = gpu();
-    let cases: [([usize; 4], usize, [usize; 4], usize); 5] = [
+    let cases: [([usize; 4], usize, [usize; 4], usize); 7] = [
+        ([2, 26, 6, 6], 18, [4, 18, 3, 3], 1),
+        ([2, 10, 3, 3], 6, [4, 6, 3, 3], 1),
         ([2, 7, 6, 8], 5, [9, 5, 3, 3], 1),
         ([1, 4, 5, 7], 4, [6, 4, 3, 3], 1),
         ([3, 9, 3, 4], 6, [10, 6, 1, 1], 0),

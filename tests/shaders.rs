@@ -94,7 +94,7 @@ fn resolve<'a>(
     )
     .unwrap_or_else(|e| {
         panic!(
-            "{} ({}) entry {entry}: pipeline constants: {e}",
+            "{} ({}) entry {entry}: pipeline constants: {e:?}",
             v.family, v.name
         )
     })

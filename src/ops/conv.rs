@@ -7,6 +7,7 @@ use super::template::{Val, expand};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelSpec, kernel_params, u};
 use crate::tensor::Tensor;
+use std::sync::{Arc, Mutex, PoisonError};
 
 const TEMPLATE: &str = include_str!("../../shaders/conv2d.wgsl");
 
@@ -18,13 +19,14 @@ pub(crate) enum Kind {
     BackwardWeight,
     /// Backward weight reading dY as vec4s (OW a multiple of 4).
     BackwardWeightVec4,
-    /// The direct forward kernel for stride-1 `k` × `k` convolutions with padding `pad`
-    /// that keep the input's size (see `Direct`).
-    /// `crop`: the output is narrower than x (x was widened); `affine`: x is read through
-    /// relu(batch norm).
+    /// The direct forward kernel for `k` × `k` convolutions with padding `pad` = (k − 1) / 2
+    /// at stride 1 or 2 (see `Direct`).
+    /// `crop`: the output is narrower than the kernel's running width (x was widened);
+    /// `affine`: x is read through relu(batch norm).
     Direct {
         k: u32,
         pad: u32,
+        stride: u32,
         crop: bool,
         affine: bool,
     },
@@ -32,7 +34,14 @@ pub(crate) enum Kind {
     DirectWeight {
         k: u32,
         pad: u32,
+        stride: u32,
         affine: bool,
+    },
+    /// The direct backward-data kernel for the stride-2 shapes (stride 1 runs the forward
+    /// kernel on the flipped weight); `crop`: dX is narrower than twice dY's running width.
+    DirectData {
+        k: u32,
+        crop: bool,
     },
 }
 
@@ -215,6 +224,9 @@ pub struct DirectTiles {
     pub weight: Tile,
     /// Backward weight, 1 × 1.
     pub pointwise_weight: Tile,
+    /// Backward data at stride 2 (3 × 3 and 1 × 1): rows are input channels, `cols` quads
+    /// of dY, each with 4 accumulators (the 4 phases of its dX positions).
+    pub strided_data: Tile,
 }
 
 impl DirectTiles {
@@ -225,6 +237,7 @@ impl DirectTiles {
             pointwise: t,
             weight: t,
             pointwise_weight: t,
+            strided_data: t,
         }
     }
 }
@@ -241,6 +254,7 @@ impl ConvConfig {
             pointwise: Tile::new(16, 1, 8),
             weight: Tile::new(8, 1, 8),
             pointwise_weight: Tile::new(16, 2, 8),
+            strided_data: Tile::new(8, 1, 8),
         }),
     };
     /// For real GPUs: the workgroup-tiled kernels, 64 × 64 blocks per 256-invocation
@@ -265,6 +279,7 @@ impl ConvConfig {
             pointwise: Tile::subgroup(64, 1),
             weight: Tile::subgroup(32, 2),
             pointwise_weight: Tile::subgroup(32, 4),
+            strided_data: Tile::subgroup(16, 1),
         }),
     };
 
@@ -286,14 +301,15 @@ impl ConvConfig {
 }
 
 /// Template variables of the generated entry `kind` with tile `t`, named `entry`.
-fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 14] {
+fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 15] {
     let sg = if t.subgroup { t.workgroup } else { 0 };
-    let (kind_code, k, pad) = match kind {
-        Kind::Forward => (1u32, 0, 0),
-        Kind::BackwardData => (2, 0, 0),
-        Kind::BackwardWeight | Kind::BackwardWeightVec4 => (3, 0, 0),
-        Kind::Direct { k, pad, .. } => (4, k, pad),
-        Kind::DirectWeight { k, pad, .. } => (5, k, pad),
+    let (kind_code, k, pad, stride) = match kind {
+        Kind::Forward => (1u32, 0, 0, 0),
+        Kind::BackwardData => (2, 0, 0, 0),
+        Kind::BackwardWeight | Kind::BackwardWeightVec4 => (3, 0, 0, 0),
+        Kind::Direct { k, pad, stride, .. } => (4, k, pad, stride),
+        Kind::DirectWeight { k, pad, stride, .. } => (5, k, pad, stride),
+        Kind::DirectData { k, .. } => (6, k, k / 2, 2),
     };
     let affine = kind.affine();
     [
@@ -310,9 +326,14 @@ fn vars<'a>(kind: Kind, t: Tile, entry: &'a str) -> [(&'static str, Val<'a>); 14
         ("TILED", t.tiled.into()),
         ("K", k.into()),
         ("PAD", pad.into()),
+        ("S", stride.into()),
         (
             "CROP",
-            matches!(kind, Kind::Direct { crop: true, .. }).into(),
+            matches!(
+                kind,
+                Kind::Direct { crop: true, .. } | Kind::DirectData { crop: true, .. }
+            )
+            .into(),
         ),
         ("AFFINE", affine.into()),
         ("ACT", (if affine { "bn_relu4" } else { "keep4" }).into()),
@@ -340,16 +361,26 @@ fn entry_name(kind: Kind, t: Tile) -> String {
         Kind::Direct {
             k,
             pad,
+            stride,
             crop,
             affine,
         } => &format!(
-            "forward_direct{k}p{pad}{}{}",
+            "forward_direct{k}p{pad}s{stride}{}{}",
             if affine { "_bn" } else { "" },
             if crop { "_crop" } else { "" }
         ),
-        Kind::DirectWeight { k, pad, affine } => &format!(
-            "backward_weight_direct{k}p{pad}{}",
+        Kind::DirectWeight {
+            k,
+            pad,
+            stride,
+            affine,
+        } => &format!(
+            "backward_weight_direct{k}p{pad}s{stride}{}",
             if affine { "_bn" } else { "" }
+        ),
+        Kind::DirectData { k, crop } => &format!(
+            "backward_data_direct{k}s2{}",
+            if crop { "_crop" } else { "" }
         ),
     };
     match (t.subgroup, t.tiled) {
@@ -451,8 +482,14 @@ fn widen(gpu: &Gpu, t: &Tensor, width: usize) -> Result<Tensor> {
     let s = t.shape();
     let rows = s[0] * s[1] * s[2];
     let out = Tensor::empty(gpu, &[s[0], s[1], s[2], width])?;
-    let (source, entry) = codegen::cached("conv2d widen".into(), || {
-        Ok((base_source()?, "widen_rows".into()))
+    // Whole vec4s when the source splits into them.
+    let entry = if s.iter().product::<usize>().is_multiple_of(4) {
+        "widen_rows4"
+    } else {
+        "widen_rows"
+    };
+    let (source, entry) = codegen::cached(format!("conv2d {entry}"), || {
+        Ok((base_source()?, entry.into()))
     })?;
     let spec = KernelSpec {
         family: "conv2d",
@@ -470,9 +507,35 @@ fn widen(gpu: &Gpu, t: &Tensor, width: usize) -> Result<Tensor> {
             w_out: u(width),
         },
         &[t.binding(), out.binding()],
-        super::groups_1d(rows * width / 4, 256),
+        if entry == "widen_rows4" {
+            super::groups_1d(rows, 64)
+        } else {
+            super::groups_1d(rows * width / 4, 256)
+        },
     )?;
     Ok(out)
+}
+
+/// Zero-widened copies (see [`widen`]) made for one convolution and shared by its forward
+/// and backward kernels, so that its x and dY are each widened once.
+#[derive(Clone, Default)]
+struct Widened(Arc<Mutex<Vec<(u64, usize, Tensor)>>>);
+
+impl Widened {
+    /// `t` with `width` columns: `t` itself when it has them, else the copy made before,
+    /// else a new one.
+    fn get(&self, gpu: &Gpu, t: &Tensor, width: usize) -> Result<Tensor> {
+        if t.shape()[3] == width {
+            return Ok(t.clone());
+        }
+        let mut copies = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((.., c)) = copies.iter().find(|c| c.0 == t.id() && c.1 == width) {
+            return Ok(c.clone());
+        }
+        let c = widen(gpu, t, width)?;
+        copies.push((t.id(), width, c.clone()));
+        Ok(c)
+    }
 }
 
 /// Sizes of one convolution.
@@ -607,39 +670,51 @@ fn pack(
     Ok(wp)
 }
 
-/// How the direct kernels run `g`, if they can: stride 1 and a square 1 × 1 (padding 0)
-/// or 3 × 3 kernel (padding 1). Widths whose quads do not line up (3 × 3: W % 4 ≠ 0;
-/// 1 × 1: H·W % 4 ≠ 0) run on a copy padded with zero columns to a multiple of 4.
+/// How the direct kernels run `g`, if they can: a square 1 × 1 (padding 0) or 3 × 3
+/// (padding 1) kernel at stride 1 or 2. Their quads of 4 positions must line up with x's
+/// rows (1 × 1 at stride 1: with the flattened plane), so a width that does not split into
+/// them runs on a copy padded with zero columns to a multiple of 4 (8 for x at stride 2).
+/// A lane's run of neighbouring quads need not divide a row: the kernels skip the extra.
 #[derive(Debug, Clone, Copy)]
 struct Direct {
     k: u32,
     pad: u32,
-    /// The width the kernel runs at: W, or W rounded up to a multiple of 4.
+    stride: u32,
+    /// The width x runs at: W, or W padded (dY's is this over the stride).
     width: usize,
+    /// Neighbouring quads per lane along a row (the tile's columns).
+    run: usize,
 }
 
 impl Direct {
-    /// The plan for `g` with runs of `run` neighbouring quads per lane along a row (the
-    /// 3 × 3 forward kernel's tile columns; 1 for backward weight): a 3 × 3 convolution's
-    /// width is padded to a multiple of 4·`run`.
+    /// The plan for `g` with runs of `run` quads per lane (the kernels' tile columns).
     fn plan(g: &Geom, run: usize) -> Option<Direct> {
-        if g.stride != 1 || g.kh != g.kw || g.pad * 2 + 1 != g.kh || g.kh > 3 {
+        if g.stride > 2 || g.kh != g.kw || g.pad * 2 + 1 != g.kh || g.kh > 3 {
             return None;
         }
-        let width = match g.kh {
-            1 if (g.h * g.w).is_multiple_of(4) => g.w,
-            1 => g.w.next_multiple_of(4),
-            _ => g.w.next_multiple_of(4 * run.max(1)),
+        let width = match (g.stride, g.kh) {
+            (1, 1) if (g.h * g.w).is_multiple_of(4) => g.w,
+            (1, _) => g.w.next_multiple_of(4),
+            _ => 2 * g.ow.next_multiple_of(4),
         };
         Some(Direct {
             k: g.kh as u32,
             pad: g.pad as u32,
+            stride: g.stride as u32,
             width,
+            run: run.max(1),
         })
     }
 
-    fn kind(self) -> (u32, u32) {
-        (self.k, self.pad)
+    /// The kernels' columns over dY: its quads, rows of them rounded up to whole runs
+    /// where quads run along rows.
+    fn quads(self, g: &Geom) -> usize {
+        if self.k == 1 && self.stride == 1 {
+            // Quads of the flattened plane (H·W % 4 == 0; a row need not hold whole quads).
+            g.n * g.oh * self.width / 4
+        } else {
+            g.n * g.oh * (self.width / self.stride as usize / 4).next_multiple_of(self.run)
+        }
     }
 
     /// `g` at the width the kernel runs at (the output keeps its width: the kernel drops
@@ -651,16 +726,26 @@ impl Direct {
         }
     }
 
-    /// `t` padded to the kernel's width (as is when it already has it).
-    fn widen(self, gpu: &Gpu, t: &Tensor) -> Result<Tensor> {
-        if t.shape()[3] == self.width {
-            return Ok(t.clone());
-        }
-        widen(gpu, t, self.width)
+    /// `t` (x, or dY when `dy`) padded to the kernel's width (as is when it has it).
+    fn widen(self, gpu: &Gpu, wide: &Widened, t: &Tensor, dy: bool) -> Result<Tensor> {
+        let width = if dy {
+            self.width / self.stride as usize
+        } else {
+            self.width
+        };
+        wide.get(gpu, t, width)
+    }
+
+    /// Whether the direct forward and weight kernels should run `g` (`bn`: with batch norm
+    /// inside the loads, only at stride 1). At stride 2 only when x needs no widening: on
+    /// lavapipe a widened x costs as much as they save over the gather kernels (resnet-tiny
+    /// 28 → 14: par), while on aligned rows they are 1.5–1.8× faster (ResNet-34 32 → 16).
+    fn worth_it(self, g: &Geom, bn: bool) -> bool {
+        self.stride == 1 || (!bn && self.width == g.w)
     }
 }
 
-/// The direct forward kernel for `g` (which [`Direct::geom`] has made aligned) with the
+/// The direct forward kernel for `g` as `plan` runs it (x already widened) with the
 /// weight `w` read as `g.oc` rows of `g.k()` entries (`flip`: transposed with taps
 /// reversed, for backward data).
 #[allow(clippy::too_many_arguments)]
@@ -668,24 +753,27 @@ fn forward_direct_kernel(
     gpu: &Gpu,
     x: &Tensor,
     w: &Tensor,
-    g: Geom,
-    (k, pad): (u32, u32),
+    g: &Geom,
+    plan: Direct,
     flip: bool,
     t: Tile,
     bn: Option<BnInput>,
 ) -> Result<Tensor> {
+    let g = plan.geom(g);
     let t = t.resolve(gpu)?.fit_rows(g.oc);
     let taps = g.kh * g.kw;
-    let group = if k == 1 { 0 } else { g.kw };
+    // 1 × 1 at stride 1 reads 4 channels per vec4; otherwise a vec4 is a kernel row.
+    let group = if g.kh == 1 && g.stride == 1 { 0 } else { g.kw };
     let wp = pack(gpu, w, g.oc, g.k(), taps, flip, group)?;
     let out = Tensor::empty(gpu, &[g.n, g.oc, g.oh, g.ow])?;
-    let [gx, gz] = col_groups(g.n * g.h * g.w / 4, t);
+    let [gx, gz] = col_groups(plan.quads(&g), t);
     gpu.dispatch(
         &spec(
             Kind::Direct {
-                k,
-                pad,
-                crop: g.ow != g.w,
+                k: plan.k,
+                pad: plan.pad,
+                stride: plan.stride,
+                crop: g.ow != g.w / g.stride,
                 affine: bn.is_some(),
             },
             t,
@@ -727,12 +815,14 @@ fn bindings<'a>(
 
 /// The direct forward kernel, if `cfg` has one for `g` (x read through relu(`bn`) if
 /// given; `flip` as for [`forward_direct_kernel`]): x widened as the plan needs.
+#[allow(clippy::too_many_arguments)]
 fn forward_direct(
     gpu: &Gpu,
     x: &Tensor,
     w: &Tensor,
     g: &Geom,
     cfg: &ConvConfig,
+    wide: &Widened,
     flip: bool,
     bn: Option<BnInput>,
 ) -> Result<Option<Tensor>> {
@@ -740,15 +830,23 @@ fn forward_direct(
         return Ok(None);
     };
     let t = if g.kh == 1 { d.pointwise } else { d.forward };
-    let Some(plan) = Direct::plan(g, t.cols as usize) else {
+    let plan = Direct::plan(g, t.cols as usize).filter(|p| p.worth_it(g, bn.is_some()));
+    let Some(plan) = plan else {
         return Ok(None);
     };
-    let xw = plan.widen(gpu, x)?;
-    forward_direct_kernel(gpu, &xw, w, plan.geom(g), plan.kind(), flip, t, bn).map(Some)
+    let xw = plan.widen(gpu, wide, x, false)?;
+    forward_direct_kernel(gpu, &xw, w, g, plan, flip, t, bn).map(Some)
 }
 
-fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
-    if let Some(y) = forward_direct(gpu, x, w, &g, &cfg, false, None)? {
+fn forward(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    g: Geom,
+    cfg: ConvConfig,
+    wide: &Widened,
+) -> Result<Tensor> {
+    if let Some(y) = forward_direct(gpu, x, w, &g, &cfg, wide, false, None)? {
         return Ok(y);
     }
     let t = cfg.forward.resolve(gpu)?;
@@ -774,7 +872,55 @@ fn forward_packed(gpu: &Gpu, x: &Tensor, wp: &Tensor, g: Geom, mut t: Tile) -> R
     Ok(out)
 }
 
-fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
+/// Backward data of a stride-2 convolution with the direct kernel, if `cfg` has one for
+/// `g`: dY widened as the plan needs, the weight packed transposed with taps reversed.
+fn backward_data_direct(
+    gpu: &Gpu,
+    dy: &Tensor,
+    w: &Tensor,
+    g: &Geom,
+    cfg: &ConvConfig,
+    wide: &Widened,
+) -> Result<Option<Tensor>> {
+    let Some(t) = cfg.direct.map(|d| d.strided_data) else {
+        return Ok(None);
+    };
+    let Some(plan) = Direct::plan(g, t.cols as usize).filter(|p| p.stride == 2) else {
+        return Ok(None);
+    };
+    let t = t.resolve(gpu)?.fit_rows(g.c);
+    let dyw = plan.widen(gpu, wide, dy, true)?;
+    let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true, g.kw)?;
+    let dx = Tensor::empty(gpu, &[g.n, g.c, g.h, g.w])?;
+    let [gx, gz] = col_groups(plan.quads(g), t);
+    gpu.dispatch(
+        &spec(
+            Kind::DirectData {
+                k: plan.k,
+                crop: g.w != plan.width,
+            },
+            t,
+        )?,
+        &wx(t),
+        &ConvParams {
+            ow: u(plan.width / 2),
+            kq: u(wp.shape()[1] / 4),
+            ..g.params()
+        },
+        &[dyw.binding(), wp.binding(), dx.binding()],
+        [gx, g.c.div_ceil(t.height()) as u32, gz],
+    )?;
+    Ok(Some(dx))
+}
+
+fn backward_data(
+    gpu: &Gpu,
+    dy: &Tensor,
+    w: &Tensor,
+    g: Geom,
+    cfg: ConvConfig,
+    wide: &Widened,
+) -> Result<Tensor> {
     if g.stride == 1 && g.kh == g.kw && g.pad < g.kh {
         // At stride 1, dX is the forward convolution of dY with the transposed, flipped
         // weight and padding K - 1 - p: reuse the (faster, vec4-weight) forward kernel.
@@ -784,12 +930,15 @@ fn backward_data(gpu: &Gpu, dy: &Tensor, w: &Tensor, g: Geom, cfg: ConvConfig) -
             1,
             g.kh - 1 - g.pad,
         )?;
-        if let Some(dx) = forward_direct(gpu, dy, w, &gt, &cfg, true, None)? {
+        if let Some(dx) = forward_direct(gpu, dy, w, &gt, &cfg, wide, true, None)? {
             return Ok(dx);
         }
         let t = cfg.forward.resolve(gpu)?;
         let wp = pack(gpu, w, g.c, g.oc * g.kh * g.kw, g.kh * g.kw, true, 0)?;
         return forward_packed(gpu, dy, &wp, gt, t);
+    }
+    if let Some(dx) = backward_data_direct(gpu, dy, w, &g, &cfg, wide)? {
+        return Ok(dx);
     }
     let t = cfg.backward_data.resolve(gpu)?.fit_rows(g.c);
     let dx = Tensor::empty(gpu, &[g.n, g.c, g.h, g.w])?;
@@ -843,9 +992,11 @@ fn backward_weight_direct(
     x: &Tensor,
     g: &Geom,
     cfg: &ConvConfig,
+    wide: &Widened,
     bn: Option<BnInput>,
 ) -> Result<Option<Tensor>> {
-    let (Some(d), Some(plan)) = (cfg.direct, Direct::plan(g, 1)) else {
+    let plan = Direct::plan(g, 1).filter(|p| p.worth_it(g, bn.is_some()));
+    let (Some(d), Some(plan)) = (cfg.direct, plan) else {
         return Ok(None);
     };
     let t = if plan.k == 1 {
@@ -853,23 +1004,25 @@ fn backward_weight_direct(
     } else {
         d.weight
     };
-    let (dyw, xw) = (plan.widen(gpu, dy)?, plan.widen(gpu, x)?);
-    weight_direct_kernel(gpu, &dyw, &xw, plan.geom(g), plan.kind(), t, bn).map(Some)
+    let dyw = plan.widen(gpu, wide, dy, true)?;
+    let xw = plan.widen(gpu, wide, x, false)?;
+    weight_direct_kernel(gpu, &dyw, &xw, g, plan, t, bn).map(Some)
 }
 
-/// The direct backward-weight kernel (`g` aligned by [`Direct::geom`]): workgroups over
-/// (input channels, output channels, splits of the positions).
+/// The direct backward-weight kernel for `g` as `plan` runs it (dY and x widened):
+/// workgroups over (input channels, output channels, splits of the positions).
 fn weight_direct_kernel(
     gpu: &Gpu,
     dy: &Tensor,
     x: &Tensor,
-    g: Geom,
-    (k, pad): (u32, u32),
+    g: &Geom,
+    plan: Direct,
     t: Tile,
     bn: Option<BnInput>,
 ) -> Result<Tensor> {
+    let g = plan.geom(g);
     let t = t.resolve(gpu)?.fit_rows(g.oc);
-    let quads = g.n * g.h * g.w / 4;
+    let quads = plan.quads(&g);
     let groups = g.c.div_ceil(t.span()) * g.oc.div_ceil(t.height());
     // Enough workgroups to keep a CPU's cores busy (partial sums added in a fixed order).
     let splits = DIRECT_WEIGHT_WORKGROUPS
@@ -882,8 +1035,9 @@ fn weight_direct_kernel(
     gpu.dispatch(
         &spec(
             Kind::DirectWeight {
-                k,
-                pad,
+                k: plan.k,
+                pad: plan.pad,
+                stride: plan.stride,
                 affine: bn.is_some(),
             },
             t,
@@ -910,8 +1064,15 @@ fn weight_direct_kernel(
 /// Workgroups the direct backward-weight kernel aims for.
 const DIRECT_WEIGHT_WORKGROUPS: usize = 16;
 
-fn backward_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, g: Geom, cfg: ConvConfig) -> Result<Tensor> {
-    if let Some(dw) = backward_weight_direct(gpu, dy, x, &g, &cfg, None)? {
+fn backward_weight(
+    gpu: &Gpu,
+    dy: &Tensor,
+    x: &Tensor,
+    g: Geom,
+    cfg: ConvConfig,
+    wide: &Widened,
+) -> Result<Tensor> {
+    if let Some(dw) = backward_weight_direct(gpu, dy, x, &g, &cfg, wide, None)? {
         return Ok(dw);
     }
     let (t, parallelism) = (cfg.backward_weight, cfg.weight_parallelism);
@@ -1004,17 +1165,19 @@ impl Tensor {
             ));
         }
         let gpu = self.gpu().clone();
-        let out = forward(&gpu, self, weight, g, cfg)?;
+        // x widened for the forward kernel is kept for the weight gradient's.
+        let wide = Widened::default();
+        let out = forward(&gpu, self, weight, g, cfg, &wide)?;
         let (x, w) = (self.detach(), weight.detach());
         let (need_dx, need_dw) = (self.requires_grad(), weight.requires_grad());
         self.gpu().record(&out, &[self, weight], move |dy| {
             let dx = if need_dx {
-                Some(backward_data(&gpu, dy, &w, g, cfg)?)
+                Some(backward_data(&gpu, dy, &w, g, cfg, &wide)?)
             } else {
                 None
             };
             let dw = if need_dw {
-                Some(backward_weight(&gpu, dy, &x, g, cfg)?)
+                Some(backward_weight(&gpu, dy, &x, g, cfg, &wide)?)
             } else {
                 None
             };
@@ -1038,7 +1201,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let g = Geom::new(input_shape, weight.shape(), stride, padding)?;
         check_dy(self, &g)?;
-        backward_data(self.gpu(), self, weight, g, cfg)
+        backward_data(self.gpu(), self, weight, g, cfg, &Widened::default())
     }
 
     /// Gradient of [`Tensor::conv2d`] wrt its weight, from `self` = dY (no tape).
@@ -1053,7 +1216,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let g = Geom::new(input.shape(), weight_shape, stride, padding)?;
         check_dy(self, &g)?;
-        backward_weight(self.gpu(), self, input, g, cfg)
+        backward_weight(self.gpu(), self, input, g, cfg, &Widened::default())
     }
 }
 
@@ -1120,6 +1283,7 @@ impl Tensor {
             weight,
             &g,
             &ConvConfig::for_gpu(gpu),
+            &Widened::default(),
             false,
             Some(bn),
         )
@@ -1143,7 +1307,8 @@ impl Tensor {
         check_dy(self, &g)?;
         let bn = bn_input(channels, stats, gamma, beta)?;
         let gpu = self.gpu();
-        backward_weight_direct(gpu, self, input, &g, &ConvConfig::for_gpu(gpu), Some(bn))
+        let cfg = ConvConfig::for_gpu(gpu);
+        backward_weight_direct(gpu, self, input, &g, &cfg, &Widened::default(), Some(bn))
     }
 }
 

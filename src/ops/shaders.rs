@@ -149,23 +149,39 @@ pub fn variants() -> Result<Vec<ShaderVariant>> {
             (Kind::BackwardWeightVec4, cfg.backward_weight),
         ];
         if let Some(d) = cfg.direct {
-            for affine in [false, true] {
+            // Batch norm inside the loads only at stride 1 (as `conv.rs` plans them).
+            for (stride, affine) in [(1, false), (1, true), (2, false)] {
                 for (k, pad, t, wt) in [
                     (3, 1, d.forward, d.weight),
                     (1, 0, d.pointwise, d.pointwise_weight),
                 ] {
-                    for crop in [false, true] {
+                    // At stride 2 only on rows that need no widening (`Direct::worth_it`).
+                    for crop in [false, stride == 1] {
                         kinds.push((
                             Kind::Direct {
                                 k,
                                 pad,
+                                stride,
                                 crop,
                                 affine,
                             },
                             t,
                         ));
                     }
-                    kinds.push((Kind::DirectWeight { k, pad, affine }, wt));
+                    kinds.push((
+                        Kind::DirectWeight {
+                            k,
+                            pad,
+                            stride,
+                            affine,
+                        },
+                        wt,
+                    ));
+                }
+            }
+            for k in [1, 3] {
+                for crop in [false, true] {
+                    kinds.push((Kind::DirectData { k, crop }, d.strided_data));
                 }
             }
         }
