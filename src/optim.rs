@@ -8,7 +8,7 @@ use crate::ops::{groups_1d, kernel};
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-const SGD_STEP: KernelSpec = kernel!("sgd", "sgd_step", 1, 2);
+const SGD_STEP: KernelSpec = kernel!("sgd", "sgd_step", 2, 4);
 
 kernel_params! {
     /// `Params` of `shaders/sgd.wgsl`.
@@ -18,6 +18,7 @@ kernel_params! {
         momentum: f32,
         weight_decay: f32,
         nesterov: u32,
+        n1: u32,
     }
 }
 
@@ -129,6 +130,7 @@ impl Sgd {
     /// without a gradient (unused in this step) are left alone. Records only; no submit.
     pub fn step(&mut self, grads: &Gradients, lr: f32) -> Result<()> {
         let c = &self.config;
+        let mut updates = Vec::with_capacity(self.params.len());
         for (p, v) in self.params.iter().zip(&self.velocity) {
             let Some(g) = grads.get(p) else { continue };
             if g.shape() != p.shape() {
@@ -138,8 +140,25 @@ impl Sgd {
                     format!("{:?}", g.shape()),
                 ));
             }
-            let n = p.numel();
-            p.gpu().dispatch(
+            updates.push((g, p, v));
+        }
+        // Two parameters per dispatch; an odd last one goes with an empty second (its
+        // writable bindings still need buffers of their own).
+        let mut unused = Vec::new();
+        for pair in updates.chunks(2) {
+            let (g0, p0, v0) = pair[0];
+            if pair.len() == 1 {
+                unused = vec![
+                    Tensor::empty(p0.gpu(), &[1])?,
+                    Tensor::empty(p0.gpu(), &[1])?,
+                ];
+            }
+            let (g1, p1, v1, n1) = match pair.get(1) {
+                Some(&(g, p, v)) => (g, p, v, p.numel()),
+                None => (g0, &unused[0], &unused[1], 0),
+            };
+            let n = p0.numel();
+            p0.gpu().dispatch(
                 &SGD_STEP,
                 &[],
                 &SgdParams {
@@ -148,9 +167,17 @@ impl Sgd {
                     momentum: c.momentum,
                     weight_decay: c.weight_decay,
                     nesterov: c.nesterov.into(),
+                    n1: u(n1),
                 },
-                &[g.binding(), p.binding(), v.binding()],
-                groups_1d(n, 256),
+                &[
+                    g0.binding(),
+                    g1.binding(),
+                    p0.binding(),
+                    v0.binding(),
+                    p1.binding(),
+                    v1.binding(),
+                ],
+                groups_1d(n + n1, 256),
             )?;
         }
         Ok(())

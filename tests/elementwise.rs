@@ -218,38 +218,60 @@ fn gradients_accumulate_and_no_grad_records_nothing() {
 
 #[test]
 fn sgd_nesterov_step_matches_pytorch_rule() {
+    // Several parameters (updated two per dispatch, an odd one alone, one without a
+    // gradient left as it is), with and without Nesterov.
     use isomax::optim::{Sgd, SgdConfig};
     let gpu = gpu();
-    let p0 = rand_vec(7, 11);
-    let p = Tensor::from_slice(&gpu, &p0, &[7]).unwrap();
-    p.set_requires_grad(true);
-    let cfg = SgdConfig {
-        lr: 0.1,
-        momentum: 0.9,
-        nesterov: true,
-        weight_decay: 0.01,
-        milestones: vec![],
-        gamma: 0.1,
-    };
-    let mut opt = Sgd::new(vec![p.clone()], cfg).unwrap();
-    let (mut host_p, mut host_v) = (p0.clone(), vec![0.0f32; 7]);
-    for _ in 0..3 {
-        // loss = sum(p^2) / 2 -> grad = p
-        let grads = p
-            .mul(&p)
-            .unwrap()
-            .sum()
-            .unwrap()
-            .scale(0.5)
-            .unwrap()
-            .backward()
-            .unwrap();
-        opt.step(&grads, 0.1).unwrap();
-        for i in 0..7 {
-            let d = host_p[i] + 0.01 * host_p[i];
-            host_v[i] = 0.9 * host_v[i] + d;
-            host_p[i] -= 0.1 * (d + 0.9 * host_v[i]);
+    for nesterov in [true, false] {
+        let sizes = [7, 300, 1, 5, 2, 9];
+        let init: Vec<Vec<f32>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| rand_vec(n, 11 + i as u64))
+            .collect();
+        let params: Vec<Tensor> = init
+            .iter()
+            .map(|v| Tensor::from_slice(&gpu, v, &[v.len()]).unwrap())
+            .collect();
+        for p in &params {
+            p.set_requires_grad(true);
         }
+        let cfg = SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov,
+            weight_decay: 0.01,
+            milestones: vec![],
+            gamma: 0.1,
+        };
+        let mut opt = Sgd::new(params.clone(), cfg).unwrap();
+        let mut host: Vec<(Vec<f32>, Vec<f32>)> = init
+            .iter()
+            .map(|v| (v.clone(), vec![0.0f32; v.len()]))
+            .collect();
+        // Parameter 3 takes no part in the loss: it gets no gradient.
+        let trained = [0, 1, 2, 4, 5];
+        for _ in 0..3 {
+            // loss = Σ sum(p²) / 2 -> grad = p
+            let mut loss = params[0].mul(&params[0]).unwrap().sum().unwrap();
+            for &i in &trained[1..] {
+                let l = params[i].mul(&params[i]).unwrap().sum().unwrap();
+                loss = loss.add(&l).unwrap();
+            }
+            let grads = loss.scale(0.5).unwrap().backward().unwrap();
+            opt.step(&grads, 0.1).unwrap();
+            for &i in &trained {
+                let (p, v) = &mut host[i];
+                for k in 0..p.len() {
+                    let d = p[k] + 0.01 * p[k];
+                    v[k] = 0.9 * v[k] + d;
+                    p[k] -= 0.1 * if nesterov { d + 0.9 * v[k] } else { v[k] };
+                }
+            }
+        }
+        for (p, (want, _)) in params.iter().zip(&host) {
+            assert_close(&p.to_vec().unwrap(), want, 1e-5, 1e-6);
+        }
+        assert_eq!(params[3].to_vec().unwrap(), init[3]);
     }
-    assert_close(&p.to_vec().unwrap(), &host_p, 1e-5, 1e-6);
 }
