@@ -16,12 +16,14 @@ struct Params {
     splits: u32,    // bn_gpu_*: workgroups sharing one channel's sums
     chunk: u32,     // bn_gpu_*: samples per split (split s: [s·chunk, (s+1)·chunk) ∩ [0, N))
     centred: u32,   // bn_gpu_sums, bn_gpu_stats: 0 = the Σ x pass, 1 = the Σ (x − mean)² pass
-    c_off: u32,     // statistics kernels: first channel of x to reduce (0 but in cache mode)
+    c_off: u32,     // statistics kernels: first channel of x to reduce (0 but in cache mode);
+                    // deferred passes: first channel of their range
     cache: u32,     // statistics kernels: 1 = write [mean | biased var] of channels c_off..c_off+c
                     // into a cache laid out [mean (C_STRIDE) | var (C_STRIDE)], no running update
-    slot: u32,      // bn_backward_reduce*, bn_gpu_dfinish: with `defer`, the slot of the coefficients
+    slot: u32,      // bn_backward_reduce*, bn_gpu_dfinish (with `defer`), bn_defer_prepare: the
+                    // layer's slot; bn_defer_split: 0 = dgamma, 1 = dbeta
     defer: u32,     // bn_backward_reduce*, bn_gpu_dfinish: 1 = also write the deferred-apply coefficients
-    dc0: u32,       // bn_backward_deferred*: channels of each slot's dy [N, dcS, HW]
+    dc0: u32,       // deferred passes, bn_defer_split: channels of each slot's dy [N, dcS, HW]
     dc1: u32,
     dc2: u32,
     dc3: u32,

@@ -34,8 +34,8 @@ const FUSED_VEC4: KernelSpec = kernel!("batchnorm", "bn_backward_fused_vec4", 6,
 const DEFER_PREPARE: KernelSpec = kernel!("batchnorm", "bn_defer_prepare", 3, 1);
 const DEFER_SPLIT: KernelSpec = kernel!("batchnorm", "bn_defer_split", 1, 4);
 
-/// Layers one deferred backward apply handles ([`bn_backward_deferred`]; each takes a
-/// storage binding for its dy, and x, the coefficients and the gradient take three more of
+/// Layers one deferred backward pass handles ([`DeferredBackward`]: each takes a storage
+/// binding for its dy; x, the constants, the gradient and the sums take the other four of
 /// the eight a stage may have).
 pub(crate) const DEFER_SLOTS: usize = 4;
 
