@@ -129,9 +129,21 @@ impl BnGeom {
     pub(crate) fn channels(&self) -> usize {
         self.c
     }
-}
 
-impl BnGeom {
+    /// The geometry of a pass that only reduces or applies gradients and statistics: no
+    /// running averages, no ReLU.
+    fn plain(n: usize, c: usize, hw: usize, c_stride: usize) -> BnGeom {
+        BnGeom {
+            n,
+            c,
+            hw,
+            c_stride,
+            eps: 0.0,
+            momentum: 0.0,
+            frozen: false,
+            relu: false,
+        }
+    }
     /// Whether the kernels can read whole planes as vec4s (H·W a multiple of 4).
     fn vec4(&self) -> bool {
         self.hw.is_multiple_of(4)
@@ -249,16 +261,7 @@ pub(crate) fn bn_cache_stats(
             format!("training needs more than one value per channel, input {s:?}"),
         ));
     }
-    let g = BnGeom {
-        n,
-        c: channels,
-        hw,
-        c_stride,
-        eps: 0.0,
-        momentum: 0.0,
-        frozen: false,
-        relu: false,
-    };
+    let g = BnGeom::plain(n, channels, hw, c_stride);
     let gpu = x.gpu();
     // Cache mode never touches the running averages; the bindings still need buffers.
     let unused = Tensor::empty(gpu, &[1])?;
@@ -746,16 +749,7 @@ fn deferred_pass(
     if channels.is_empty() {
         return Ok(());
     }
-    let g = BnGeom {
-        n,
-        c: channels.len(),
-        hw,
-        c_stride,
-        eps: 0.0,
-        momentum: 0.0,
-        frozen: false,
-        relu: false,
-    };
+    let g = BnGeom::plain(n, channels.len(), hw, c_stride);
     let gpu = x.gpu();
     let layers = ("LAYERS", dys.len() as f64);
     // Unused slots bind slot 0's gradient (never read).
