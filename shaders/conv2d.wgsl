@@ -133,10 +133,10 @@ fn widen_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     packed4[i] = v;
 }
 
-// widen_rows for a source whose length is a multiple of 4, read as vec4s: one row per
-// invocation, so no index needs a division (integer division is a scalar loop on
-// llvmpipe's SIMD lanes, and it dominated the per-vec4 form). The 4 inputs of an output
-// vec4 lie in two neighbouring aligned vec4s, the second of which is the next one's first.
+// widen_rows for a source whose length is a multiple of 4, read as vec4s, one row per
+// invocation: the 4 inputs of an output vec4 lie in two neighbouring aligned vec4s, the
+// second of which is the next output's first (one vec4 load per output instead of four
+// scalar ones; the copy is bound by memory bandwidth either way on lavapipe).
 @compute @workgroup_size(64)
 fn widen_rows4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = gid.x + gid.y * nwg.x * 64u;

@@ -482,11 +482,11 @@ fn widen(gpu: &Gpu, t: &Tensor, width: usize) -> Result<Tensor> {
     let s = t.shape();
     let rows = s[0] * s[1] * s[2];
     let out = Tensor::empty(gpu, &[s[0], s[1], s[2], width])?;
-    // Whole vec4s when the source splits into them.
-    let entry = if s.iter().product::<usize>().is_multiple_of(4) {
-        "widen_rows4"
+    // Whole vec4s, one row per invocation, when the source splits into them.
+    let (entry, groups) = if s.iter().product::<usize>().is_multiple_of(4) {
+        ("widen_rows4", super::groups_1d(rows, 64))
     } else {
-        "widen_rows"
+        ("widen_rows", super::groups_1d(rows * width / 4, 256))
     };
     let (source, entry) = codegen::cached(format!("conv2d {entry}"), || {
         Ok((base_source()?, entry.into()))
@@ -507,11 +507,7 @@ fn widen(gpu: &Gpu, t: &Tensor, width: usize) -> Result<Tensor> {
             w_out: u(width),
         },
         &[t.binding(), out.binding()],
-        if entry == "widen_rows4" {
-            super::groups_1d(rows, 64)
-        } else {
-            super::groups_1d(rows * width / 4, 256)
-        },
+        groups,
     )?;
     Ok(out)
 }
