@@ -68,14 +68,28 @@ fn keep4(v: vec4<f32>, c: u32, ok: bool, lim: i32) -> vec4<f32> {
     return select(vec4<f32>(0.0), v, ok);
 }
 
+// Batch norm of channel c as (mean, 1/σ · γ, β).
+fn bn_of(c: u32) -> vec3<f32> {
+    let cc = min(c, p.c - 1u);
+    return vec3<f32>(bn_stats[cc], bn_stats[p.c + cc] * bn_gamma[cc], bn_beta[cc]);
+}
+
 // relu(bn(v)) of channel c, 0 where `ok` is false (padding, channels past C) and in lanes
 // from `lim` on (columns a widened copy added: zero there, but relu(bn(0)) is not).
 fn bn_relu4(v: vec4<f32>, c: u32, ok: bool, lim: i32) -> vec4<f32> {
-    let cc = min(c, p.c - 1u);
-    let scale = bn_stats[p.c + cc] * bn_gamma[cc];
-    let y = max((v - vec4<f32>(bn_stats[cc])) * vec4<f32>(scale) + vec4<f32>(bn_beta[cc]), vec4<f32>(0.0));
+    return bn_relu4_of(v, bn_of(c), ok, lim);
+}
+
+// The same with the channel's batch norm `bn` (from `bn_of`) fetched once: the backward-
+// weight kernel's lanes hold different channels, so each fetch is a gather on llvmpipe.
+fn bn_relu4_of(v: vec4<f32>, bn: vec3<f32>, ok: bool, lim: i32) -> vec4<f32> {
+    let y = max((v - vec4<f32>(bn.x)) * vec4<f32>(bn.y) + vec4<f32>(bn.z), vec4<f32>(0.0));
     let keep = vec4<bool>(ok && lim > 0, ok && lim > 1, ok && lim > 2, ok && lim > 3);
     return select(vec4<f32>(0.0), y, keep);
+}
+
+fn keep4_of(v: vec4<f32>, bn: vec3<f32>, ok: bool, lim: i32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), v, ok);
 }
 @group(0) @binding(2) var<storage, read_write> packed: array<f32>;
 
@@ -525,6 +539,11 @@ fn ${ENTRY}(
 //# else
     for (var c = 0u; c < p.c; c++) {
         let wq = c * ${K}u; let xc = c * hw4;
+//# if AFFINE
+        let bnc = bn_of(c);
+//# else
+        let bnc = vec3<f32>(0.0);
+//# end
 //# for kh in 0..K
 //# for i in 0..ROW_LOADS
         let w${i}_${kh} = b4[r${i} + wq + ${kh}u];
@@ -535,16 +554,16 @@ fn ${ENTRY}(
         let y${j}_${kh} = oy${j} * ${S} + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h && lv${j};
         let rb${j}_${kh} = select(0u, xb${j} + xc + u32(y${j}_${kh}) * w4 + ${S}u * ox${j}, yok${j}_${kh});
 //# if S == 1
-        let m${j}_${kh} = ${ACT}(a4[rb${j}_${kh}], c, yok${j}_${kh}, lim${j});
+        let m${j}_${kh} = ${ACT}_of(a4[rb${j}_${kh}], bnc, yok${j}_${kh}, lim${j});
 //# else
-        let u${j}_${kh} = ${ACT}(a4[rb${j}_${kh}], c, yok${j}_${kh}, 4);
+        let u${j}_${kh} = ${ACT}_of(a4[rb${j}_${kh}], bnc, yok${j}_${kh}, 4);
         let vok${j}_${kh} = yok${j}_${kh} && ${S}u * ox${j} + 1u < w4;
-        let v${j}_${kh} = ${ACT}(a4[select(0u, rb${j}_${kh} + 1u, vok${j}_${kh})], c, vok${j}_${kh}, 4);
+        let v${j}_${kh} = ${ACT}_of(a4[select(0u, rb${j}_${kh} + 1u, vok${j}_${kh})], bnc, vok${j}_${kh}, 4);
 //# end
 //# end
 //# if S == 2 && PAD > 0
         let lok0_${kh} = yok0_${kh} && ox0 > 0u;
-        let l0_${kh} = ${ACT}(a4[select(0u, rb0_${kh} - 1u, lok0_${kh})], c, lok0_${kh}, 4);
+        let l0_${kh} = ${ACT}_of(a4[select(0u, rb0_${kh} - 1u, lok0_${kh})], bnc, lok0_${kh}, 4);
 //# for j in 1..TN
         let l${j}_${kh} = v${j - 1}_${kh};
 //# end
@@ -556,14 +575,14 @@ fn ${ENTRY}(
 //# end
 //# if PAD > 0 && j == 0
         let lok${j}_${kh} = yok${j}_${kh} && ox${j} > 0u;
-        let l${j}_${kh} = ${ACT}(a4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], c, lok${j}_${kh}, 4);
+        let l${j}_${kh} = ${ACT}_of(a4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], bnc, lok${j}_${kh}, 4);
 //# end
 //# if K - 1 - PAD > 0 && j + 1 < TN
         let r${j}_${kh} = m${j + 1}_${kh};
 //# end
 //# if K - 1 - PAD > 0 && j + 1 == TN
         let rok${j}_${kh} = yok${j}_${kh} && ox${j} + 1u < w4;
-        let r${j}_${kh} = ${ACT}(a4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], c, rok${j}_${kh}, lim${j} - 4);
+        let r${j}_${kh} = ${ACT}_of(a4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], bnc, rok${j}_${kh}, lim${j} - 4);
 //# end
 //# end
 //# end
@@ -640,6 +659,11 @@ fn ${ENTRY}(
 //# end
 //# for j in 0..TN
     let c${j} = min(cb + ${j}u * WX, p.c - 1u); let xo${j} = c${j} * hw4;
+//# if AFFINE
+    let bn${j} = bn_of(c${j});
+//# else
+    let bn${j} = vec3<f32>(0.0);
+//# end
 //# end
 //# for i in 0..TM
 //# for j in 0..TN
@@ -661,7 +685,7 @@ fn ${ENTRY}(
 //# end
 //# if K == 1 && S == 1
 //# for j in 0..TN
-        let x${j}_0_0 = ${ACT}(b4[xn + xo${j} + o], c${j}, true, lim);
+        let x${j}_0_0 = ${ACT}_of(b4[xn + xo${j} + o], bn${j}, true, lim);
 //# end
 //# else
         let oy = i32(o / ow4); let ox = o % ow4;
@@ -670,19 +694,19 @@ fn ${ENTRY}(
         let y${j}_${kh} = oy * ${S} + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h;
         let rb${j}_${kh} = select(0u, xn + xo${j} + u32(y${j}_${kh}) * w4 + ${S}u * ox, yok${j}_${kh});
 //# if S == 2
-        let u${j}_${kh} = ${ACT}(b4[rb${j}_${kh}], c${j}, yok${j}_${kh}, 4);
+        let u${j}_${kh} = ${ACT}_of(b4[rb${j}_${kh}], bn${j}, yok${j}_${kh}, 4);
         let vok${j}_${kh} = yok${j}_${kh} && ${S}u * ox + 1u < w4;
-        let v${j}_${kh} = ${ACT}(b4[select(0u, rb${j}_${kh} + 1u, vok${j}_${kh})], c${j}, vok${j}_${kh}, 4);
+        let v${j}_${kh} = ${ACT}_of(b4[select(0u, rb${j}_${kh} + 1u, vok${j}_${kh})], bn${j}, vok${j}_${kh}, 4);
 //# else
-        let m${j}_${kh} = ${ACT}(b4[rb${j}_${kh}], c${j}, yok${j}_${kh}, lim);
+        let m${j}_${kh} = ${ACT}_of(b4[rb${j}_${kh}], bn${j}, yok${j}_${kh}, lim);
 //# end
 //# if PAD > 0
         let lok${j}_${kh} = yok${j}_${kh} && ox > 0u;
-        let l${j}_${kh} = ${ACT}(b4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], c${j}, lok${j}_${kh}, 4);
+        let l${j}_${kh} = ${ACT}_of(b4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], bn${j}, lok${j}_${kh}, 4);
 //# end
 //# if K - 1 - PAD > 0 && S == 1
         let rok${j}_${kh} = yok${j}_${kh} && ox + 1u < w4;
-        let r${j}_${kh} = ${ACT}(b4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], c${j}, rok${j}_${kh}, lim - 4);
+        let r${j}_${kh} = ${ACT}_of(b4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], bn${j}, rok${j}_${kh}, lim - 4);
 //# end
 //# end
 //# end
