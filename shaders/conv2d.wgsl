@@ -91,7 +91,7 @@ fn bn_relu4_of(v: vec4<f32>, bn: vec3<f32>, ok: bool, lim: i32) -> vec4<f32> {
 fn keep4_of(v: vec4<f32>, bn: vec3<f32>, ok: bool, lim: i32) -> vec4<f32> {
     return select(vec4<f32>(0.0), v, ok);
 }
-@group(0) @binding(2) var<storage, read_write> packed: array<f32>;
+@group(0) @binding(2) var<storage, read_write> packed4: array<vec4<f32>>;
 
 // packed[r, k] = a[r, k] for k < K, zero up to kp; `rows` rows. With flip = 1 the source is
 // a weight [R', rows, T] (T = taps, R' = K / T) read transposed with its taps reversed:
@@ -101,23 +101,34 @@ fn keep4_of(v: vec4<f32>, bn: vec3<f32>, ok: bool, lim: i32) -> vec4<f32> {
 // the entry g·G + j for j < G (the direct kernels' layout).
 @group(0) @binding(0) var<uniform> pk: PackParams;
 
+// One packed vec4 per invocation: the row and source are located once per vec4 and then
+// stepped, not divided per entry (llvmpipe has no vector integer division: each one is a
+// scalar division per lane, which made this copy cost 4 % of a ResNet-34 step).
 @compute @workgroup_size(256)
 fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= pk.rows * pk.kp) { return; }
-    let r = i / pk.kp;
-    var k = i % pk.kp;
-    var ok = k < pk.k;
-    if (pk.group > 0u) {
-        ok = k % 4u < pk.group;
-        k = (k / 4u) * pk.group + k % 4u;
+    let q4 = pk.kp / 4u;
+    if (i >= pk.rows * q4) { return; }
+    let r = i / q4;
+    let q = i % q4;
+    // Source entries k0 .. k0 + n − 1 of row r fill lanes 0 .. n − 1.
+    let n = select(4u, pk.group, pk.group > 0u);
+    let k0 = q * n;
+    let taps = max(pk.taps, 1u);
+    var o = k0 / taps;
+    var t = k0 % taps;
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < n; j++) {
+        let k = k0 + j;
+        if (k < pk.k) {
+            var src = r * pk.k + k;
+            if (pk.flip == 1u) { src = (o * pk.rows + r) * taps + (taps - 1u - t); }
+            v[j] = a[src];
+        }
+        t += 1u;
+        if (t == taps) { t = 0u; o += 1u; }
     }
-    var src = r * pk.k + k;
-    if (pk.flip == 1u) {
-        let t = k % pk.taps;
-        src = ((k / pk.taps) * pk.rows + r) * pk.taps + (pk.taps - 1u - t);
-    }
-    packed[i] = select(0.0, a[select(0u, src, ok)], ok);
+    packed4[i] = v;
 }
 
 // widen_rows' parameters.
@@ -128,7 +139,6 @@ struct WidenParams {
 };
 
 @group(0) @binding(0) var<uniform> wd: WidenParams;
-@group(0) @binding(2) var<storage, read_write> packed4: array<vec4<f32>>;
 
 // packed4 = rows of `a` padded with zero columns to w_out, one vec4 per invocation. The
 // direct kernels run widths that are not a multiple of 4 on such a copy (the added columns

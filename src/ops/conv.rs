@@ -661,7 +661,7 @@ fn pack(
             group: u(group),
         },
         &[w.binding(), wp.binding()],
-        super::groups_1d(rows * kp, 256),
+        super::groups_1d(rows * kp / 4, 256),
     )?;
     Ok(wp)
 }
