@@ -5,6 +5,8 @@
 //! the strided backward-data kernel) and the direct kernel off; a `d` prefix (`dsg32x1`,
 //! `d8x1@16`) times the direct kernel with that tile instead (forward and backward data,
 //! where the shape allows). Without arguments, the adapter's default config.
+//! `CONV_SHAPE=i` times only the i-th built-in shape; `CONV_CUSTOM=N,C,H,W,OC,K,STRIDE,PAD`
+//! times that shape instead.
 
 use isomax::ops::conv::{ConvConfig, DirectTiles, Tile};
 use isomax::{Gpu, Result, Tensor};
