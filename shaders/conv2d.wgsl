@@ -685,6 +685,22 @@ fn ${ENTRY}(
 //# end
 //# end
     let qbeg = wid.z * p.chunk; let qend = min(qbeg + p.chunk, p.n * ohw4);
+//# if K > 1 || S > 1
+    // A row's quads come in order, so the vec4s a quad shares with the previous one are
+    // carried over instead of loaded again (a load costs as much as ~20 vec4 FMAs on
+    // llvmpipe): at stride 1 its l and m are the previous m and r (1 load per kernel row,
+    // not 3), at stride 2 its l is the previous v (2, not 3).
+//# for kh in 0..K
+//# for j in 0..TN
+//# if S == 1
+    var cm${j}_${kh} = vec4<f32>(0.0); var cr${j}_${kh} = vec4<f32>(0.0);
+//# end
+//# if S == 2 && PAD > 0
+    var cv${j}_${kh} = vec4<f32>(0.0);
+//# end
+//# end
+//# end
+//# end
     for (var q = qbeg; q < qend; q++) {
         let n = q / ohw4; let o = q % ohw4;
         let db = n * p.oc * ohw4 + o; let xn = n * p.xc * hw4;
@@ -699,6 +715,10 @@ fn ${ENTRY}(
 //# end
 //# else
         let oy = i32(o / ow4); let ox = o % ow4;
+        // The first quad of a row or of this split loads its whole window; so does every
+        // quad of the 32-row batch-norm tiles, where carrying was slower (the carried
+        // vec4s spill: ResNet-34's weight gradient +17 %). A constant `fresh` folds away.
+        let fresh = ${AFFINE && TM > 16} == 1 || ox == 0u || q == qbeg;
 //# for kh in 0..K
 //# for j in 0..TN
         let y${j}_${kh} = oy * ${S} + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h;
@@ -707,16 +727,25 @@ fn ${ENTRY}(
         let u${j}_${kh} = ${ACT}_of(b4[rb${j}_${kh}], bn${j}, yok${j}_${kh}, 4);
         let vok${j}_${kh} = yok${j}_${kh} && ${S}u * ox + 1u < w4;
         let v${j}_${kh} = ${ACT}_of(b4[select(0u, rb${j}_${kh} + 1u, vok${j}_${kh})], bn${j}, vok${j}_${kh}, 4);
-//# else
-        let m${j}_${kh} = ${ACT}_of(b4[rb${j}_${kh}], bn${j}, yok${j}_${kh}, lim);
-//# end
 //# if PAD > 0
-        let lok${j}_${kh} = yok${j}_${kh} && ox > 0u;
-        let l${j}_${kh} = ${ACT}_of(b4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], bn${j}, lok${j}_${kh}, 4);
+        var l${j}_${kh} = cv${j}_${kh};
+        if (fresh) {
+            let lok = yok${j}_${kh} && ox > 0u;
+            l${j}_${kh} = ${ACT}_of(b4[select(0u, rb${j}_${kh} - 1u, lok)], bn${j}, lok, 4);
+        }
+        cv${j}_${kh} = v${j}_${kh};
 //# end
-//# if K - 1 - PAD > 0 && S == 1
+//# else
+        // Stride 1 is always 3 × 3 with padding 1 here (Direct::plan): l, m, r.
+        var l${j}_${kh} = cm${j}_${kh}; var m${j}_${kh} = cr${j}_${kh};
+        if (fresh) {
+            let lok = yok${j}_${kh} && ox > 0u;
+            l${j}_${kh} = ${ACT}_of(b4[select(0u, rb${j}_${kh} - 1u, lok)], bn${j}, lok, 4);
+            m${j}_${kh} = ${ACT}_of(b4[rb${j}_${kh}], bn${j}, yok${j}_${kh}, lim);
+        }
         let rok${j}_${kh} = yok${j}_${kh} && ox + 1u < w4;
         let r${j}_${kh} = ${ACT}_of(b4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], bn${j}, rok${j}_${kh}, lim - 4);
+        cm${j}_${kh} = m${j}_${kh}; cr${j}_${kh} = r${j}_${kh};
 //# end
 //# end
 //# end
