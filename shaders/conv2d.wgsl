@@ -585,14 +585,28 @@ fn ${ENTRY}(
 //# end
 //# if PAD > 0 && j == 0
         let lok${j}_${kh} = yok${j}_${kh} && ox${j} > 0u;
+//# if SG
+        // Neighbouring lanes run neighbouring runs of a row: the quad left of this run is
+        // the previous lane's last m, read by a shuffle (as cheap as an add on llvmpipe, a
+        // load as ~20 vec4 FMAs); only lane 0 loads it.
+        var l${j}_${kh} = select(vec4<f32>(0.0), subgroupShuffle(m${TN - 1}_${kh}, (sl + ${SG - 1}u) % ${SG}u), lok${j}_${kh});
+        if (sl == 0u && lok${j}_${kh}) { l${j}_${kh} = ${ACT}_of(a4[rb${j}_${kh} - 1u], bnc, true, 4); }
+//# else
         let l${j}_${kh} = ${ACT}_of(a4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], bnc, lok${j}_${kh}, 4);
+//# end
 //# end
 //# if K - 1 - PAD > 0 && j + 1 < TN
         let r${j}_${kh} = m${j + 1}_${kh};
 //# end
 //# if K - 1 - PAD > 0 && j + 1 == TN
         let rok${j}_${kh} = yok${j}_${kh} && ox${j} + 1u < w4;
+//# if SG
+        // The quad right of this run: the next lane's first m (the last lane loads it).
+        var r${j}_${kh} = select(vec4<f32>(0.0), subgroupShuffle(m0_${kh}, (sl + 1u) % ${SG}u), rok${j}_${kh});
+        if (sl == ${SG - 1}u && rok${j}_${kh}) { r${j}_${kh} = ${ACT}_of(a4[rb${j}_${kh} + 1u], bnc, true, lim${j} - 4); }
+//# else
         let r${j}_${kh} = ${ACT}_of(a4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], bnc, rok${j}_${kh}, lim${j} - 4);
+//# end
 //# end
 //# end
 //# end
