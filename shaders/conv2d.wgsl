@@ -862,11 +862,23 @@ fn ${ENTRY}(
         let dm${j} = select(vec4<f32>(0.0), a4[min(d + ${j}u, last)], lv${j});
 //# end
 //# if K > 1
+//# if SG
+        // The quad right of the lane's last one is the next lane's first, passed by a
+        // shuffle (a load costs ~20 vec4 FMAs on llvmpipe); only the last lane loads it.
+        var dmr = select(0.0, subgroupShuffle(dm0.x, (sl + 1u) % ${SG}u), rok);
+        if (sl == ${SG - 1}u && rok) { dmr = a4[d + ${TN}u].x; }
+//# else
         let dmr = select(0.0, a4[select(0u, d + ${TN}u, rok)].x, rok);
+//# end
 //# for j in 0..TN
         let dn${j} = select(vec4<f32>(0.0), a4[select(0u, d + ow4 + ${j}u, bok && lv${j})], bok && lv${j});
 //# end
+//# if SG
+        var dnr = select(0.0, subgroupShuffle(dn0.x, (sl + 1u) % ${SG}u), bok && rok);
+        if (sl == ${SG - 1}u && bok && rok) { dnr = a4[d + ow4 + ${TN}u].x; }
+//# else
         let dnr = select(0.0, a4[select(0u, d + ow4 + ${TN}u, bok && rok)].x, bok && rok);
+//# end
         // dY at columns b + 1 of rows a (`dms`) and a + 1 (`dns`).
 //# for j in 0..TN
 //# if j + 1 < TN
