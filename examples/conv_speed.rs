@@ -81,16 +81,23 @@ fn main() -> Result<()> {
         ([64, 64, 32, 32], [128, 64, 3, 3], 2, 1),
     ];
     // CONV_CUSTOM="N,C,H,W,OC,K,STRIDE,PAD": time that shape instead.
-    let custom = std::env::var("CONV_CUSTOM").ok().map(|v| {
-        let d: Vec<usize> = v.split(',').map(|s| s.trim().parse().unwrap()).collect();
-        assert_eq!(d.len(), 8, "CONV_CUSTOM=N,C,H,W,OC,K,STRIDE,PAD");
-        (
-            [d[0], d[1], d[2], d[3]],
-            [d[4], d[1], d[5], d[5]],
-            d[6],
-            d[7],
-        )
-    });
+    let custom = match std::env::var("CONV_CUSTOM") {
+        Ok(v) => {
+            let d: Vec<usize> = v.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+            if d.len() != 8 {
+                return Err(isomax::Error::Config(format!(
+                    "CONV_CUSTOM={v:?}: expected 8 numbers N,C,H,W,OC,K,STRIDE,PAD"
+                )));
+            }
+            Some((
+                [d[0], d[1], d[2], d[3]],
+                [d[4], d[1], d[5], d[5]],
+                d[6],
+                d[7],
+            ))
+        }
+        Err(_) => None,
+    };
     let shapes: Vec<_> = match custom {
         Some(s) => vec![s],
         None => shapes.to_vec(),

@@ -63,33 +63,27 @@ override WX: u32 = 64u;
 @group(0) @binding(6) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dst4: array<vec4<f32>>;
 
-// v, or 0 where `ok` is false (padding): the direct kernels' loads without AFFINE.
-fn keep4(v: vec4<f32>, c: u32, ok: bool, lim: i32) -> vec4<f32> {
+// x as read (`ACT` = keep4 without batch norm): 0 where `ok` is false (padding, channels
+// past C). `bn` is unused; it keeps the signature of bn_relu4.
+fn keep4(v: vec4<f32>, bn: vec3<f32>, ok: bool, lim: i32) -> vec4<f32> {
     return select(vec4<f32>(0.0), v, ok);
 }
 
-// Batch norm of channel c as (mean, 1/σ · γ, β).
+// Batch norm of channel c as (mean, 1/σ · γ, β): fetched once per channel, not per load
+// (the backward-weight kernel's lanes hold different channels, so on llvmpipe each fetch
+// is a gather).
 fn bn_of(c: u32) -> vec3<f32> {
     let cc = min(c, p.c - 1u);
     return vec3<f32>(bn_stats[cc], bn_stats[p.c + cc] * bn_gamma[cc], bn_beta[cc]);
 }
 
-// relu(bn(v)) of channel c, 0 where `ok` is false (padding, channels past C) and in lanes
-// from `lim` on (columns a widened copy added: zero there, but relu(bn(0)) is not).
-fn bn_relu4(v: vec4<f32>, c: u32, ok: bool, lim: i32) -> vec4<f32> {
-    return bn_relu4_of(v, bn_of(c), ok, lim);
-}
-
-// The same with the channel's batch norm `bn` (from `bn_of`) fetched once: the backward-
-// weight kernel's lanes hold different channels, so each fetch is a gather on llvmpipe.
-fn bn_relu4_of(v: vec4<f32>, bn: vec3<f32>, ok: bool, lim: i32) -> vec4<f32> {
+// relu(bn(v)) with channel c's batch norm `bn` (from bn_of), 0 where `ok` is false
+// (padding, channels past C) and in lanes from `lim` on (columns a widened copy added:
+// zero there, but relu(bn(0)) is not).
+fn bn_relu4(v: vec4<f32>, bn: vec3<f32>, ok: bool, lim: i32) -> vec4<f32> {
     let y = max((v - vec4<f32>(bn.x)) * vec4<f32>(bn.y) + vec4<f32>(bn.z), vec4<f32>(0.0));
     let keep = vec4<bool>(ok && lim > 0, ok && lim > 1, ok && lim > 2, ok && lim > 3);
     return select(vec4<f32>(0.0), y, keep);
-}
-
-fn keep4_of(v: vec4<f32>, bn: vec3<f32>, ok: bool, lim: i32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), v, ok);
 }
 @group(0) @binding(2) var<storage, read_write> packed4: array<vec4<f32>>;
 
@@ -527,7 +521,7 @@ fn ${ENTRY}(
         let cok${t} = kv * 4u + ${t}u < p.c; let xc${t} = (kv * 4u + ${t}u) * hw4;
 //# for j in 0..TN
 //# if AFFINE
-        let x${j}_${t} = bn_relu4(a4[select(0u, xb${j} + xc${t} + o${j}, cok${t})], kv * 4u + ${t}u, cok${t}, lim${j});
+        let x${j}_${t} = bn_relu4(a4[select(0u, xb${j} + xc${t} + o${j}, cok${t})], bn_of(kv * 4u + ${t}u), cok${t}, lim${j});
 //# else
         let x${j}_${t} = select(vec4<f32>(0.0), a4[select(0u, xb${j} + xc${t} + o${j}, cok${t})], cok${t});
 //# end
@@ -564,16 +558,16 @@ fn ${ENTRY}(
         let y${j}_${kh} = oy${j} * ${S} + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h && lv${j};
         let rb${j}_${kh} = select(0u, xb${j} + xc + u32(y${j}_${kh}) * w4 + ${S}u * ox${j}, yok${j}_${kh});
 //# if S == 1
-        let m${j}_${kh} = ${ACT}_of(a4[rb${j}_${kh}], bnc, yok${j}_${kh}, lim${j});
+        let m${j}_${kh} = ${ACT}(a4[rb${j}_${kh}], bnc, yok${j}_${kh}, lim${j});
 //# else
-        let u${j}_${kh} = ${ACT}_of(a4[rb${j}_${kh}], bnc, yok${j}_${kh}, 4);
+        let u${j}_${kh} = ${ACT}(a4[rb${j}_${kh}], bnc, yok${j}_${kh}, 4);
         let vok${j}_${kh} = yok${j}_${kh} && ${S}u * ox${j} + 1u < w4;
-        let v${j}_${kh} = ${ACT}_of(a4[select(0u, rb${j}_${kh} + 1u, vok${j}_${kh})], bnc, vok${j}_${kh}, 4);
+        let v${j}_${kh} = ${ACT}(a4[select(0u, rb${j}_${kh} + 1u, vok${j}_${kh})], bnc, vok${j}_${kh}, 4);
 //# end
 //# end
 //# if S == 2 && PAD > 0
         let lok0_${kh} = yok0_${kh} && ox0 > 0u;
-        let l0_${kh} = ${ACT}_of(a4[select(0u, rb0_${kh} - 1u, lok0_${kh})], bnc, lok0_${kh}, 4);
+        let l0_${kh} = ${ACT}(a4[select(0u, rb0_${kh} - 1u, lok0_${kh})], bnc, lok0_${kh}, 4);
 //# for j in 1..TN
         let l${j}_${kh} = v${j - 1}_${kh};
 //# end
@@ -590,9 +584,9 @@ fn ${ENTRY}(
         // the previous lane's last m, read by a shuffle (as cheap as an add on llvmpipe, a
         // load as ~20 vec4 FMAs); only lane 0 loads it.
         var l${j}_${kh} = select(vec4<f32>(0.0), subgroupShuffle(m${TN - 1}_${kh}, (sl + ${SG - 1}u) % ${SG}u), lok${j}_${kh});
-        if (sl == 0u && lok${j}_${kh}) { l${j}_${kh} = ${ACT}_of(a4[rb${j}_${kh} - 1u], bnc, true, 4); }
+        if (sl == 0u && lok${j}_${kh}) { l${j}_${kh} = ${ACT}(a4[rb${j}_${kh} - 1u], bnc, true, 4); }
 //# else
-        let l${j}_${kh} = ${ACT}_of(a4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], bnc, lok${j}_${kh}, 4);
+        let l${j}_${kh} = ${ACT}(a4[select(0u, rb${j}_${kh} - 1u, lok${j}_${kh})], bnc, lok${j}_${kh}, 4);
 //# end
 //# end
 //# if K - 1 - PAD > 0 && j + 1 < TN
@@ -603,9 +597,9 @@ fn ${ENTRY}(
 //# if SG
         // The quad right of this run: the next lane's first m (the last lane loads it).
         var r${j}_${kh} = select(vec4<f32>(0.0), subgroupShuffle(m0_${kh}, (sl + 1u) % ${SG}u), rok${j}_${kh});
-        if (sl == ${SG - 1}u && rok${j}_${kh}) { r${j}_${kh} = ${ACT}_of(a4[rb${j}_${kh} + 1u], bnc, true, lim${j} - 4); }
+        if (sl == ${SG - 1}u && rok${j}_${kh}) { r${j}_${kh} = ${ACT}(a4[rb${j}_${kh} + 1u], bnc, true, lim${j} - 4); }
 //# else
-        let r${j}_${kh} = ${ACT}_of(a4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], bnc, rok${j}_${kh}, lim${j} - 4);
+        let r${j}_${kh} = ${ACT}(a4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], bnc, rok${j}_${kh}, lim${j} - 4);
 //# end
 //# end
 //# end
@@ -725,7 +719,7 @@ fn ${ENTRY}(
 //# end
 //# if K == 1 && S == 1
 //# for j in 0..TN
-        let x${j}_0_0 = ${ACT}_of(b4[xn + xo${j} + o], bn${j}, true, lim);
+        let x${j}_0_0 = ${ACT}(b4[xn + xo${j} + o], bn${j}, true, lim);
 //# end
 //# else
         let oy = i32(o / ow4); let ox = o % ow4;
@@ -738,14 +732,14 @@ fn ${ENTRY}(
         let y${j}_${kh} = oy * ${S} + ${kh - PAD}; let yok${j}_${kh} = u32(y${j}_${kh}) < p.h;
         let rb${j}_${kh} = select(0u, xn + xo${j} + u32(y${j}_${kh}) * w4 + ${S}u * ox, yok${j}_${kh});
 //# if S == 2
-        let u${j}_${kh} = ${ACT}_of(b4[rb${j}_${kh}], bn${j}, yok${j}_${kh}, 4);
+        let u${j}_${kh} = ${ACT}(b4[rb${j}_${kh}], bn${j}, yok${j}_${kh}, 4);
         let vok${j}_${kh} = yok${j}_${kh} && ${S}u * ox + 1u < w4;
-        let v${j}_${kh} = ${ACT}_of(b4[select(0u, rb${j}_${kh} + 1u, vok${j}_${kh})], bn${j}, vok${j}_${kh}, 4);
+        let v${j}_${kh} = ${ACT}(b4[select(0u, rb${j}_${kh} + 1u, vok${j}_${kh})], bn${j}, vok${j}_${kh}, 4);
 //# if PAD > 0
         var l${j}_${kh} = cv${j}_${kh};
         if (fresh) {
             let lok = yok${j}_${kh} && ox > 0u;
-            l${j}_${kh} = ${ACT}_of(b4[select(0u, rb${j}_${kh} - 1u, lok)], bn${j}, lok, 4);
+            l${j}_${kh} = ${ACT}(b4[select(0u, rb${j}_${kh} - 1u, lok)], bn${j}, lok, 4);
         }
         cv${j}_${kh} = v${j}_${kh};
 //# end
@@ -754,11 +748,11 @@ fn ${ENTRY}(
         var l${j}_${kh} = cm${j}_${kh}; var m${j}_${kh} = cr${j}_${kh};
         if (fresh) {
             let lok = yok${j}_${kh} && ox > 0u;
-            l${j}_${kh} = ${ACT}_of(b4[select(0u, rb${j}_${kh} - 1u, lok)], bn${j}, lok, 4);
-            m${j}_${kh} = ${ACT}_of(b4[rb${j}_${kh}], bn${j}, yok${j}_${kh}, lim);
+            l${j}_${kh} = ${ACT}(b4[select(0u, rb${j}_${kh} - 1u, lok)], bn${j}, lok, 4);
+            m${j}_${kh} = ${ACT}(b4[rb${j}_${kh}], bn${j}, yok${j}_${kh}, lim);
         }
         let rok${j}_${kh} = yok${j}_${kh} && ox + 1u < w4;
-        let r${j}_${kh} = ${ACT}_of(b4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], bn${j}, rok${j}_${kh}, lim - 4);
+        let r${j}_${kh} = ${ACT}(b4[select(0u, rb${j}_${kh} + 1u, rok${j}_${kh})], bn${j}, rok${j}_${kh}, lim - 4);
         cm${j}_${kh} = m${j}_${kh}; cr${j}_${kh} = r${j}_${kh};
 //# end
 //# end
